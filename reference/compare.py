@@ -1,0 +1,127 @@
+"""The comparison helper: ``torch.testing.assert_close`` plus a message that says where and why.
+
+A failure names the component, the configuration, the mismatch count, the worst element (index, both values,
+abs/rel error), the tolerance broken, and, under the error-ratio rule, the implementation's error next to torch's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from . import tolerances
+
+ArrayLike = Any  # torch.Tensor | np.ndarray
+
+
+def to_f64(x: ArrayLike) -> torch.Tensor:
+    """A float64 CPU tensor copy of a tensor or array (detached)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(device="cpu", dtype=torch.float64)
+    return torch.as_tensor(np.asarray(x, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """Max abs/rel error of ``actual`` against ``expected`` and where the worst one sits."""
+
+    max_abs: float
+    max_rel: float
+    index: tuple[int, ...]
+    actual: float
+    expected: float
+    scale: float  # max |expected|
+    numel: int
+
+    def line(self) -> str:
+        return (f"max abs error {self.max_abs:.3e}, max rel error {self.max_rel:.3e}; worst at index {self.index}: "
+                f"actual {self.actual:.10g} vs expected {self.expected:.10g}")
+
+
+def error_stats(actual: ArrayLike, expected: ArrayLike, where: ArrayLike | None = None) -> ErrorStats:
+    """Errors over the elements selected by ``where`` (bool, broadcastable; default all). NaN counts as inf."""
+    a, e = to_f64(actual), to_f64(expected)
+    if a.shape != e.shape:
+        raise AssertionError(f"shape mismatch: actual {tuple(a.shape)} vs expected {tuple(e.shape)}")
+    diff = (a - e).abs()
+    diff = torch.where(torch.isnan(diff), torch.full_like(diff, float("inf")), diff)
+    if where is not None:
+        keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
+        keep = keep.to(torch.bool).expand_as(diff)
+        diff = torch.where(keep, diff, torch.zeros_like(diff))
+        e_abs = torch.where(keep, e.abs(), torch.zeros_like(e))
+    else:
+        e_abs = e.abs()
+    if diff.numel() == 0:
+        return ErrorStats(0.0, 0.0, (), 0.0, 0.0, 0.0, 0)
+    flat = int(torch.argmax(diff))
+    index = tuple(int(i) for i in np.unravel_index(flat, tuple(diff.shape)))
+    rel = diff / e_abs.clamp_min(torch.finfo(torch.float64).tiny)
+    rel = torch.where(diff == 0, torch.zeros_like(rel), rel)
+    return ErrorStats(max_abs=float(diff.max()), max_rel=float(rel.max()), index=index,
+                      actual=float(a.reshape(-1)[flat]), expected=float(e.reshape(-1)[flat]),
+                      scale=float(e_abs.max()), numel=diff.numel())
+
+
+def describe(component: str, config: Mapping[str, Any] | None) -> str:
+    cfg = ", ".join(f"{k}={v}" for k, v in (config or {}).items())
+    return f"{component} [{cfg}]"
+
+
+def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
+                 config: Mapping[str, Any] | None = None, rtol: float | None = None, atol: float | None = None,
+                 dtype: torch.dtype | None = None, grad: bool = False, where: ArrayLike | None = None) -> None:
+    """``torch.testing.assert_close`` in float64 with the tolerance of ``dtype`` (or the given rtol/atol).
+
+    ``where`` selects the elements to compare (others are ignored). The message adds the component, the config
+    and the worst element to torch's own report.
+    """
+    __tracebackhide__ = True
+    if (rtol is None) != (atol is None):
+        raise ValueError("give rtol and atol together or not at all")
+    if rtol is None:
+        if dtype is None:
+            dtype = actual.dtype if isinstance(actual, torch.Tensor) else torch.float64
+        rtol, atol = (tolerances.grad_tol if grad else tolerances.value_tol)(dtype)
+    a, e = to_f64(actual), to_f64(expected)
+    if a.shape != e.shape:
+        raise AssertionError(f"{describe(component, config)}: shape {tuple(a.shape)} != expected {tuple(e.shape)}")
+    if where is not None:
+        keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
+        keep = keep.to(torch.bool).expand_as(a)
+        a = torch.where(keep, a, e)
+    stats = error_stats(a, e)
+
+    def message(generated: str) -> str:
+        return (f"{describe(component, config)}{' (gradient)' if grad else ''} is not close to its reference\n"
+                f"  {stats.line()}\n  tolerance broken: rtol={rtol:.1e}, atol={atol:.1e}\n"
+                + "\n".join("  " + line for line in generated.splitlines()))
+
+    torch.testing.assert_close(a, e, rtol=rtol, atol=atol, equal_nan=False, msg=message)
+
+
+def assert_error_ratio(actual: ArrayLike, torch_out: ArrayLike, oracle: ArrayLike, *, component: str,
+                       dtype: torch.dtype, config: Mapping[str, Any] | None = None, k: float = tolerances.K,
+                       where: ArrayLike | None = None, label: str = "torch") -> tuple[ErrorStats, ErrorStats]:
+    """The error-ratio rule: ``err(impl, oracle) <= k * err(torch, oracle) + floor(dtype, scale)``.
+
+    ``oracle`` is the float64 truth; ``torch_out`` is PyTorch's own module in the same low precision on the same
+    inputs and weights. Returns both error figures (for reports). ``where`` restricts the elements compared.
+    """
+    __tracebackhide__ = True
+    impl_err = error_stats(actual, oracle, where)
+    torch_err = error_stats(torch_out, oracle, where)
+    allowed = tolerances.allowed_error(dtype, torch_err.max_abs, impl_err.scale, k=k)
+    if not impl_err.max_abs <= allowed:
+        ratio = impl_err.max_abs / torch_err.max_abs if torch_err.max_abs else float("inf")
+        raise AssertionError(
+            f"{describe(component, config)} exceeds the error-ratio tolerance\n"
+            f"  implementation vs float64 oracle: {impl_err.line()}\n"
+            f"  {label} vs float64 oracle: {torch_err.line()}\n"
+            f"  implementation error / {label} error = {ratio:.3g}\n"
+            f"  tolerance broken: {k} * {torch_err.max_abs:.3e} + floor {tolerances.floor(dtype, impl_err.scale):.3e}"
+            f" = {allowed:.3e} ({dtype}, output scale {impl_err.scale:.3g}, {impl_err.numel} elements)")
+    return impl_err, torch_err

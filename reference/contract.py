@@ -1,0 +1,139 @@
+"""Reach any implementation of the contract by its public names only.
+
+The contract is the blog's API (class names, constructor arguments, attribute names) plus the optional extras this
+project adds (``device=``/``dtype=`` keywords, ``causal_mask``, ``padding_mask``, ``Transformer.forward``). Code
+here builds components of an implementation in a requested dtype/device whether or not it has the extras, and
+says which extras are missing so tests can skip with a reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+from dataclasses import asdict, dataclass
+from types import ModuleType
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+DEFAULT_IMPL = "scratch_transformer"
+
+#: Names every implementation must export (the blog's API).
+REQUIRED_NAMES = (
+    "InputEmbeddings", "PositionalEncoding", "LayerNormalization", "FeedForwardBlock", "MultiHeadAttentionBlock",
+    "ResidualConnection", "EncoderBlock", "Encoder", "DecoderBlock", "Decoder", "ProjectionLayer", "Transformer",
+    "build_transformer",
+)
+#: Extras beyond the blog's API; tests that need one skip (with this name in the reason) when it is missing.
+OPTIONAL_NAMES = ("causal_mask", "padding_mask")
+
+
+def load_impl(name: str = DEFAULT_IMPL) -> ModuleType:
+    """Import the implementation module ``name`` and check it exports the blog's names."""
+    module = importlib.import_module(name)
+    missing = [n for n in REQUIRED_NAMES if not hasattr(module, n)]
+    if missing:
+        raise ImportError(f"implementation {name!r} lacks contract names: {', '.join(missing)}")
+    return module
+
+
+def takes_factory_kwargs(cls_or_fn: Any) -> bool:
+    """True when the constructor accepts ``device=`` and ``dtype=`` keywords."""
+    try:
+        params = inspect.signature(cls_or_fn).parameters
+    except (TypeError, ValueError):
+        return False
+    has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return has_var_kw or ("device" in params and "dtype" in params)
+
+
+def missing_extras(impl: ModuleType, *needs: str) -> list[str]:
+    """Which of the requested extras the implementation lacks.
+
+    Recognised needs: ``causal_mask``, ``padding_mask``, ``Transformer.forward``, ``factory_kwargs``.
+    """
+    missing = []
+    for need in needs:
+        if need == "factory_kwargs":
+            if not takes_factory_kwargs(impl.MultiHeadAttentionBlock):
+                missing.append("device=/dtype= constructor keywords")
+        elif need == "Transformer.forward":
+            if getattr(impl.Transformer, "forward", nn.Module.forward) is nn.Module.forward:
+                missing.append("Transformer.forward")
+        elif not callable(getattr(impl, need, None)):
+            missing.append(need)
+    return missing
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Temporarily make ``dtype`` torch's default floating dtype."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def construct(factory: Any, *args: Any, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+              **kwargs: Any) -> Any:
+    """Call a contract constructor so its parameters and buffers come out in ``dtype`` on ``device``.
+
+    Uses the ``device=``/``dtype=`` keywords when the implementation has them; otherwise builds under
+    ``torch.set_default_dtype`` (float32/float64) and moves the result with ``.to``, as a user of the blog would.
+    """
+    if takes_factory_kwargs(factory):
+        return factory(*args, device=device, dtype=dtype, **kwargs)
+    build_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    with default_dtype(build_dtype):
+        module = factory(*args, **kwargs)
+    return module.to(device=device, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of a full model, as ``build_transformer`` takes them."""
+
+    src_vocab_size: int = 11
+    tgt_vocab_size: int = 13
+    src_seq_len: int = 16
+    tgt_seq_len: int = 16
+    d_model: int = 16
+    N: int = 2
+    h: int = 2
+    dropout: float = 0.0
+    d_ff: int = 32
+
+    def kwargs(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_model(impl: ModuleType, cfg: ModelConfig, *, device: torch.device | str = "cpu",
+                dtype: torch.dtype = torch.float32) -> nn.Module:
+    """``impl.build_transformer(**cfg)`` in ``dtype`` on ``device``."""
+    return construct(impl.build_transformer, **cfg.kwargs(), device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def randomize_parameters_(module: nn.Module, seed: int, *, scale: float = 1.0) -> nn.Module:
+    """Give every parameter a random, non-default value (reproducible from ``seed``), in place.
+
+    Matrices: uniform in the Xavier bound times ``scale``; vectors named ``alpha`` (norm gains): uniform in
+    [0.5, 1.5]; other vectors (biases, norm shifts): uniform in [-0.5, 0.5]. Nothing stays at its initial value,
+    so no component can hide behind ones/zeros.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in module.named_parameters():
+        if p.dim() > 1:
+            fan_out, fan_in = p.shape[0], p[0].numel()
+            bound = scale * (6.0 / (fan_in + fan_out)) ** 0.5
+            value = (torch.rand(p.shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+        elif name.endswith("alpha"):
+            value = 0.5 + torch.rand(p.shape, generator=gen, dtype=torch.float64)
+        else:
+            value = torch.rand(p.shape, generator=gen, dtype=torch.float64) - 0.5
+        p.copy_(value.to(p.dtype))
+    return module
