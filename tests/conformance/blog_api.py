@@ -1,0 +1,51 @@
+"""Write a contract implementation with only the blog's API into a directory, under a new package name.
+
+``write_blog_api_impl(dir, name)`` copies a correct implementation's source to ``dir/name/`` (so it lives
+elsewhere, imported from ``PYTHONPATH``), then strips the extras this project adds: the constructors lose their
+``device=``/``dtype=`` keywords, ``causal_mask``/``padding_mask`` are gone and ``Transformer`` has no ``forward``.
+The suite must still judge its numbers, skipping (with a reason naming the part) what needs an extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+_STRIP = '''
+import inspect as _inspect
+
+from torch import nn as _nn
+
+
+def _blog_signature(cls):
+    """Subclass ``cls`` whose constructor refuses device=/dtype= keywords, as the blog's classes do."""
+    class Blog(cls):
+        def __init__(self, *args):
+            super().__init__(*args)
+    Blog.__name__ = Blog.__qualname__ = cls.__name__
+    Blog.__init__.__signature__ = _inspect.Signature(
+        [p for p in _inspect.signature(cls.__init__).parameters.values() if p.kind is not p.KEYWORD_ONLY])
+    return Blog
+
+
+for _name in ("InputEmbeddings", "PositionalEncoding", "LayerNormalization", "FeedForwardBlock",
+              "MultiHeadAttentionBlock", "ResidualConnection", "EncoderBlock", "Encoder", "DecoderBlock", "Decoder",
+              "ProjectionLayer", "Transformer"):
+    globals()[_name] = _blog_signature(globals()[_name])
+Transformer.forward = _nn.Module.forward  # the blog's Transformer has encode/decode/project only
+del causal_mask, padding_mask
+'''
+
+
+def write_blog_api_impl(directory: Path, name: str, source_package: str = "scratch_transformer") -> Path:
+    """Copy ``source_package`` to ``directory/name`` with only the blog's API left; return the package dir."""
+    spec = importlib.util.find_spec(source_package)
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError(f"cannot find package {source_package!r}")
+    target = Path(directory) / name
+    shutil.copytree(Path(next(iter(spec.submodule_search_locations))), target,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    init = target / "__init__.py"
+    init.write_text(init.read_text() + _STRIP)
+    return target

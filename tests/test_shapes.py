@@ -1,0 +1,109 @@
+"""Output shapes of every contract module and of the full model, over drawn sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+from reference.contract import build_model, construct, missing_extras
+from tests.strategies import AttentionConfig, attention_configs, model_configs
+
+DTYPE = torch.float32
+
+
+def _randn(*shape: int, device: str) -> torch.Tensor:
+    return torch.randn(*shape, device=device, dtype=DTYPE)
+
+
+@given(cfg=attention_configs(), vocab=st.integers(1, 50))
+def test_input_embeddings_shape(impl, device, cfg: AttentionConfig, vocab: int) -> None:
+    emb = construct(impl.InputEmbeddings, cfg.d_model, vocab, device=device, dtype=DTYPE)
+    tokens = torch.randint(0, vocab, (cfg.B, cfg.Lq), device=device)
+    assert emb(tokens).shape == (cfg.B, cfg.Lq, cfg.d_model)
+
+
+@given(cfg=attention_configs(), extra=st.integers(0, 5))
+def test_positional_encoding_shape(impl, device, cfg: AttentionConfig, extra: int) -> None:
+    pe = construct(impl.PositionalEncoding, cfg.d_model, cfg.Lq + extra, 0.0, device=device, dtype=DTYPE)
+    assert tuple(pe.pe.shape) == (1, cfg.Lq + extra, cfg.d_model)
+    assert pe(_randn(cfg.B, cfg.Lq, cfg.d_model, device=device)).shape == (cfg.B, cfg.Lq, cfg.d_model)
+
+
+@given(cfg=attention_configs())
+def test_layer_normalization_shape(impl, device, cfg: AttentionConfig) -> None:
+    norm = construct(impl.LayerNormalization, cfg.d_model, device=device, dtype=DTYPE)
+    assert tuple(norm.alpha.shape) == tuple(norm.bias.shape) == (cfg.d_model,)
+    assert norm(_randn(cfg.B, cfg.Lq, cfg.d_model, device=device)).shape == (cfg.B, cfg.Lq, cfg.d_model)
+
+
+@given(cfg=attention_configs(), d_ff=st.integers(1, 96))
+def test_feed_forward_block_shape(impl, device, cfg: AttentionConfig, d_ff: int) -> None:
+    ff = construct(impl.FeedForwardBlock, cfg.d_model, d_ff, 0.0, device=device, dtype=DTYPE)
+    assert tuple(ff.linear_1.weight.shape) == (d_ff, cfg.d_model)
+    assert tuple(ff.linear_2.weight.shape) == (cfg.d_model, d_ff)
+    assert ff(_randn(cfg.B, cfg.Lq, cfg.d_model, device=device)).shape == (cfg.B, cfg.Lq, cfg.d_model)
+
+
+@given(cfg=attention_configs())
+def test_multi_head_attention_block_shape(impl, device, cfg: AttentionConfig) -> None:
+    note(cfg)
+    mha = construct(impl.MultiHeadAttentionBlock, cfg.d_model, cfg.h, 0.0, device=device, dtype=DTYPE)
+    assert (mha.d_model, mha.h, mha.d_k) == (cfg.d_model, cfg.h, cfg.d_k)
+    for name in ("w_q", "w_k", "w_v", "w_o"):
+        assert tuple(getattr(mha, name).weight.shape) == (cfg.d_model, cfg.d_model)
+        assert getattr(mha, name).bias is None, f"{name} must have no bias"
+    q = _randn(cfg.B, cfg.Lq, cfg.d_model, device=device)
+    kv = _randn(cfg.B, cfg.Lk, cfg.d_model, device=device)
+    assert mha(q, kv, kv, None).shape == (cfg.B, cfg.Lq, cfg.d_model)
+    assert tuple(mha.attention_scores.shape) == (cfg.B, cfg.h, cfg.Lq, cfg.Lk)
+
+
+@given(cfg=attention_configs())
+def test_attention_static_shape(impl, device, cfg: AttentionConfig) -> None:
+    q = _randn(cfg.B, cfg.h, cfg.Lq, cfg.d_k, device=device)
+    k = _randn(cfg.B, cfg.h, cfg.Lk, cfg.d_k, device=device)
+    v = _randn(cfg.B, cfg.h, cfg.Lk, cfg.d_k, device=device)
+    out, weights = impl.MultiHeadAttentionBlock.attention(q, k, v, None, None)
+    assert out.shape == (cfg.B, cfg.h, cfg.Lq, cfg.d_k)
+    assert weights.shape == (cfg.B, cfg.h, cfg.Lq, cfg.Lk)
+
+
+@given(cfg=model_configs(), B=st.integers(1, 3), src_len=st.integers(1, 16), tgt_len=st.integers(1, 16))
+def test_transformer_shapes(impl, device, cfg, B: int, src_len: int, tgt_len: int) -> None:
+    """encode -> [B, Ls, d], decode -> [B, Lt, d], project -> [B, Lt, tgt_vocab]; blocks and stacks as built."""
+    src_len, tgt_len = min(src_len, cfg.src_seq_len), min(tgt_len, cfg.tgt_seq_len)
+    note(f"{cfg}, B={B}, Ls={src_len}, Lt={tgt_len}")
+    model = build_model(impl, cfg, device=device).eval()
+    assert len(model.encoder.layers) == len(model.decoder.layers) == cfg.N
+    assert len(model.encoder.layers[0].residual_connections) == 2
+    assert len(model.decoder.layers[0].residual_connections) == 3
+    src = torch.randint(0, cfg.src_vocab_size, (B, src_len), device=device)
+    tgt = torch.randint(0, cfg.tgt_vocab_size, (B, tgt_len), device=device)
+    src_mask = torch.ones(B, 1, 1, src_len, dtype=torch.bool, device=device)
+    tgt_mask = torch.tril(torch.ones(1, tgt_len, tgt_len, dtype=torch.bool, device=device))
+    memory = model.encode(src, src_mask)
+    assert memory.shape == (B, src_len, cfg.d_model)
+    decoded = model.decode(memory, src_mask, tgt, tgt_mask)
+    assert decoded.shape == (B, tgt_len, cfg.d_model)
+    logits = model.project(decoded)
+    assert logits.shape == (B, tgt_len, cfg.tgt_vocab_size)
+    if not missing_extras(impl, "Transformer.forward"):
+        assert model(src, tgt, src_mask, tgt_mask).shape == logits.shape
+
+
+@given(size=st.integers(1, 32))
+def test_causal_mask_shape(impl, size: int) -> None:
+    if missing := missing_extras(impl, "causal_mask"):
+        pytest.skip(f"implementation lacks {missing[0]}")
+    mask = impl.causal_mask(size)
+    assert mask.shape == (1, size, size) and mask.dtype == torch.bool
+
+
+@given(B=st.integers(1, 4), L=st.integers(1, 16))
+def test_padding_mask_shape(impl, B: int, L: int) -> None:
+    if missing := missing_extras(impl, "padding_mask"):
+        pytest.skip(f"implementation lacks {missing[0]}")
+    mask = impl.padding_mask(torch.randint(0, 5, (B, L)), 0)
+    assert mask.shape == (B, 1, 1, L) and mask.dtype == torch.bool
