@@ -14,7 +14,7 @@ from tests.conformance.blog_api import write_blog_api_impl
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Modules run against the copies: quick ones that together touch every component.
-MODULES = ["tests/test_shapes.py", "tests/test_init.py", "tests/test_inputs.py"]
+MODULES = ["tests/test_contract.py", "tests/test_shapes.py", "tests/test_init.py", "tests/test_inputs.py"]
 
 
 def _run_suite(impl_name: str, pythonpath: Path) -> subprocess.CompletedProcess:

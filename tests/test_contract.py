@@ -1,0 +1,82 @@
+"""Every name, argument and attribute of the contract exists exactly so."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from torch import nn
+
+from reference.contract import REQUIRED_NAMES, ModelConfig, build_model
+
+#: Constructor parameters of each contract class, in order, as the blog writes them.
+SIGNATURES = {
+    "InputEmbeddings": ["d_model", "vocab_size"],
+    "PositionalEncoding": ["d_model", "seq_len", "dropout"],
+    "LayerNormalization": ["features", "eps"],
+    "FeedForwardBlock": ["d_model", "d_ff", "dropout"],
+    "MultiHeadAttentionBlock": ["d_model", "h", "dropout"],
+    "ResidualConnection": ["features", "dropout"],
+    "EncoderBlock": ["features", "self_attention_block", "feed_forward_block", "dropout"],
+    "Encoder": ["features", "layers"],
+    "DecoderBlock": ["features", "self_attention_block", "cross_attention_block", "feed_forward_block", "dropout"],
+    "Decoder": ["features", "layers"],
+    "ProjectionLayer": ["d_model", "vocab_size"],
+    "Transformer": ["encoder", "decoder", "src_embed", "tgt_embed", "src_pos", "tgt_pos", "projection_layer"],
+    "build_transformer": ["src_vocab_size", "tgt_vocab_size", "src_seq_len", "tgt_seq_len", "d_model", "N", "h",
+                          "dropout", "d_ff"],
+}
+BUILD_DEFAULTS = {"d_model": 512, "N": 6, "h": 8, "dropout": 0.1, "d_ff": 2048}
+
+
+def _positional(obj) -> list[str]:
+    params = inspect.signature(obj).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
+
+
+@pytest.mark.parametrize("name", REQUIRED_NAMES)
+def test_contract_name_has_the_blogs_signature(impl, name: str) -> None:
+    assert _positional(getattr(impl, name)) == SIGNATURES[name]
+
+
+def test_build_transformer_defaults_are_the_papers_base_model(impl) -> None:
+    params = inspect.signature(impl.build_transformer).parameters
+    assert {k: params[k].default for k in BUILD_DEFAULTS} == BUILD_DEFAULTS
+    assert inspect.signature(impl.LayerNormalization).parameters["eps"].default == 1e-6
+
+
+def test_model_attributes_are_the_contracts(impl) -> None:
+    model = build_model(impl, ModelConfig(d_model=8, N=1, h=2, d_ff=16, dropout=0.1))
+    for attr in ("encoder", "decoder", "src_embed", "tgt_embed", "src_pos", "tgt_pos", "projection_layer"):
+        assert isinstance(getattr(model, attr), nn.Module), attr
+    emb = model.src_embed
+    assert (emb.d_model, emb.vocab_size, type(emb.embedding)) == (8, 11, nn.Embedding)
+    pos = model.src_pos
+    assert (pos.d_model, pos.seq_len, type(pos.dropout)) == (8, 16, nn.Dropout)
+    assert "pe" in dict(pos.named_buffers()) and "pe" in pos.state_dict() and "pe" not in dict(pos.named_parameters())
+    block = model.decoder.layers[0]
+    for attr in ("self_attention_block", "cross_attention_block", "feed_forward_block", "residual_connections"):
+        assert hasattr(block, attr), attr
+    mha = block.cross_attention_block
+    assert (mha.d_model, mha.h, mha.d_k) == (8, 2, 4)
+    assert all(type(getattr(mha, w)) is nn.Linear for w in ("w_q", "w_k", "w_v", "w_o"))
+    assert type(mha.dropout) is nn.Dropout and mha.dropout.p == 0.1
+    ff = block.feed_forward_block
+    assert (type(ff.linear_1), type(ff.dropout), type(ff.linear_2)) == (nn.Linear, nn.Dropout, nn.Linear)
+    residual = block.residual_connections[0]
+    assert type(residual.dropout) is nn.Dropout and hasattr(residual.norm, "alpha") and residual.norm.eps == 1e-6
+    assert hasattr(model.encoder, "layers") and hasattr(model.encoder, "norm") and hasattr(model.decoder, "norm")
+    assert type(model.projection_layer.proj) is nn.Linear
+    assert callable(impl.MultiHeadAttentionBlock.attention)
+    assert isinstance(inspect.getattr_static(impl.MultiHeadAttentionBlock, "attention"), staticmethod)
+
+
+def test_factory_kwargs_place_parameters_and_buffers(impl) -> None:
+    """device=/dtype= keywords (an extra) create every parameter and buffer there."""
+    params = inspect.signature(impl.build_transformer).parameters
+    if "dtype" not in params:
+        pytest.skip("implementation lacks device=/dtype= constructor keywords")
+    model = impl.build_transformer(5, 6, 4, 4, d_model=8, N=1, h=2, d_ff=16, dtype=torch.float64, device="cpu")
+    tensors = list(model.parameters()) + list(model.buffers())
+    assert tensors and all(t.dtype == torch.float64 and t.device.type == "cpu" for t in tensors)
