@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import numpy_ref
@@ -72,24 +73,28 @@ def measure_fill(rows: list[tuple[str, str]]) -> None:
             rows.append((f"masked_fill(-1e9) in {dtype}", f"RuntimeError: {str(exc).splitlines()[0][:80]}"))
 
 
+def _first(t: torch.Tensor) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in t.reshape(-1)[:3].tolist()) + ", ...]"
+
+
 def measure_fully_masked(rows: list[tuple[str, str]]) -> None:
     torch.manual_seed(0)
     q = torch.randn(1, 2, 8)
     keep = torch.tensor([[[True, True], [False, False]]])  # row 1 sees no key; contract: True = keep
     blog = (q @ q.transpose(-2, -1) / math.sqrt(8)).masked_fill(~keep, -1e9).softmax(-1) @ q
-    rows.append(("fully masked row, blog (-1e9 fill)", f"uniform average of values: {blog[0, 1, :3].tolist()}"))
+    rows.append(("fully masked row, blog (-1e9 fill)", f"uniform average of values: {_first(blog[0, 1, :3])}"))
     mha = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval()
     with torch.no_grad():
         out, _ = mha(q, q, q, attn_mask=~keep[0])
-    rows.append(("fully masked row, nn.MultiheadAttention (bool attn_mask)", f"{out[0, 1, :3].tolist()}"))
+    rows.append(("fully masked row, nn.MultiheadAttention (bool attn_mask)", f"{_first(out[0, 1])}"))
     out = F.scaled_dot_product_attention(q[:, None], q[:, None], q[:, None], attn_mask=keep[:, None])
-    rows.append(("fully masked row, F.scaled_dot_product_attention (bool mask)", f"{out[0, 0, 1, :3].tolist()}"))
+    rows.append(("fully masked row, F.scaled_dot_product_attention (bool mask)", f"{_first(out[0, 0, 1, :3])}"))
     float_mask = torch.zeros(1, 1, 2, 2).masked_fill(~keep[:, None], float("-inf"))
     out = F.scaled_dot_product_attention(q[:, None], q[:, None], q[:, None], attn_mask=float_mask)
-    rows.append(("fully masked row, F.scaled_dot_product_attention (-inf float mask)", f"{out[0, 0, 1, :3].tolist()}"))
+    rows.append(("fully masked row, F.scaled_dot_product_attention (-inf float mask)", f"{_first(out[0, 0, 1, :3])}"))
     out, _ = numpy_ref.scaled_dot_product_attention(q[:, None].double().numpy(), q[:, None].double().numpy(),
                                                     q[:, None].double().numpy(), keep[:, None].numpy())
-    rows.append(("fully masked row, this package and the NumPy oracle", f"{out[0, 0, 1, :3].tolist()}"))
+    rows.append(("fully masked row, this package and the NumPy oracle", f"{_first(out[0, 0, 1, :3])}"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     table.add_column("variant")
     table.add_column("measured effect")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     Console(width=200).print(table)
     return 0
 

@@ -1,0 +1,292 @@
+"""The low-precision lane: float16, bfloat16, TF32 and autocast, forward and backward, and the SDPA backends.
+
+Every comparison uses the error-ratio rule against the float64 oracle: the implementation's error may be at most
+``K`` times PyTorch's own error in the same precision on the same inputs and weights, plus a floor. bfloat16 and
+autocast run on CPU (and in CI); float16, TF32 and the fused kernels run where the device has them. The CUDA cases
+carry the ``cuda`` marker and skip with a reason on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+from reference import numpy_ref
+from reference import torch_adapters as ta
+from reference.compare import assert_error_ratio, to_f64
+from reference.contract import ModelConfig, build_model, construct, randomize_parameters_
+from reference.weights import extract_weights
+from tests.strategies import AttentionConfig, attention_configs
+
+#: (dtype, TF32 on): the precisions of this lane. float32 with TF32 exists only on CUDA.
+PRECISIONS = [
+    pytest.param((torch.float32, False), id="float32"),
+    pytest.param((torch.float32, True), id="float32-tf32"),
+    pytest.param((torch.float16, False), id="float16"),
+    pytest.param((torch.bfloat16, False), id="bfloat16"),
+]
+
+
+@pytest.fixture(scope="session", params=PRECISIONS)
+def precision(request: pytest.FixtureRequest, device: str) -> tuple[torch.dtype, bool]:
+    dtype, tf32 = request.param
+    if tf32 and device != "cuda":
+        pytest.skip("TF32 matmuls exist only on CUDA")
+    return dtype, tf32
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool) -> Iterator[None]:
+    """Allow (or forbid) TF32 in CUDA matmuls and convolutions for the duration."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def _inputs(cfg: AttentionConfig, seed: int, *, device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(cfg.B, cfg.Lq, cfg.d_model, generator=gen, dtype=torch.float64)
+    memory = torch.randn(cfg.B, cfg.Lk, cfg.d_model, generator=gen, dtype=torch.float64)
+    return x.to(device, dtype), memory.to(device, dtype)
+
+
+def _config(precision: tuple[torch.dtype, bool], device: str, **sizes) -> dict:
+    dtype, tf32 = precision
+    return {"device": device, "dtype": str(dtype).removeprefix("torch."), "tf32": tf32, **sizes}
+
+
+@given(cfg=attention_configs(max_len=10, max_d_model=32), seed=st.integers(0, 2**16))
+def test_multi_head_attention_low_precision_within_torch_error(impl, device, precision, cfg, seed) -> None:
+    """Forward and backward of the attention block vs ``nn.MultiheadAttention`` in the same precision."""
+    dtype, tf32 = precision
+    config = _config(precision, device, B=cfg.B, h=cfg.h, d_k=cfg.d_k, Lq=cfg.Lq, Lk=cfg.Lk, seed=seed)
+    note(config)
+    block = randomize_parameters_(construct(impl.MultiHeadAttentionBlock, cfg.d_model, cfg.h, 0.0,
+                                            device=device, dtype=dtype), seed)
+    mha = ta.to_multihead_attention(block)
+    mask = torch.tril(torch.ones(cfg.Lq, cfg.Lk, dtype=torch.bool), diagonal=cfg.Lk - cfg.Lq)[None, None]
+    where = ta.attended_rows(mask, batch=cfg.B, heads=cfg.h, len_q=cfg.Lq, len_k=cfg.Lk)
+    x, memory = _inputs(cfg, seed, device=device, dtype=dtype)
+    x.requires_grad_(True)
+    x_torch = x.detach().clone().requires_grad_(True)
+    with tf32_matmuls(tf32):
+        out = block(x, memory, memory, mask.to(device))
+        out_torch = ta.mha_forward(mha, x_torch, memory, memory, mask)
+    oracle, _ = numpy_ref.multi_head_attention(to_f64(x).numpy(), to_f64(memory).numpy(), to_f64(memory).numpy(),
+                                               mask.numpy(), extract_weights(block), cfg.h)
+    assert torch.isfinite(out).all(), "non-finite attention output"
+    assert_error_ratio(out, out_torch, oracle, component="MultiHeadAttentionBlock", dtype=dtype, config=config,
+                       where=where, label="nn.MultiheadAttention")
+    # Backward: gradients w.r.t. the query input, against the float64 torch module (autograd's oracle).
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    grad_out = grad_out * where.to(torch.float64)  # rows torch leaves NaN contribute nothing
+    (out * grad_out.to(device, dtype)).sum().backward()
+    (torch.nan_to_num(out_torch) * grad_out.to(device, dtype)).sum().backward()
+    mha64 = ta.to_multihead_attention(construct(impl.MultiHeadAttentionBlock, cfg.d_model, cfg.h, 0.0,
+                                                device="cpu", dtype=torch.float64))
+    mha64.load_state_dict({k: v.double().cpu() for k, v in mha.state_dict().items()})
+    x64 = to_f64(x).requires_grad_(True)
+    out64 = ta.mha_forward(mha64, x64, to_f64(memory), to_f64(memory), mask)
+    (torch.nan_to_num(out64) * grad_out).sum().backward()
+    assert_error_ratio(x.grad, x_torch.grad, x64.grad, component="MultiHeadAttentionBlock d(out)/d(q)",
+                       dtype=dtype, config=config, label="nn.MultiheadAttention")
+
+
+@given(cfg=attention_configs(max_len=10, max_d_model=32), seed=st.integers(0, 2**16))
+def test_layer_norm_and_feed_forward_low_precision_within_torch_error(impl, device, precision, cfg, seed) -> None:
+    dtype, tf32 = precision
+    config = _config(precision, device, B=cfg.B, d_model=cfg.d_model, L=cfg.Lq, seed=seed)
+    note(config)
+    x, _ = _inputs(cfg, seed, device=device, dtype=dtype)
+    x = x * 3 + 5  # a common offset: the variance must not cancel in low precision
+    norm = randomize_parameters_(construct(impl.LayerNormalization, cfg.d_model, device=device, dtype=dtype), seed)
+    ff = randomize_parameters_(construct(impl.FeedForwardBlock, cfg.d_model, 2 * cfg.d_model, 0.0,
+                                         device=device, dtype=dtype), seed).eval()
+    with torch.no_grad(), tf32_matmuls(tf32):
+        got_norm = norm(x)
+        torch_norm = torch.nn.functional.layer_norm(x, (cfg.d_model,), norm.alpha, norm.bias, norm.eps)
+        got_ff = ff(x)
+        torch_ff = torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(
+            x, ff.linear_1.weight, ff.linear_1.bias)), ff.linear_2.weight, ff.linear_2.bias)
+    w_norm, w_ff, x64 = extract_weights(norm), extract_weights(ff), to_f64(x).numpy()
+    assert_error_ratio(got_norm, torch_norm, numpy_ref.layer_norm(x64, w_norm["alpha"], w_norm["bias"], norm.eps),
+                       component="LayerNormalization", dtype=dtype, config=config, label="F.layer_norm")
+    assert_error_ratio(got_ff, torch_ff, numpy_ref.feed_forward(x64, w_ff), component="FeedForwardBlock",
+                       dtype=dtype, config=config, label="F.linear")
+
+
+SMALL_MODEL = ModelConfig(src_vocab_size=17, tgt_vocab_size=19, src_seq_len=12, tgt_seq_len=12, d_model=32, N=2, h=4,
+                          dropout=0.1, d_ff=64)
+
+
+def _model_inputs(seed: int, device: str) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    B, Ls, Lt = 3, 9, 7
+    src = torch.randint(0, SMALL_MODEL.src_vocab_size, (B, Ls), generator=gen)
+    tgt = torch.randint(0, SMALL_MODEL.tgt_vocab_size, (B, Lt), generator=gen)
+    lengths = torch.randint(1, Ls + 1, (B,), generator=gen)
+    src_mask = (torch.arange(Ls)[None, :] < lengths[:, None])[:, None, None, :]  # [B, 1, 1, Ls]
+    tgt_mask = torch.tril(torch.ones(1, Lt, Lt, dtype=torch.bool))  # [1, Lt, Lt]
+    return src.to(device), tgt.to(device), src_mask.to(device), tgt_mask.to(device)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_transformer_low_precision_within_torch_error(impl, device, precision, seed: int) -> None:
+    """The whole model (eval, dropout built in) vs ``nn.Transformer`` in the same precision: logits and grads."""
+    dtype, tf32 = precision
+    config = _config(precision, device, seed=seed, **SMALL_MODEL.kwargs())
+    model = randomize_parameters_(build_model(impl, SMALL_MODEL, device=device, dtype=dtype), seed).eval()
+    reference = ta.TorchTransformerModel(model).eval()
+    src, tgt, src_mask, tgt_mask = _model_inputs(seed, device)
+    with tf32_matmuls(tf32):
+        logits = model.project(model.decode(model.encode(src, src_mask), src_mask, tgt, tgt_mask))
+        torch_logits = reference.project(reference.decode(reference.encode(src, src_mask), src_mask, tgt, tgt_mask))
+    oracle = numpy_ref.transformer(src.cpu().numpy(), tgt.cpu().numpy(), src_mask.cpu().numpy(),
+                                   tgt_mask.cpu().numpy(), extract_weights(model), SMALL_MODEL.h)
+    assert_error_ratio(logits, torch_logits, oracle, component="Transformer logits", dtype=dtype, config=config,
+                       label="nn.Transformer")
+    # Backward: every parameter's gradient vs float64 torch, with torch's own low-precision gradient beside it.
+    logits.float().logsumexp(-1).sum().backward()
+    torch_logits.float().logsumexp(-1).sum().backward()
+    reference64 = ta.TorchTransformerModel(model).to("cpu", torch.float64).eval()
+    reference64.load_state_dict({k: v.to("cpu", torch.float64) for k, v in reference.state_dict().items()})
+    reference64.project(reference64.decode(reference64.encode(src.cpu(), src_mask.cpu()), src_mask.cpu(),
+                                           tgt.cpu(), tgt_mask.cpu())).logsumexp(-1).sum().backward()
+    grads64, grads_torch = ta.grads_by_contract_name(reference64), ta.grads_by_contract_name(reference)
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: missing or non-finite gradient"
+        assert_error_ratio(p.grad, grads_torch[name], grads64[name], component=f"d(logits)/d({name})",
+                           dtype=dtype, config=config, label="nn.Transformer")
+
+
+@pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_transformer_under_autocast_within_torch_error(impl, device, autocast_dtype: torch.dtype) -> None:
+    """A float32 model under ``torch.autocast`` vs ``nn.Transformer`` under the same autocast."""
+    if device == "cpu" and autocast_dtype == torch.float16:
+        pytest.skip("CPU autocast to float16 is not a configuration PyTorch recommends; bfloat16 covers CPU")
+    config = {"device": device, "autocast": str(autocast_dtype), **SMALL_MODEL.kwargs()}
+    model = randomize_parameters_(build_model(impl, SMALL_MODEL, device=device), 3).eval()
+    reference = ta.TorchTransformerModel(model).eval()
+    src, tgt, src_mask, tgt_mask = _model_inputs(3, device)
+    with torch.no_grad(), torch.autocast(device_type=device, dtype=autocast_dtype):
+        logits = model.project(model.decode(model.encode(src, src_mask), src_mask, tgt, tgt_mask))
+        torch_logits = reference.project(reference.decode(reference.encode(src, src_mask), src_mask, tgt, tgt_mask))
+    oracle = numpy_ref.transformer(src.cpu().numpy(), tgt.cpu().numpy(), src_mask.cpu().numpy(),
+                                   tgt_mask.cpu().numpy(), extract_weights(model), SMALL_MODEL.h)
+    assert logits.dtype == torch_logits.dtype, f"autocast output dtype {logits.dtype} != torch's {torch_logits.dtype}"
+    assert_error_ratio(logits, torch_logits, oracle, component="Transformer logits under autocast",
+                       dtype=autocast_dtype, config=config, label="nn.Transformer")
+
+
+def _sdpa_backends() -> list:
+    try:
+        from torch.nn.attention import SDPBackend
+    except ImportError:  # torch < 2.3
+        return [pytest.param(None, id="sdpa_kernel-unavailable")]
+    names = ("MATH", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
+    return [pytest.param(getattr(SDPBackend, n), id=n.lower()) for n in names if hasattr(SDPBackend, n)]
+
+
+@pytest.mark.parametrize("backend", _sdpa_backends())
+@given(cfg=attention_configs(max_len=12, max_d_model=64, self_attention=False), seed=st.integers(0, 2**16))
+def test_attention_within_error_of_each_sdpa_backend(impl, device, precision, backend, cfg, seed) -> None:
+    """The block vs its own projections around ``F.scaled_dot_product_attention`` forced onto one backend."""
+    if backend is None:
+        pytest.skip("torch.nn.attention.sdpa_kernel needs torch >= 2.3")
+    from torch.nn.attention import sdpa_kernel
+    dtype, tf32 = precision
+    config = _config(precision, device, backend=backend.name, B=cfg.B, h=cfg.h, d_k=cfg.d_k, Lq=cfg.Lq, Lk=cfg.Lk)
+    note(config)
+    block = randomize_parameters_(construct(impl.MultiHeadAttentionBlock, cfg.d_model, cfg.h, 0.0,
+                                            device=device, dtype=dtype), seed).eval()
+    x, memory = _inputs(cfg, seed, device=device, dtype=dtype)
+    with torch.no_grad(), tf32_matmuls(tf32):
+        out = block(x, memory, memory, None)
+        try:
+            with sdpa_kernel(backend):
+                out_sdpa = ta.sdpa_attention(block, x, memory, memory, None)
+        except RuntimeError as exc:
+            if "No viable backend" in str(exc) or "not available" in str(exc):
+                pytest.skip(f"SDPA backend {backend.name} does not run {dtype} on {device} (d_k={cfg.d_k}): "
+                            f"{str(exc).splitlines()[0][:120]}")
+            raise
+    oracle, _ = numpy_ref.multi_head_attention(to_f64(x).numpy(), to_f64(memory).numpy(), to_f64(memory).numpy(),
+                                               None, extract_weights(block), cfg.h)
+    assert_error_ratio(out, out_sdpa, oracle, component="MultiHeadAttentionBlock", dtype=dtype, config=config,
+                       label=f"SDPA[{backend.name}]")
+
+
+@given(cfg=attention_configs(max_len=12, max_d_model=64, self_attention=True), seed=st.integers(0, 2**16))
+def test_attention_within_error_of_multihead_attention_fast_path(impl, device, precision, cfg, seed) -> None:
+    """Self-attention with a key padding mask in eval/no-grad: ``nn.MultiheadAttention``'s fused fast path."""
+    dtype, tf32 = precision
+    config = _config(precision, device, path="fast", B=cfg.B, h=cfg.h, d_k=cfg.d_k, L=cfg.Lq, seed=seed)
+    note(config)
+    block = randomize_parameters_(construct(impl.MultiHeadAttentionBlock, cfg.d_model, cfg.h, 0.0,
+                                            device=device, dtype=dtype), seed).eval()
+    mha = ta.to_multihead_attention(block).eval()
+    x, _ = _inputs(cfg, seed, device=device, dtype=dtype)
+    lengths = torch.randint(1, cfg.Lq + 1, (cfg.B,), generator=torch.Generator().manual_seed(seed))
+    mask = (torch.arange(cfg.Lq)[None, :] < lengths[:, None])[:, None, None, :]
+    with torch.no_grad(), tf32_matmuls(tf32):
+        out = block(x, x, x, mask.to(device))
+        out_torch = ta.mha_forward(mha, x, x, x, mask)
+    oracle, _ = numpy_ref.multi_head_attention(*(to_f64(x).numpy(),) * 3, mask.numpy(), extract_weights(block), cfg.h)
+    assert_error_ratio(out, out_torch, oracle, component="MultiHeadAttentionBlock", dtype=dtype, config=config,
+                       label="nn.MultiheadAttention fast path")
+
+
+@given(cfg=attention_configs(max_len=10, max_d_model=32), seed=st.integers(0, 2**16), scale=st.sampled_from([1.0, 1e3]))
+def test_attention_masks_in_half_precision_stay_finite(impl, device, cfg, seed, scale) -> None:
+    """float16/bfloat16 masks: no overflow, no NaN; masked keys weigh exactly 0; fully masked rows finite."""
+    for dtype in (torch.float16, torch.bfloat16):
+        block = randomize_parameters_(construct(impl.MultiHeadAttentionBlock, cfg.d_model, cfg.h, 0.0,
+                                                device=device, dtype=dtype), seed).eval()
+        x, memory = _inputs(cfg, seed, device=device, dtype=dtype)
+        x, memory = x * scale, memory * scale  # scores up to ~1e6: far past float16's range
+        keep = torch.rand(cfg.B, cfg.h, cfg.Lq, cfg.Lk, generator=torch.Generator().manual_seed(seed)) < 0.5
+        keep[..., 0, :] = False  # at least one fully masked row
+        with torch.no_grad():
+            block(x, memory, memory, keep.to(device))
+        weights = block.attention_scores
+        note({"dtype": str(dtype), "scale": scale})
+        assert torch.equal(weights.cpu()[~keep], torch.zeros_like(weights.cpu()[~keep])), "masked key has weight"
+        assert torch.isfinite(weights).all(), f"non-finite attention weights in {dtype}"
+
+
+# --------------------------------------------------------------------------------------------------- CUDA only
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")
+def test_transformer_cpu_and_cuda_agree(impl) -> None:
+    """Same weights and inputs on CPU and CUDA (float32, TF32 off) agree within the float32 error-ratio rule."""
+    cpu = randomize_parameters_(build_model(impl, SMALL_MODEL), 5).eval()
+    cuda = randomize_parameters_(build_model(impl, SMALL_MODEL, device="cuda"), 5).eval()
+    src, tgt, src_mask, tgt_mask = _model_inputs(5, "cpu")
+    with torch.no_grad(), tf32_matmuls(False):
+        out_cpu = cpu.project(cpu.decode(cpu.encode(src, src_mask), src_mask, tgt, tgt_mask))
+        cu = [t.cuda() for t in (src, tgt, src_mask, tgt_mask)]
+        out_cuda = cuda.project(cuda.decode(cuda.encode(cu[0], cu[2]), cu[2], cu[1], cu[3]))
+    oracle = numpy_ref.transformer(src.numpy(), tgt.numpy(), src_mask.numpy(), tgt_mask.numpy(),
+                                   extract_weights(cpu), SMALL_MODEL.h)
+    assert_error_ratio(out_cuda, out_cpu, oracle, component="Transformer on CUDA vs CPU", dtype=torch.float32,
+                       label="the same model on CPU")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")
+def test_model_moved_to_cuda_carries_every_buffer(impl) -> None:
+    model = build_model(impl, SMALL_MODEL).to("cuda")
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+    assert tensors and all(t.device.type == "cuda" for t in tensors.values()), [
+        n for n, t in tensors.items() if t.device.type != "cuda"]
+    table = numpy_ref.positional_encoding_table(SMALL_MODEL.src_seq_len, SMALL_MODEL.d_model)
+    np.testing.assert_allclose(model.src_pos.pe[0].double().cpu().numpy(), table, rtol=0, atol=6e-8)
