@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from reference import numpy_ref
 from reference import torch_adapters as ta
-from reference.compare import assert_error_ratio, to_f64
+from reference.compare import assert_error_ratio, assert_l2_error_ratio, to_f64
 from reference.contract import ModelConfig, build_model, construct, randomize_parameters_
 from reference.weights import extract_weights
 from tests.strategies import AttentionConfig, attention_configs
@@ -162,10 +162,17 @@ def test_transformer_low_precision_within_torch_error(impl, device, precision, s
     reference64.project(reference64.decode(reference64.encode(src.cpu(), src_mask.cpu()), src_mask.cpu(),
                                            tgt.cpu(), tgt_mask.cpu())).logsumexp(-1).sum().backward()
     grads64, grads_torch = ta.grads_by_contract_name(reference64), ta.grads_by_contract_name(reference)
+    grads = {}
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: missing or non-finite gradient"
-        assert_error_ratio(p.grad, grads_torch[name], grads64[name], component=f"d(logits)/d({name})",
-                           dtype=dtype, config=config, label="nn.Transformer")
+        grads[name] = p.grad
+    if dtype == torch.float32:  # per element, every parameter
+        for name, grad in grads.items():
+            assert_error_ratio(grad, grads_torch[name], grads64[name], component=f"d(logits)/d({name})",
+                               dtype=dtype, config=config, label="nn.Transformer")
+    else:  # 16 bits: ReLU gates flip near 0, so the whole gradient's relative L2 error (docs/tolerances.md)
+        assert_l2_error_ratio(grads, grads_torch, grads64, component="d(logits)/d(parameters)", dtype=dtype,
+                              config=config, label="nn.Transformer")
 
 
 @pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
