@@ -4,6 +4,8 @@
   (default ``scratch_transformer``).
 * ``--device {cpu,cuda,all}``: narrow the ``device`` fixture (default: all; CUDA cases skip without a GPU).
 * ``--hypothesis-profile {ci,dev,thorough}``: ``ci`` is the default when ``CI=true``, else ``dev``.
+* ``--compile`` (``--compile-backend NAME``, default inductor; or env ``SCRATCH_TRANSFORMER_COMPILE=NAME``): every
+  module the suite builds through ``reference.contract.construct``/``build_model`` runs under ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # run from a bare working tree (e.g. the GPU machine) without installing
     sys.path.insert(0, str(ROOT))
 
+from reference import contract  # noqa: E402
 from reference.contract import DEFAULT_IMPL, load_impl  # noqa: E402
 
 _common = dict(deadline=None, print_blob=True,
@@ -40,12 +43,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="module implementing the contract (default: scratch_transformer)")
     group.addoption("--device", default="all", choices=("cpu", "cuda", "all"),
                     help="run device-parametrised tests on this device only (default: all)")
+    group.addoption("--compile", action="store_true", default=bool(contract.compile_backend),
+                    help="run the suite on torch.compile'd modules (see --compile-backend)")
+    group.addoption("--compile-backend", default=contract.compile_backend or "inductor",
+                    help="torch.compile backend for --compile (default inductor; aot_eager/eager compile faster)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    contract.compile_backend = config.getoption("--compile-backend") if config.getoption("--compile") else None
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (f"scratch-transformer: impl={config.getoption('--impl')}, torch {torch.__version__}, cuda: {cuda}, "
-            f"hypothesis profile: {settings._current_profile}")
+            f"hypothesis profile: {settings._current_profile}, compile: {contract.compile_backend or 'no'}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

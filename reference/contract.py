@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import os
 from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import Any, Iterator
@@ -78,19 +79,52 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(old)
 
 
+#: Environment variable naming a ``torch.compile`` backend; see ``compile_backend``.
+COMPILE_ENV = "SCRATCH_TRANSFORMER_COMPILE"
+#: When set (``pytest --compile``, or ``SCRATCH_TRANSFORMER_COMPILE=inductor``), every module ``construct`` and
+#: ``build_model`` return is compiled with this ``torch.compile`` backend (see ``compile_module``); None = eager.
+compile_backend: str | None = os.environ.get(COMPILE_ENV) or None
+
+
+def compile_module(module: nn.Module, backend: str) -> nn.Module:
+    """Compile ``module`` in place (``nn.Module.compile``), and its direct children, with ``backend``.
+
+    The module stays the same object, so every contract attribute still resolves; compiling the children too
+    means ``Transformer.encode``/``decode``/``project`` run compiled code. Dynamo's recompile limit is lifted and
+    hitting it made an error, so a suite that builds many configurations keeps compiling instead of silently
+    falling back to eager.
+    """
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "accumulated_recompile_limit", "cache_size_limit", "accumulated_cache_size_limit"):
+        if hasattr(config, name):  # the names changed across torch versions
+            setattr(config, name, 1_000_000)
+    for name in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):
+        if hasattr(config, name):
+            setattr(config, name, True)
+    for m in (module, *module.children()):
+        if type(m).forward is not nn.Module.forward:  # containers (ModuleList) have no forward
+            m.compile(backend=backend)
+    return module
+
+
 def construct(factory: Any, *args: Any, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
               **kwargs: Any) -> Any:
     """Call a contract constructor so its parameters and buffers come out in ``dtype`` on ``device``.
 
     Uses the ``device=``/``dtype=`` keywords when the implementation has them; otherwise builds under
     ``torch.set_default_dtype`` (float32/float64) and moves the result with ``.to``, as a user of the blog would.
+    Compiled with ``compile_backend`` when that is set.
     """
     if takes_factory_kwargs(factory):
-        return factory(*args, device=device, dtype=dtype, **kwargs)
-    build_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-    with default_dtype(build_dtype):
-        module = factory(*args, **kwargs)
-    return module.to(device=device, dtype=dtype)
+        module = factory(*args, device=device, dtype=dtype, **kwargs)
+    else:
+        build_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        with default_dtype(build_dtype):
+            module = factory(*args, **kwargs)
+        module = module.to(device=device, dtype=dtype)
+    if compile_backend and isinstance(module, nn.Module):
+        compile_module(module, compile_backend)
+    return module
 
 
 @dataclass(frozen=True)

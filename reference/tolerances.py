@@ -73,3 +73,30 @@ def _merge(base: tuple[float, float], overrides: tuple[tuple[float, float], ...]
     for r, a in overrides:
         rtol, atol = max(rtol, r), max(atol, a)
     return rtol, atol
+
+
+# ------------------------------------------------------------------ intrinsic properties (tests/test_positional.py,
+# test_invariances.py, test_dropout_state.py): bounds derived from the property itself, each with its measurement.
+
+#: Sinusoid table vs the float64 formula: an entry at position ``pos`` may be off by ``value_tol(dtype)`` plus
+#: ``PE_ANGLE_ULPS * eps(dtype) * pos``: sin's argument ``pos * w`` carries the rounding of ``w`` and of the product
+#: in the dtype the table is computed in, and that error grows with ``pos``. Measured (d in 8..512, pos < 2100): the
+#: blog's float32 table 0.65 eps32 * pos (1.2e-4 at pos 2048); the same code in float64 1.17 eps64 * pos; this
+#: package (float64 formula, rounded once) 0.5 ulp. A float32 table cast to float64 misses by ~1e8 times the bound.
+PE_ANGLE_ULPS: float = 4.0
+
+#: Dropout's zero fraction must lie within this many binomial standard deviations sqrt(p (1 - p) / n) of p. At 6
+#: sigma a correct dropout fails with probability ~2e-9 per check; the tests also seed the generator.
+DROPOUT_SIGMAS: float = 6.0
+
+#: Softmax shift invariance, read through the static attention with a vector ``u`` added to every key (each score
+#: row moves by ``q_i . u / sqrt(d_k)``): weights may differ by ``value_tol`` plus ``SOFTMAX_SHIFT_ULPS * eps * C``,
+#: ``C = max_i sum_j |q_ij| (|k_j| + |u_j|) / sqrt(d_k)``, the rounding of the shifted scores. Measured (float64,
+#: |u| up to 1e4, 3000 draws): every difference within ``value_tol`` alone; 8 leaves room for other summation orders.
+SOFTMAX_SHIFT_ULPS: float = 8.0
+
+#: LayerNorm shift/scale invariance in float64: outputs may differ by ``value_tol`` plus
+#: ``LAYER_NORM_INPUT_ULPS * eps * max|alpha| * (max|x_row| + |c|) / sqrt(var_row + eps)``, the rounding of the
+#: shifted (or scaled) input relative to the row's spread. Measured (d 2..64, rows at 1e-3..1e3 and 1e4 + noise,
+#: |c| <= 1e3, s in [1e-2, 1e2], 3000 draws): at most 0.43 of that term beyond ``value_tol``.
+LAYER_NORM_INPUT_ULPS: float = 8.0

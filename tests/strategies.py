@@ -72,6 +72,7 @@ def float_arrays(shape: tuple[int, ...], *, scale: str = "unit") -> st.SearchStr
     offset: 1e4 + noise in [-1, 1] (a naive E[x^2] - E[x]^2 variance cancels in float32).
     """
     bound = {"tiny": 1e-3, "unit": 1.0, "large": 1e3, "offset": 1.0}[scale]
+    bound = float(np.float32(bound))  # width=32 floats need float32-representable bounds (1e-3 is not)
     elements = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=32)
     arrays = hnp.arrays(np.float64, shape, elements=elements)
     return arrays.map(lambda a: a + 1e4) if scale == "offset" else arrays
@@ -128,3 +129,345 @@ def _keep_one_key(mask: np.ndarray) -> np.ndarray:
     empty = ~mask.any(axis=-1)
     mask[..., -1] |= empty
     return mask
+
+
+# --------------------------------------------------------------------------------- oracle equivalence cases
+@dataclass(frozen=True)
+class DropoutMode:
+    """How a module runs: eval with dropout ``p`` > 0 built in (eval must switch it off), or train with p = 0."""
+
+    train: bool
+    p: float
+
+
+def dropout_modes() -> st.SearchStrategy[DropoutMode]:
+    """Eval with p in {0.1, 0.5}, or train with p = 0: both must compute the deterministic forward."""
+    evals = st.sampled_from((0.1, 0.5)).map(lambda p: DropoutMode(train=False, p=p))
+    return st.one_of(evals, st.just(DropoutMode(train=True, p=0.0)))
+
+
+def sequence_lengths(max_len: int, *, typical: int = 8) -> st.SearchStrategy[int]:
+    """Lengths in 1..max_len, mostly <= ``typical`` (fast runs that still reach ``max_len``)."""
+    return st.integers(1, min(typical, max_len)) | st.integers(1, max_len)
+
+
+@dataclass(frozen=True)
+class AttentionInputs:
+    """Inputs of an attention-bearing component (float64 arrays, to be cast to the dtype under test).
+
+    x: [B, Lq, d]; memory: [B, Lk, d] for cross-attention, None for self-attention (then Lk == Lq);
+    mask: for x attending over memory (or over itself), broadcastable to [B, h, Lq, Lk];
+    self_mask: only with ``decoder=True``, for x attending over itself, broadcastable to [B, h, Lq, Lq].
+    """
+
+    cfg: AttentionConfig
+    scale: str
+    x: np.ndarray
+    memory: np.ndarray | None
+    mask_kind: str
+    mask: np.ndarray | None
+    self_mask_kind: str | None = None
+    self_mask: np.ndarray | None = None
+
+    def describe(self) -> dict:
+        """The configuration (no arrays) for ``note`` and failure messages."""
+        return {"B": self.cfg.B, "h": self.cfg.h, "d_k": self.cfg.d_k, "d_model": self.cfg.d_model,
+                "Lq": self.cfg.Lq, "Lk": self.cfg.Lk, "scale": self.scale, "mask": self.mask_kind,
+                "self_mask": self.self_mask_kind}
+
+
+@st.composite
+def attention_inputs(draw, *, cross: bool | None = None, decoder: bool = False, max_batch: int = 3,
+                     max_len: int = 64, max_d_model: int = 128, scales: tuple[str, ...] = SCALES,
+                     mask_kinds: tuple[str, ...] = MASK_KINDS, allow_fully_masked: bool = True) -> AttentionInputs:
+    """Shapes (lengths mostly <= 8), a scale, inputs at that scale and masks of the requested kinds.
+
+    ``cross``: memory of its own length (True), self-attention (False) or either (None). ``decoder=True`` implies
+    cross-attention and adds a self-attention mask over x.
+    """
+    h, d_k = draw(heads_and_width(max_d_model=max_d_model))
+    B = draw(st.integers(1, max_batch))
+    Lq = draw(sequence_lengths(max_len))
+    if cross is None:
+        cross = draw(st.booleans())
+    cross = cross or decoder
+    Lk = draw(sequence_lengths(max_len)) if cross else Lq
+    cfg = AttentionConfig(B=B, h=h, d_k=d_k, Lq=Lq, Lk=Lk)
+    scale = draw(st.sampled_from(scales))
+    x = draw(float_arrays((B, Lq, h * d_k), scale=scale))
+    memory = draw(float_arrays((B, Lk, h * d_k), scale=scale)) if cross else None
+    kind, mask = draw(masks(cfg, kind=draw(st.sampled_from(mask_kinds)), allow_fully_masked=allow_fully_masked))
+    if not decoder:
+        return AttentionInputs(cfg, scale, x, memory, kind, mask)
+    self_cfg = AttentionConfig(B=B, h=h, d_k=d_k, Lq=Lq, Lk=Lq)
+    self_kind, self_mask = draw(masks(self_cfg, kind=draw(st.sampled_from(mask_kinds)),
+                                      allow_fully_masked=allow_fully_masked))
+    return AttentionInputs(cfg, scale, x, memory, kind, mask, self_kind, self_mask)
+
+
+#: Source masks a whole model can take: they must broadcast over both [.., Ls, Ls] and [.., Lt, Ls].
+MODEL_SRC_MASK_KINDS = ("none", "key_padding", "blog_key")
+#: Target masks for decoder self-attention [.., Lt, Lt].
+MODEL_TGT_MASK_KINDS = ("none", "causal", "random", "blog_full", "blog_shared")
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """A model configuration with token batches src [B, Ls], tgt [B, Lt] and their masks (no fully masked row)."""
+
+    cfg: ModelConfig
+    src: np.ndarray
+    tgt: np.ndarray
+    src_mask_kind: str
+    src_mask: np.ndarray | None
+    tgt_mask_kind: str
+    tgt_mask: np.ndarray | None
+
+    def describe(self) -> dict:
+        return {**self.cfg.kwargs(), "B": self.src.shape[0], "Ls": self.src.shape[1], "Lt": self.tgt.shape[1],
+                "src_mask": self.src_mask_kind, "tgt_mask": self.tgt_mask_kind}
+
+
+@st.composite
+def model_inputs(draw, *, max_d_model: int = 64, max_N: int = 3, max_len: int = 16, max_batch: int = 3
+                 ) -> ModelInputs:
+    """A small model (``model_configs``), tokens within its seq_len and vocabularies, and masks that drive it."""
+    cfg = draw(model_configs(max_d_model=max_d_model, max_N=max_N, max_len=max_len))
+    B = draw(st.integers(1, max_batch))
+    Ls = draw(st.integers(1, cfg.src_seq_len))
+    Lt = draw(st.integers(1, cfg.tgt_seq_len))
+    src = draw(token_batches(B, Ls, cfg.src_vocab_size))
+    tgt = draw(token_batches(B, Lt, cfg.tgt_vocab_size))
+    src_kind, src_mask = draw(masks(AttentionConfig(B=B, h=cfg.h, d_k=cfg.d_model // cfg.h, Lq=Ls, Lk=Ls),
+                                    kind=draw(st.sampled_from(MODEL_SRC_MASK_KINDS)), allow_fully_masked=False))
+    tgt_kind, tgt_mask = draw(masks(AttentionConfig(B=B, h=cfg.h, d_k=cfg.d_model // cfg.h, Lq=Lt, Lk=Lt),
+                                    kind=draw(st.sampled_from(MODEL_TGT_MASK_KINDS)), allow_fully_masked=False))
+    return ModelInputs(cfg, src, tgt, src_kind, src_mask, tgt_kind, tgt_mask)
+
+
+# --------------------------------------------------------------------------------- intrinsic properties
+#: Positional-table lengths: short tables, and long ones reaching past position 2048 (large sine arguments).
+PE_LENGTHS = st.integers(1, 64) | st.integers(2049, 2304)
+
+
+@st.composite
+def pe_configs(draw, *, max_d_model: int = 128, lengths: st.SearchStrategy[int] = PE_LENGTHS) -> tuple[int, int]:
+    """(d_model, seq_len) of a sinusoid table: even and odd widths (1 included), short and past-2048 lengths."""
+    return draw(st.integers(1, max_d_model)), draw(lengths)
+
+
+@dataclass(frozen=True)
+class PermutedAttention:
+    """One attention call's inputs (float64) and a permutation of the key/value positions.
+
+    q: [B, Lq, d]; k, v: [B, Lk, d] (for self-attention ``Lq == Lk`` and only ``q`` is used);
+    perm: a permutation of range(Lk); key_lengths: visible keys per sequence, 1..Lk.
+    """
+
+    cfg: AttentionConfig
+    scale: str
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    perm: tuple[int, ...]
+    key_lengths: tuple[int, ...]
+
+
+@st.composite
+def permuted_attentions(draw, *, self_attention: bool | None = None, max_batch: int = 2, max_len: int = 8,
+                        max_d_model: int = 32, scales_: tuple[str, ...] = SCALES) -> PermutedAttention:
+    """Shapes, inputs at a drawn scale (``dense_arrays``), a permutation of the key positions, key lengths."""
+    cfg = draw(attention_configs(max_batch=max_batch, max_len=max_len, max_d_model=max_d_model,
+                                 self_attention=self_attention))
+    scale = draw(st.sampled_from(scales_))
+    q = draw(dense_arrays((cfg.B, cfg.Lq, cfg.d_model), scale=scale))
+    k = draw(dense_arrays((cfg.B, cfg.Lk, cfg.d_model), scale=scale))
+    v = draw(dense_arrays((cfg.B, cfg.Lk, cfg.d_model), scale=scale))
+    perm = tuple(draw(st.permutations(range(cfg.Lk))))
+    lengths = tuple(draw(padding_lengths(cfg.B, cfg.Lk)))
+    return PermutedAttention(cfg, scale, q, k, v, perm, lengths)
+
+
+@dataclass(frozen=True)
+class ModelBatch:
+    """A model configuration, a batch for it, and an alternative batch to overwrite some positions with.
+
+    src: [B, Ls], tgt: [B, Lt] token ids; src_lengths: real source lengths (1..Ls; the rest is padding);
+    src_alt, tgt_alt: other token ids of the same shapes; cut: a target position in 0..Lt-1.
+    """
+
+    cfg: ModelConfig
+    src: np.ndarray
+    tgt: np.ndarray
+    src_lengths: tuple[int, ...]
+    src_alt: np.ndarray
+    tgt_alt: np.ndarray
+    cut: int
+
+    def describe(self) -> dict:
+        return {**self.cfg.kwargs(), "B": self.src.shape[0], "Ls": self.src.shape[1], "Lt": self.tgt.shape[1],
+                "src_lengths": self.src_lengths, "cut": self.cut}
+
+
+@st.composite
+def model_batches(draw, *, max_d_model: int = 32, max_N: int = 2, max_len: int = 10, min_len: int = 1,
+                  min_batch: int = 1, max_batch: int = 3, min_d_ff: int = 1) -> ModelBatch:
+    """A small model (``model_configs``, d_ff >= ``min_d_ff``) with token batches of lengths >= ``min_len``."""
+    cfg = draw(model_configs(max_d_model=max_d_model, max_N=max_N, max_len=max_len))
+    cfg = ModelConfig(**{**cfg.kwargs(), "src_seq_len": max(cfg.src_seq_len, min_len),
+                         "tgt_seq_len": max(cfg.tgt_seq_len, min_len), "d_ff": max(cfg.d_ff, min_d_ff)})
+    B = draw(st.integers(min_batch, max_batch))
+    Ls = draw(st.integers(min_len, cfg.src_seq_len))
+    Lt = draw(st.integers(min_len, cfg.tgt_seq_len))
+    return ModelBatch(cfg, src=draw(token_batches(B, Ls, cfg.src_vocab_size)),
+                      tgt=draw(token_batches(B, Lt, cfg.tgt_vocab_size)),
+                      src_lengths=tuple(draw(padding_lengths(B, Ls))),
+                      src_alt=draw(token_batches(B, Ls, cfg.src_vocab_size)),
+                      tgt_alt=draw(token_batches(B, Lt, cfg.tgt_vocab_size)), cut=draw(st.integers(0, Lt - 1)))
+
+
+#: Mask patterns and the shapes each can be written in (all broadcast to the same [B, h, Lq, Lk] mask).
+MASK_PATTERNS = ("key_padding", "shared", "per_batch", "per_head")
+
+
+@st.composite
+def mask_forms(draw, *, max_batch: int = 3, max_len: int = 8, max_d_model: int = 32
+               ) -> tuple[AttentionConfig, str, list[np.ndarray]]:
+    """(cfg, pattern, forms): an attention shape and one random bool mask in every shape the contract accepts.
+
+    The last form is always the full [B, h, Lq, Lk] one. key_padding [B, Lk]: [B, 1, 1, Lk], [B, 1, Lq, Lk]
+    (and [Lk], [1, Lk], [1, 1, Lk] when B == 1); shared [Lq, Lk]: [Lq, Lk], [1, Lq, Lk], [1, 1, Lq, Lk],
+    [B, 1, Lq, Lk], [1, h, Lq, Lk]; per_batch [B, Lq, Lk]: [B, 1, Lq, Lk]; per_head [h, Lq, Lk]: [1, h, Lq, Lk].
+    """
+    cfg = draw(attention_configs(max_batch=max_batch, max_len=max_len, max_d_model=max_d_model))
+    B, h, Lq, Lk = cfg.B, cfg.h, cfg.Lq, cfg.Lk
+    pattern = draw(st.sampled_from(MASK_PATTERNS))
+    full = (B, h, Lq, Lk)
+    if pattern == "key_padding":
+        base = draw(hnp.arrays(np.bool_, (B, Lk)))
+        forms = [base[:, None, None, :], np.broadcast_to(base[:, None, None, :], (B, 1, Lq, Lk))]
+        if B == 1:
+            forms += [base[0], base, base[:, None, :]]
+    elif pattern == "shared":
+        base = draw(hnp.arrays(np.bool_, (Lq, Lk)))
+        forms = [base, base[None], base[None, None], np.broadcast_to(base, (B, 1, Lq, Lk)),
+                 np.broadcast_to(base, (1, h, Lq, Lk))]
+    elif pattern == "per_batch":
+        base = draw(hnp.arrays(np.bool_, (B, Lq, Lk)))
+        forms = [base[:, None]]
+    else:
+        base = draw(hnp.arrays(np.bool_, (h, Lq, Lk)))
+        forms = [base[None]]
+    first = forms[0]
+    forms.append(np.broadcast_to(first.reshape((1,) * (4 - first.ndim) + first.shape), full))
+    return cfg, pattern, [np.array(f, copy=True) for f in forms]  # writable, contiguous
+
+
+#: Integer dtypes a mask may come in (nonzero = may attend).
+INT_MASK_DTYPES = (np.int64, np.int32, np.int16, np.int8, np.uint8)
+
+
+@st.composite
+def int_mask_twins(draw, *, max_batch: int = 3, max_len: int = 8, max_d_model: int = 32
+                   ) -> tuple[AttentionConfig, str, np.ndarray, np.ndarray]:
+    """(cfg, kind, bool mask, integer twin): the twin holds arbitrary nonzero integers where the mask is True."""
+    cfg = draw(attention_configs(max_batch=max_batch, max_len=max_len, max_d_model=max_d_model))
+    kind, mask = draw(masks(cfg, kind=draw(st.sampled_from(tuple(k for k in MASK_KINDS if k != "none")))))
+    dtype = draw(st.sampled_from(INT_MASK_DTYPES))
+    values = st.integers(1, 100) if dtype == np.uint8 else st.integers(1, 100) | st.integers(-100, -1)
+    nonzero = draw(hnp.arrays(dtype, mask.shape, elements=values))
+    return cfg, kind, mask, np.where(mask, nonzero, 0).astype(dtype)
+
+
+def dropout_rates() -> st.SearchStrategy[float]:
+    """Dropout probabilities p in [0.05, 0.9], away from 0.5 often enough to tell p from 1 - p."""
+    return st.floats(0.05, 0.9, allow_nan=False)
+
+
+@st.composite
+def layer_norm_rows(draw, *, max_rows: int = 6, max_features: int = 64, min_features: int = 2,
+                    scales_: tuple[str, ...] = SCALES) -> tuple[str, np.ndarray]:
+    """(scale, x): float64 rows [R, d] at a drawn scale (``dense_arrays``: no repeated fill), d >= ``min_features``."""
+    rows = draw(st.integers(1, max_rows))
+    features = draw(st.integers(min_features, max_features))
+    scale = draw(st.sampled_from(scales_))
+    return scale, draw(dense_arrays((rows, features), scale=scale))
+
+
+# --------------------------------------------------------------------------------- torch equivalence cases
+def dense_arrays(shape: tuple[int, ...], *, scale: str = "unit") -> st.SearchStrategy[np.ndarray]:
+    """float64 arrays of ``shape`` with every element drawn, at a magnitude from ``SCALES`` (values float32-exact).
+
+    ``float_arrays`` lets Hypothesis fill most elements with one repeated value (its ``fill``), so rows come out
+    identical, layer norms see zero variance and attention is uniform, which hides a missing 1/sqrt(d_k) or a
+    wrong head order. Here a seed is drawn and a NumPy generator fills every element (Hypothesis shrinks the
+    seed, not the elements). offset: 1e4 + float32 noise in [-1, 1], as in ``float_arrays``.
+    """
+    bound = {"tiny": 1e-3, "unit": 1.0, "large": 1e3, "offset": 1.0}[scale]
+
+    def make(seed: int) -> np.ndarray:
+        values = np.random.default_rng(seed).uniform(-bound, bound, shape).astype(np.float32).astype(np.float64)
+        return values + 1e4 if scale == "offset" else values
+
+    return st.integers(0, 2**32 - 1).map(make)
+
+
+@st.composite
+def dense_attention_inputs(draw, *, cross: bool | None = None, decoder: bool = False, max_batch: int = 3,
+                           max_len: int = 64, max_d_model: int = 128, scales: tuple[str, ...] = SCALES,
+                           mask_kinds: tuple[str, ...] = MASK_KINDS, allow_fully_masked: bool = True,
+                           even_heads: bool = False) -> AttentionInputs:
+    """``attention_inputs`` with ``dense_arrays`` inputs; ``even_heads`` draws h in {2, 4, 8} (torch's fused paths
+    need an even head count)."""
+    if even_heads:
+        h = draw(st.sampled_from((2, 4, 8)))
+        d_k = draw(st.integers(1, max(1, max_d_model // h)))
+    else:
+        h, d_k = draw(heads_and_width(max_d_model=max_d_model))
+    B = draw(st.integers(1, max_batch))
+    Lq = draw(sequence_lengths(max_len))
+    cross = (draw(st.booleans()) if cross is None else cross) or decoder
+    Lk = draw(sequence_lengths(max_len)) if cross else Lq
+    cfg = AttentionConfig(B=B, h=h, d_k=d_k, Lq=Lq, Lk=Lk)
+    scale = draw(st.sampled_from(scales))
+    x = draw(dense_arrays((B, Lq, h * d_k), scale=scale))
+    memory = draw(dense_arrays((B, Lk, h * d_k), scale=scale)) if cross else None
+    kind, mask = draw(masks(cfg, kind=draw(st.sampled_from(mask_kinds)), allow_fully_masked=allow_fully_masked))
+    if not decoder:
+        return AttentionInputs(cfg, scale, x, memory, kind, mask)
+    self_cfg = AttentionConfig(B=B, h=h, d_k=d_k, Lq=Lq, Lk=Lq)
+    self_kind, self_mask = draw(masks(self_cfg, kind=draw(st.sampled_from(mask_kinds)),
+                                      allow_fully_masked=allow_fully_masked))
+    return AttentionInputs(cfg, scale, x, memory, kind, mask, self_kind, self_mask)
+
+
+def feed_forward_widths(max_d_ff: int = 256) -> st.SearchStrategy[int]:
+    """d_ff in 1..max_d_ff, mostly <= 32."""
+    return st.integers(1, min(32, max_d_ff)) | st.integers(1, max_d_ff)
+
+
+#: Key-padding mask kinds (the only ones torch's nested-tensor encoder path accepts).
+KEY_PADDING_KINDS = ("key_padding", "blog_key")
+
+
+@st.composite
+def attention_masks(draw, *, max_len: int = 12, max_d_model: int = 32, allow_fully_masked: bool = True
+                    ) -> tuple[AttentionConfig, str, np.ndarray | None]:
+    """(cfg, kind, mask): an attention shape (self or cross) and a contract mask of any kind for it."""
+    cfg = draw(attention_configs(max_len=max_len, max_d_model=max_d_model))
+    kind, mask = draw(masks(cfg, allow_fully_masked=allow_fully_masked))
+    return cfg, kind, mask
+
+
+@st.composite
+def fixed_shape_decoder_inputs(draw, cfg: AttentionConfig, *, scales: tuple[str, ...] = SCALES) -> AttentionInputs:
+    """``DecoderBlock`` inputs of the fixed shape ``cfg``: x [B, Lq, d], memory [B, Lk, d], and random bool masks
+    src [B, h, Lq, Lk], tgt [B, h, Lq, Lq] (fully masked rows included). Only values vary between draws, so a
+    compiled block serves them all from one graph."""
+    scale = draw(st.sampled_from(scales))
+    x = draw(dense_arrays((cfg.B, cfg.Lq, cfg.d_model), scale=scale))
+    memory = draw(dense_arrays((cfg.B, cfg.Lk, cfg.d_model), scale=scale))
+    kind, mask = draw(masks(cfg, kind="random"))
+    self_cfg = AttentionConfig(B=cfg.B, h=cfg.h, d_k=cfg.d_k, Lq=cfg.Lq, Lk=cfg.Lq)
+    self_kind, self_mask = draw(masks(self_cfg, kind="random"))
+    return AttentionInputs(cfg, scale, x, memory, kind, mask, self_kind, self_mask)

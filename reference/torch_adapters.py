@@ -1,0 +1,422 @@
+"""PyTorch's own modules loaded with a contract implementation's weights, and the mask conversions they need.
+
+Each adapter reads the implementation only by the contract's attribute names (``w_q``, ``linear_1``,
+``residual_connections[i].norm.alpha``, ...) and builds the matching ``torch.nn`` module with ``batch_first=True``,
+``norm_first=True``, ReLU, dropout 0, ``layer_norm_eps`` = the contract norms' ``eps``, on the same device and in
+the same dtype. The result computes the same function, so any difference is rounding (or a bug).
+
+``bias=True`` everywhere, with the projection biases the contract lacks (``in_proj_bias``, ``out_proj.bias``) set
+to zero: adding 0 is exact, and ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` take their fused
+fast paths (``torch._native_multi_head_attention``, ``torch._transformer_encoder_layer_fwd``, the nested-tensor
+encoder) only when ``in_proj_bias is not None``. ``bias=False`` would confine the comparison to torch's slow path.
+Those zero biases are the only torch parameters with no contract name (``unmapped_parameters``).
+
+Masks. Contract: None or bool/int broadcastable to [B, h, Lq, Lk], nonzero = may attend.
+``nn.MultiheadAttention``: bool, True = masked, ``attn_mask`` [Lq, Lk] or [B*h, Lq, Lk] and ``key_padding_mask``
+[B, Lk]. ``F.scaled_dot_product_attention``: bool, True = may attend, broadcastable to [B, h, Lq, Lk].
+
+Embeddings, positions and the projection have no ``nn.Transformer`` counterpart; ``TorchTransformerModel`` wraps
+``nn.Transformer`` with an ``nn.Embedding`` per side, the float64 NumPy sinusoid table and an ``nn.Linear``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import numpy_ref
+
+#: A contract mask: None, or a bool/int tensor or NumPy array broadcastable to [B, h, Lq, Lk]; nonzero = attend.
+MaskLike = Any
+
+
+# --------------------------------------------------------------------------------------------------- masks
+def contract_mask_4d(mask: MaskLike, *, batch: int, heads: int, len_q: int, len_k: int) -> torch.Tensor | None:
+    """The contract mask as bool [b, hh, lq, lk] (True = may attend), each dim 1 or the full size.
+
+    Leading dims are added as in broadcasting; raises ValueError when the mask does not broadcast to
+    [batch, heads, len_q, len_k].
+    """
+    if mask is None:
+        return None
+    m = torch.as_tensor(mask) != 0
+    if m.dim() > 4:
+        raise ValueError(f"mask has {m.dim()} dims; at most 4 ([B, h, Lq, Lk])")
+    m = m.reshape((1,) * (4 - m.dim()) + tuple(m.shape))
+    full = (batch, heads, len_q, len_k)
+    if any(s not in (1, f) for s, f in zip(m.shape, full)):
+        raise ValueError(f"mask of shape {tuple(m.shape)} does not broadcast to [B, h, Lq, Lk] = {list(full)}")
+    return m
+
+
+def to_mha_masks(mask: MaskLike, *, batch: int, heads: int, len_q: int, len_k: int
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Contract mask -> (``attn_mask``, ``key_padding_mask``) for ``nn.MultiheadAttention`` (True = masked).
+
+    [b, 1, 1, lk] (the blog's padding mask [B, 1, 1, Lk]) -> key_padding_mask [B, Lk];
+    [1, 1, lq, lk] (causal [1, Lq, Lk], the blog's shared [1, Lq, Lk]) -> attn_mask [Lq, Lk];
+    anything else ([B, 1, Lq, Lk], [B, h, Lq, Lk], ...) -> attn_mask [B*h, Lq, Lk] (batch-major, as torch wants).
+    """
+    m = contract_mask_4d(mask, batch=batch, heads=heads, len_q=len_q, len_k=len_k)
+    if m is None:
+        return None, None
+    if m.shape[1] == 1 and m.shape[2] == 1:
+        return None, ~m.expand(batch, 1, 1, len_k).reshape(batch, len_k)
+    if m.shape[0] == 1 and m.shape[1] == 1:
+        return ~m.expand(1, 1, len_q, len_k).reshape(len_q, len_k), None
+    return ~m.expand(batch, heads, len_q, len_k).reshape(batch * heads, len_q, len_k), None
+
+
+def from_mha_masks(attn_mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None, *, batch: int,
+                   heads: int, len_q: int, len_k: int) -> torch.Tensor:
+    """``nn.MultiheadAttention`` bool masks (True = masked) -> the contract's bool [B, h, Lq, Lk] (True = attend)."""
+    keep = torch.ones(batch, heads, len_q, len_k, dtype=torch.bool)
+    if attn_mask is not None:
+        a = attn_mask.to(torch.bool)
+        a = a.reshape(batch, heads, len_q, len_k) if a.dim() == 3 else a.expand(batch, heads, len_q, len_k)
+        keep = keep & ~a.cpu()
+    if key_padding_mask is not None:
+        keep = keep & ~key_padding_mask.to(torch.bool).cpu()[:, None, None, :]
+    return keep
+
+
+def attended_rows(mask: MaskLike, *, batch: int, heads: int, len_q: int, len_k: int) -> torch.Tensor:
+    """bool [B, Lq, 1]: the query rows that see at least one key in every head.
+
+    Elsewhere torch returns NaN (or zeros on some fused paths) and the contract only asks for finite values, so
+    value comparisons are restricted to these rows.
+    """
+    m = contract_mask_4d(mask, batch=batch, heads=heads, len_q=len_q, len_k=len_k)
+    if m is None:
+        return torch.ones(batch, len_q, 1, dtype=torch.bool)
+    return m.expand(batch, heads, len_q, len_k).any(dim=-1).all(dim=1)[..., None]  # (B, Lq, 1)
+
+
+def to_sdpa_mask(mask: MaskLike, *, batch: int, heads: int, len_q: int, len_k: int) -> torch.Tensor | None:
+    """Contract mask -> ``F.scaled_dot_product_attention``'s bool mask (True = may attend), 4-d, broadcastable."""
+    return contract_mask_4d(mask, batch=batch, heads=heads, len_q=len_q, len_k=len_k)
+
+
+# --------------------------------------------------------------------------------------------------- loading
+def _factory(weight: torch.Tensor) -> dict:
+    return {"device": weight.device, "dtype": weight.dtype}
+
+
+@torch.no_grad()
+def _load_linear(dst: nn.Linear, src: nn.Module) -> None:
+    """nn.Linear <- a contract linear (``weight`` [out, in], optional ``bias``; absent bias -> zeros)."""
+    dst.weight.copy_(src.weight)
+    if dst.bias is not None:
+        bias = getattr(src, "bias", None)
+        dst.bias.copy_(bias) if bias is not None else dst.bias.zero_()
+
+
+@torch.no_grad()
+def _load_norm(dst: nn.LayerNorm, src: nn.Module) -> None:
+    """nn.LayerNorm <- LayerNormalization (``alpha`` -> weight, ``bias`` -> bias)."""
+    dst.weight.copy_(src.alpha)
+    dst.bias.copy_(src.bias)
+
+
+def _to_layer_norm(norm: nn.Module) -> nn.LayerNorm:
+    ln = nn.LayerNorm(norm.alpha.shape[-1], eps=float(norm.eps), **_factory(norm.alpha))
+    _load_norm(ln, norm)
+    return ln
+
+
+@torch.no_grad()
+def _load_mha(dst: nn.MultiheadAttention, block: nn.Module) -> None:
+    dst.in_proj_weight.copy_(torch.cat([block.w_q.weight, block.w_k.weight, block.w_v.weight], dim=0))  # (3d, d)
+    dst.in_proj_bias.zero_()
+    dst.out_proj.weight.copy_(block.w_o.weight)
+    dst.out_proj.bias.zero_()
+
+
+def _heads(block: nn.Module) -> tuple[int, int]:
+    return int(block.d_model), int(block.h)
+
+
+def _norms_eps(norms: list[nn.Module], eps: float | None) -> float:
+    if eps is not None:
+        return float(eps)
+    values = {float(n.eps) for n in norms}
+    if len(values) != 1:
+        raise ValueError(f"torch layers take one layer_norm_eps; the block's norms have {sorted(values)}")
+    return values.pop()
+
+
+def to_multihead_attention(mha_block: nn.Module) -> nn.MultiheadAttention:
+    """``nn.MultiheadAttention(batch_first=True, bias=True)``: in_proj = cat(W_q, W_k, W_v) [3d, d], out_proj = W_o,
+    both biases zero (see the module docstring for why bias=True)."""
+    d_model, h = _heads(mha_block)
+    mha = nn.MultiheadAttention(d_model, h, dropout=0.0, bias=True, batch_first=True,
+                                **_factory(mha_block.w_q.weight))
+    _load_mha(mha, mha_block)
+    return mha
+
+
+def to_encoder_layer(encoder_block: nn.Module, eps: float | None = None) -> nn.TransformerEncoderLayer:
+    """``nn.TransformerEncoderLayer(norm_first=True)`` computing ``encoder_block``; eps defaults to its norms' eps."""
+    attn, ff = encoder_block.self_attention_block, encoder_block.feed_forward_block
+    norms = [rc.norm for rc in encoder_block.residual_connections]
+    d_model, h = _heads(attn)
+    layer = nn.TransformerEncoderLayer(
+        d_model, h, dim_feedforward=ff.linear_1.weight.shape[0], dropout=0.0, activation="relu",
+        layer_norm_eps=_norms_eps(norms, eps), batch_first=True, norm_first=True, bias=True,
+        **_factory(attn.w_q.weight))
+    _load_mha(layer.self_attn, attn)
+    _load_linear(layer.linear1, ff.linear_1)
+    _load_linear(layer.linear2, ff.linear_2)
+    _load_norm(layer.norm1, norms[0])
+    _load_norm(layer.norm2, norms[1])
+    return layer
+
+
+def to_decoder_layer(decoder_block: nn.Module, eps: float | None = None) -> nn.TransformerDecoderLayer:
+    """``nn.TransformerDecoderLayer(norm_first=True)``: self_attn, multihead_attn (cross), norm1..3, linear1..2."""
+    attn, cross, ff = (decoder_block.self_attention_block, decoder_block.cross_attention_block,
+                       decoder_block.feed_forward_block)
+    norms = [rc.norm for rc in decoder_block.residual_connections]
+    d_model, h = _heads(attn)
+    layer = nn.TransformerDecoderLayer(
+        d_model, h, dim_feedforward=ff.linear_1.weight.shape[0], dropout=0.0, activation="relu",
+        layer_norm_eps=_norms_eps(norms, eps), batch_first=True, norm_first=True, bias=True,
+        **_factory(attn.w_q.weight))
+    _load_mha(layer.self_attn, attn)
+    _load_mha(layer.multihead_attn, cross)
+    _load_linear(layer.linear1, ff.linear_1)
+    _load_linear(layer.linear2, ff.linear_2)
+    for dst, src in zip((layer.norm1, layer.norm2, layer.norm3), norms):
+        _load_norm(dst, src)
+    return layer
+
+
+def to_encoder(encoder: nn.Module, *, nested_tensor: bool = False) -> nn.TransformerEncoder:
+    """``nn.TransformerEncoder`` with one converted layer per contract block and final norm = ``encoder.norm``.
+
+    ``nested_tensor=True`` opts into the nested-tensor ("sparsity") fast path that torch refuses at construction
+    for ``norm_first=True`` layers (``use_nested_tensor`` is set back to True after the refusal); it then runs in
+    eval mode, without grad, with a left-aligned key padding mask and no other mask (docs/divergences.md).
+    """
+    layers = [to_encoder_layer(block) for block in encoder.layers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
+        stack = nn.TransformerEncoder(layers[0], num_layers=len(layers), norm=_to_layer_norm(encoder.norm),
+                                      enable_nested_tensor=nested_tensor)
+    stack.layers = nn.ModuleList(layers)
+    stack.use_nested_tensor = nested_tensor
+    return stack
+
+
+def to_decoder(decoder: nn.Module) -> nn.TransformerDecoder:
+    """``nn.TransformerDecoder`` with one converted layer per contract block and final norm = ``decoder.norm``."""
+    layers = [to_decoder_layer(block) for block in decoder.layers]
+    stack = nn.TransformerDecoder(layers[0], num_layers=len(layers), norm=_to_layer_norm(decoder.norm))
+    stack.layers = nn.ModuleList(layers)
+    return stack
+
+
+def to_transformer(model: nn.Module) -> nn.Transformer:
+    """``nn.Transformer(batch_first=True, norm_first=True)`` holding the contract model's encoder and decoder.
+
+    Embeddings, positions and the projection stay outside (see ``TorchTransformerModel``).
+    """
+    encoder, decoder = to_encoder(model.encoder), to_decoder(model.decoder)
+    first = encoder.layers[0]
+    # nn.Transformer re-initialises every matrix it holds (Xavier): build it around placeholders, then attach.
+    transformer = nn.Transformer(
+        first.self_attn.embed_dim, first.self_attn.num_heads, num_encoder_layers=len(encoder.layers),
+        num_decoder_layers=len(decoder.layers), dim_feedforward=first.linear1.out_features, dropout=0.0,
+        custom_encoder=nn.Identity(), custom_decoder=nn.Identity(), layer_norm_eps=first.norm1.eps,
+        batch_first=True, norm_first=True, bias=True, **_factory(first.linear1.weight))
+    transformer.encoder, transformer.decoder = encoder, decoder
+    return transformer
+
+
+# --------------------------------------------------------------------------------------------------- running
+def mha_forward(mha: nn.MultiheadAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: MaskLike,
+                *, need_weights: bool = False) -> torch.Tensor:
+    """``nn.MultiheadAttention`` on contract inputs: q [B, Lq, d], k/v [B, Lk, d], contract mask -> [B, Lq, d].
+
+    Pass the same tensor as q, k and v (and call in eval mode without grad) to let torch take its fused path.
+    """
+    attn_mask, kpm = to_mha_masks(mask, batch=q.shape[0], heads=mha.num_heads, len_q=q.shape[1], len_k=k.shape[1])
+    out, _ = mha(q, k, v, key_padding_mask=_on(kpm, q), attn_mask=_on(attn_mask, q), need_weights=need_weights)
+    return out
+
+
+def sdpa_attention(mha_block: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   mask: MaskLike) -> torch.Tensor:
+    """The contract block's projections around ``F.scaled_dot_product_attention``; [B, Lq, d] -> [B, Lq, d]."""
+    d_model, h = _heads(mha_block)
+    B, Lq, Lk = q.shape[0], q.shape[1], k.shape[1]
+    query = F.linear(q, mha_block.w_q.weight).view(B, Lq, h, d_model // h).transpose(1, 2)  # (B, h, Lq, d_k)
+    key = F.linear(k, mha_block.w_k.weight).view(B, Lk, h, d_model // h).transpose(1, 2)  # (B, h, Lk, d_k)
+    value = F.linear(v, mha_block.w_v.weight).view(B, Lk, h, d_model // h).transpose(1, 2)  # (B, h, Lk, d_k)
+    sdpa_mask = _on(to_sdpa_mask(mask, batch=B, heads=h, len_q=Lq, len_k=Lk), q)
+    heads = F.scaled_dot_product_attention(query, key, value, attn_mask=sdpa_mask, dropout_p=0.0)
+    return F.linear(heads.transpose(1, 2).reshape(B, Lq, d_model), mha_block.w_o.weight)  # (B, Lq, d)
+
+
+def encoder_forward(module: nn.TransformerEncoderLayer | nn.TransformerEncoder, x: torch.Tensor, mask: MaskLike
+                    ) -> torch.Tensor:
+    """A torch encoder layer or stack on x [B, L, d] with a contract mask -> [B, L, d]."""
+    heads = _first_attention(module).num_heads
+    attn_mask, kpm = to_mha_masks(mask, batch=x.shape[0], heads=heads, len_q=x.shape[1], len_k=x.shape[1])
+    return module(x, _on(attn_mask, x), _on(kpm, x))
+
+
+def decoder_forward(module: nn.TransformerDecoderLayer | nn.TransformerDecoder, x: torch.Tensor,
+                    memory: torch.Tensor, src_mask: MaskLike, tgt_mask: MaskLike) -> torch.Tensor:
+    """A torch decoder layer or stack: x [B, Lt, d], memory [B, Ls, d], contract masks -> [B, Lt, d]."""
+    heads = _first_attention(module).num_heads
+    B, Lt, Ls = x.shape[0], x.shape[1], memory.shape[1]
+    tgt_attn, tgt_kpm = to_mha_masks(tgt_mask, batch=B, heads=heads, len_q=Lt, len_k=Lt)
+    mem_attn, mem_kpm = to_mha_masks(src_mask, batch=B, heads=heads, len_q=Lt, len_k=Ls)
+    return module(x, memory, _on(tgt_attn, x), _on(mem_attn, x), _on(tgt_kpm, x), _on(mem_kpm, x))
+
+
+def _first_attention(module: nn.Module) -> nn.MultiheadAttention:
+    layer = module.layers[0] if hasattr(module, "layers") else module
+    return layer.self_attn
+
+
+def _on(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    return None if mask is None else mask.to(like.device)
+
+
+class TorchTransformerModel(nn.Module):
+    """``nn.Transformer`` between an ``nn.Embedding`` (times sqrt(d)) + sinusoid table and an ``nn.Linear``.
+
+    Driven like the contract model: ``encode(src, src_mask)``, ``decode(memory, src_mask, tgt, tgt_mask)``,
+    ``project(x)``; ``forward(src, tgt, src_mask, tgt_mask)`` goes through ``nn.Transformer.forward`` end to end.
+    The positional tables come from the float64 NumPy formula, rounded once to the model's dtype.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.transformer = to_transformer(model)
+        self.d_model = self.transformer.d_model
+        self.h = self.transformer.nhead
+        self.src_embed = nn.Embedding.from_pretrained(model.src_embed.embedding.weight.detach().clone(), freeze=False)
+        self.tgt_embed = nn.Embedding.from_pretrained(model.tgt_embed.embedding.weight.detach().clone(), freeze=False)
+        proj = model.projection_layer.proj
+        self.projection = nn.Linear(proj.weight.shape[1], proj.weight.shape[0], **_factory(proj.weight))
+        _load_linear(self.projection, proj)
+        like = proj.weight
+        for name, pos in (("src_pe", model.src_pos), ("tgt_pe", model.tgt_pos)):
+            table = numpy_ref.positional_encoding_table(int(pos.seq_len), self.d_model)
+            self.register_buffer(name, torch.from_numpy(table).to(device=like.device, dtype=like.dtype))
+
+    def embed_src(self, src: torch.Tensor) -> torch.Tensor:
+        """Long[B, Ls] -> ``embedding * sqrt(d) + pe`` [B, Ls, d]."""
+        return self.src_embed(src) * math.sqrt(self.d_model) + self.src_pe[: src.shape[1]]
+
+    def embed_tgt(self, tgt: torch.Tensor) -> torch.Tensor:
+        """Long[B, Lt] -> ``embedding * sqrt(d) + pe`` [B, Lt, d]."""
+        return self.tgt_embed(tgt) * math.sqrt(self.d_model) + self.tgt_pe[: tgt.shape[1]]
+
+    def encode(self, src: torch.Tensor, src_mask: MaskLike) -> torch.Tensor:
+        return encoder_forward(self.transformer.encoder, self.embed_src(src), src_mask)
+
+    def decode(self, memory: torch.Tensor, src_mask: MaskLike, tgt: torch.Tensor,
+               tgt_mask: MaskLike) -> torch.Tensor:
+        return decoder_forward(self.transformer.decoder, self.embed_tgt(tgt), memory, src_mask, tgt_mask)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection(x)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor, src_mask: MaskLike = None,
+                tgt_mask: MaskLike = None) -> torch.Tensor:
+        """Logits [B, Lt, vocab] through ``nn.Transformer.forward``."""
+        x, y = self.embed_src(src), self.embed_tgt(tgt)
+        B, Ls, Lt = x.shape[0], x.shape[1], y.shape[1]
+        src_attn, src_kpm = to_mha_masks(src_mask, batch=B, heads=self.h, len_q=Ls, len_k=Ls)
+        mem_attn, mem_kpm = to_mha_masks(src_mask, batch=B, heads=self.h, len_q=Lt, len_k=Ls)
+        tgt_attn, tgt_kpm = to_mha_masks(tgt_mask, batch=B, heads=self.h, len_q=Lt, len_k=Lt)
+        out = self.transformer(x, y, src_mask=_on(src_attn, x), tgt_mask=_on(tgt_attn, x),
+                               memory_mask=_on(mem_attn, x), src_key_padding_mask=_on(src_kpm, x),
+                               tgt_key_padding_mask=_on(tgt_kpm, x), memory_key_padding_mask=_on(mem_kpm, x))
+        return self.project(out)
+
+
+# --------------------------------------------------------------------------------------------------- names
+NameMap = Iterator[tuple[str, str, "slice | None"]]
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _name_pairs(module: nn.Module, tp: str = "", cp: str = "") -> NameMap:
+    """(torch parameter name, contract parameter name, row slice of the torch tensor or None), recursively."""
+    j = _join
+    if isinstance(module, TorchTransformerModel):
+        yield "src_embed.weight", "src_embed.embedding.weight", None
+        yield "tgt_embed.weight", "tgt_embed.embedding.weight", None
+        yield from _name_pairs(module.projection, "projection", "projection_layer.proj")
+        yield from _name_pairs(module.transformer, "transformer", cp)
+    elif isinstance(module, nn.Transformer):
+        yield from _name_pairs(module.encoder, j(tp, "encoder"), j(cp, "encoder"))
+        yield from _name_pairs(module.decoder, j(tp, "decoder"), j(cp, "decoder"))
+    elif isinstance(module, (nn.TransformerEncoder, nn.TransformerDecoder)):
+        for i, layer in enumerate(module.layers):
+            yield from _name_pairs(layer, j(tp, f"layers.{i}"), j(cp, f"layers.{i}"))
+        if module.norm is not None:
+            yield from _name_pairs(module.norm, j(tp, "norm"), j(cp, "norm"))
+    elif isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+        yield from _name_pairs(module.self_attn, j(tp, "self_attn"), j(cp, "self_attention_block"))
+        if isinstance(module, nn.TransformerDecoderLayer):
+            yield from _name_pairs(module.multihead_attn, j(tp, "multihead_attn"), j(cp, "cross_attention_block"))
+        yield from _name_pairs(module.linear1, j(tp, "linear1"), j(cp, "feed_forward_block.linear_1"))
+        yield from _name_pairs(module.linear2, j(tp, "linear2"), j(cp, "feed_forward_block.linear_2"))
+        norms = ("norm1", "norm2", "norm3") if isinstance(module, nn.TransformerDecoderLayer) else ("norm1", "norm2")
+        for i, norm in enumerate(norms):
+            yield from _name_pairs(getattr(module, norm), j(tp, norm), j(cp, f"residual_connections.{i}.norm"))
+    elif isinstance(module, nn.MultiheadAttention):
+        d = module.embed_dim
+        for i, name in enumerate(("w_q", "w_k", "w_v")):
+            yield j(tp, "in_proj_weight"), j(cp, f"{name}.weight"), slice(i * d, (i + 1) * d)
+        yield j(tp, "out_proj.weight"), j(cp, "w_o.weight"), None
+    elif isinstance(module, nn.LayerNorm):
+        yield j(tp, "weight"), j(cp, "alpha"), None
+        yield j(tp, "bias"), j(cp, "bias"), None
+    elif isinstance(module, nn.Linear):
+        yield j(tp, "weight"), j(cp, "weight"), None
+        if module.bias is not None:
+            yield j(tp, "bias"), j(cp, "bias"), None
+    else:
+        raise TypeError(f"no contract names for {type(module).__name__}")
+
+
+def by_contract_name(module: nn.Module, get: Callable[[torch.Tensor], torch.Tensor | None]
+                     ) -> dict[str, torch.Tensor | None]:
+    """``get(parameter)`` of every torch parameter that has a contract counterpart, keyed by the contract's
+    ``named_parameters()`` name (``in_proj_weight`` split into ``w_q``/``w_k``/``w_v``)."""
+    params = dict(module.named_parameters())
+    out: dict[str, torch.Tensor | None] = {}
+    for torch_name, contract_name, rows in _name_pairs(module):
+        value = get(params[torch_name])
+        out[contract_name] = value if value is None or rows is None else value[rows]
+    return out
+
+
+def params_by_contract_name(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The torch module's parameters under the contract's names (to check an adapter loaded every weight)."""
+    return by_contract_name(module, lambda p: p.detach())
+
+
+def grads_by_contract_name(module: nn.Module) -> dict[str, torch.Tensor | None]:
+    """The torch module's ``.grad`` under the contract's names (None where no gradient was accumulated)."""
+    return by_contract_name(module, lambda p: p.grad)
+
+
+def unmapped_parameters(module: nn.Module) -> list[str]:
+    """Torch parameter names with no contract counterpart: the zero ``in_proj_bias`` / ``out_proj.bias``."""
+    mapped = {torch_name for torch_name, _, _ in _name_pairs(module)}
+    return [name for name, _ in module.named_parameters() if name not in mapped]

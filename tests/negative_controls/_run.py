@@ -1,0 +1,105 @@
+"""Run pytest against one or more implementations in one process and record every test's outcome as JSON.
+
+``python -m tests.negative_controls._run SPEC.json OUT.json``: SPEC is a list of ``{"impl": dotted name, "args":
+[pytest arguments], "max_examples": optional int}``; each entry is one ``pytest.main`` session (``--impl`` added), run one after another in this
+process (the test modules reach the implementation only through the session's ``impl`` fixture, so one process can
+judge many implementations without re-importing torch each time). OUT is the list of results, one per entry:
+``{"impl", "exit", "wall", "outcomes": {nodeid: {"outcome", "phase", "duration", "exception", "message"}},
+"collect_errors"}``.
+
+Outcomes: ``passed``, ``failed`` (the test body raised: an assertion, or the bug's own exception), ``error`` (setup
+or teardown raised: never counted as catching a bug), ``skipped``, ``xfailed``, ``xpassed``. Hypothesis runs under
+the loaded profile without the shrink phase and stops at its first failing example: only *whether* a test fails
+matters here, not the minimal example (a failure is still replayed once, as Hypothesis always does).
+``max_examples``, when given, overrides the profile's (the kill matrix may trade examples for time; the CI re-check
+then uses the same number, so a recorded kill reproduces exactly).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import Phase, settings
+
+PROFILE = "negative-controls"
+#: The profile the runs derive from: CI's deterministic one (registered by the root conftest).
+BASE_PROFILE = "ci"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _message(report: Any) -> str:
+    """First line of a report's crash message (``ExceptionType: text``), at most 300 characters."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = getattr(crash, "message", None) or str(report.longrepr or "")
+    return (text.strip().splitlines() or [""])[0][:300]
+
+
+class Recorder:
+    """pytest plugin object: per-test outcome, phase, call duration and crash message; collection errors."""
+
+    def __init__(self, max_examples: int | None = None) -> None:
+        self.max_examples = max_examples
+        self.outcomes: dict[str, dict[str, Any]] = {}
+        self.collect_errors: dict[str, str] = {}
+        self._exc_types: dict[str, str] = {}
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        extra = {"max_examples": self.max_examples} if self.max_examples else {}
+        settings.register_profile(PROFILE, parent=settings.get_profile(BASE_PROFILE), report_multiple_bugs=False,
+                                  phases=[Phase.explicit, Phase.reuse, Phase.generate], **extra)
+        settings.load_profile(PROFILE)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:
+        outcome = yield
+        report = outcome.get_result()
+        if report.failed and call.excinfo is not None:
+            self._exc_types[report.nodeid] = call.excinfo.typename
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collect_errors[report.nodeid or "<session>"] = _message(report)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        entry = self.outcomes.setdefault(report.nodeid, {"outcome": "passed", "phase": "call", "duration": 0.0,
+                                                         "exception": "", "message": ""})
+        if report.when == "call":
+            entry["duration"] = round(report.duration, 3)
+        if hasattr(report, "wasxfail"):
+            entry.update(outcome="xfailed" if report.skipped else "xpassed", phase=report.when)
+        elif report.failed:
+            if entry["outcome"] in ("passed", "skipped"):  # keep the first failure
+                entry.update(outcome="failed" if report.when == "call" else "error", phase=report.when,
+                             exception=self._exc_types.get(report.nodeid, ""), message=_message(report))
+        elif report.skipped and entry["outcome"] == "passed":
+            entry.update(outcome="skipped", phase=report.when, message=_message(report))
+
+
+def run_one(impl: str, args: list[str], max_examples: int | None = None) -> dict[str, Any]:
+    """One pytest session against ``impl``; returns its result record."""
+    recorder = Recorder(max_examples)
+    start = time.perf_counter()
+    code = pytest.main([*args, "--impl", impl, "-p", "no:cacheprovider"], plugins=[recorder])
+    return {"impl": impl, "exit": int(code), "wall": round(time.perf_counter() - start, 2),
+            "outcomes": recorder.outcomes, "collect_errors": recorder.collect_errors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec_path, out_path = (argv if argv is not None else sys.argv[1:])[:2]
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    results = []
+    for entry in json.loads(Path(spec_path).read_text()):
+        results.append(run_one(entry["impl"], list(entry["args"]), entry.get("max_examples")))
+        Path(out_path).write_text(json.dumps(results))  # partial results survive a timeout
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,10 @@
+"""Mask polarity inverted: masked_fill(mask == 1, ...) hides the visible keys."""
+
+from tests.negative_controls._base import install
+
+BUG = "mask polarity inverted: masked_fill(mask == 1, ...) hides the visible keys"
+COMPONENT = "attention masking"
+
+install(globals(), [
+    ("model.py", "masked_fill_(mask == 0,", "masked_fill_(mask == 1,"),
+])

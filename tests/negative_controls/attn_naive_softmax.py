@@ -1,0 +1,13 @@
+"""Attention softmax as exp(s) / sum(exp(s)), no max subtracted: inf/NaN on large scores."""
+
+from tests.negative_controls._base import install
+
+BUG = "attention softmax as exp(s) / sum(exp(s)), no max subtracted: inf/NaN on large scores"
+COMPONENT = "numerical stability"
+
+install(globals(), [
+    ("model.py",
+     "(scores + bias).softmax(dim=-1)",
+     "((scores + bias).exp() / (scores + bias).exp().sum(dim=-1, keepdim=True))"),
+    ("model.py", "scores.softmax(dim=-1)", "(scores.exp() / scores.exp().sum(dim=-1, keepdim=True))"),
+])

@@ -1,0 +1,10 @@
+"""Causal_mask uses triu: position t sees the future, not the past."""
+
+from tests.negative_controls._base import install
+
+BUG = "causal_mask uses triu: position t sees the future, not the past"
+COMPONENT = "mask helpers"
+
+install(globals(), [
+    ("masks.py", "torch.tril(", "torch.triu("),
+])

@@ -1,0 +1,12 @@
+"""FeedForwardBlock uses F.dropout(training=True): dropout also in eval mode."""
+
+from tests.negative_controls._base import install
+
+BUG = "FeedForwardBlock uses F.dropout(training=True): dropout also in eval mode"
+COMPONENT = "dropout"
+
+install(globals(), [
+    ("model.py",
+     "self.dropout(torch.relu(self.linear_1(x)))",
+     "nn.functional.dropout(torch.relu(self.linear_1(x)), self.dropout.p, training=True)"),
+])

@@ -1,0 +1,10 @@
+"""FeedForwardBlock has no ReLU between the two linears."""
+
+from tests.negative_controls._base import install
+
+BUG = "FeedForwardBlock has no ReLU between the two linears"
+COMPONENT = "feed-forward"
+
+install(globals(), [
+    ("model.py", "self.dropout(torch.relu(self.linear_1(x)))", "self.dropout(self.linear_1(x))"),
+])

@@ -1,0 +1,10 @@
+"""PositionalEncoding casts its table on .double()/.to() instead of rebuilding it from the formula."""
+
+from tests.negative_controls._base import install
+
+BUG = "PositionalEncoding casts its table on .double()/.to() instead of rebuilding it from the formula"
+COMPONENT = "dtype/device handling"
+
+install(globals(), [
+    ("model.py", "if self.pe.dtype != old.dtype or self.pe.device != old.device:", "if False:  # a plain buffer cast"),
+])

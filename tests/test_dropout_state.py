@@ -1,0 +1,189 @@
+"""Dropout, determinism and state: eval is deterministic and equals p = 0; train mode drops a binomial fraction p
+and scales survivors by 1/(1-p) at every dropout site; same seed, same outputs; ``state_dict`` round trips bit for
+bit; dtype and device moves carry every tensor and keep the outputs."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+from typing import Callable
+
+import pytest
+import torch
+from hypothesis import given, note
+from hypothesis import strategies as st
+from torch import nn
+
+from reference import tolerances
+from reference.compare import assert_close
+from reference.contract import build_model, construct, randomize_parameters_
+from tests.strategies import ModelBatch, dropout_rates, model_batches
+
+F32 = torch.float32
+
+
+def _masks(batch: ModelBatch, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(src key-padding Bool[B, 1, 1, Ls], tgt causal Bool[1, Lt, Lt])."""
+    Ls, Lt = batch.src.shape[1], batch.tgt.shape[1]
+    lengths = torch.as_tensor(batch.src_lengths, device=device)
+    src_mask = (torch.arange(Ls, device=device)[None, :] < lengths[:, None])[:, None, None, :]
+    return src_mask, torch.tril(torch.ones(1, Lt, Lt, dtype=torch.bool, device=device))
+
+
+def _logits(model: nn.Module, batch: ModelBatch, device: str) -> torch.Tensor:
+    src, tgt = torch.as_tensor(batch.src, device=device), torch.as_tensor(batch.tgt, device=device)
+    src_mask, tgt_mask = _masks(batch, device)
+    return model.project(model.decode(model.encode(src, src_mask), src_mask, tgt, tgt_mask))
+
+
+# ------------------------------------------------------------------------------------------------ eval mode
+@given(batch=model_batches(), p=dropout_rates(), seed=st.integers(0, 2**31 - 1))
+def test_transformer_eval_is_deterministic_and_equals_p0(impl, device: str, batch: ModelBatch, p: float,
+                                                         seed: int) -> None:
+    """In eval mode a model built with dropout p gives the same logits twice, and exactly those of the same weights
+    in a model built with p = 0 (in eval, and in train mode, where p = 0 drops nothing)."""
+    note({**batch.describe(), "p": p})
+    model = randomize_parameters_(build_model(impl, replace(batch.cfg, dropout=p), device=device), seed).eval()
+    plain = build_model(impl, replace(batch.cfg, dropout=0.0), device=device)
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        first, second = _logits(model, batch, device), _logits(model, batch, device)
+        plain_eval = _logits(plain.eval(), batch, device)
+        plain_train = _logits(plain.train(), batch, device)
+    assert torch.equal(first, second), "eval mode is not deterministic"
+    assert torch.equal(first, plain_eval), f"eval with p={p} differs from the same weights with p=0"
+    assert torch.equal(first, plain_train), "train mode with p=0 differs from eval"
+
+
+# ------------------------------------------------------------------------------------------------ train mode
+def _positional_site(impl, p: float, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """PositionalEncoding: dropout(x + pe) with x = 2, so every pre-dropout value lies in [1, 3]."""
+    module = construct(impl.PositionalEncoding, 64, 64, p, device=device, dtype=F32)
+    x = torch.full((4, 64, 64), 2.0, device=device)
+    return module.train()(x), module.eval()(x)
+
+
+def _attention_site(impl, p: float, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """MultiHeadAttentionBlock: the weights kept in ``attention_scores`` (unmasked, all > 0 before dropout)."""
+    module = construct(impl.MultiHeadAttentionBlock, 32, 4, p, device=device, dtype=F32)
+    x = torch.randn(4, 32, 32, generator=torch.Generator().manual_seed(1)).to(device)
+    module.train()(x, x, x, None)
+    dropped = module.attention_scores
+    module.eval()(x, x, x, None)
+    return dropped, module.attention_scores
+
+
+def _feed_forward_site(impl, p: float, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """FeedForwardBlock with linear_1 = 0 x + 1 (relu passes ones) and linear_2 = identity: the output is the
+    dropout of ones, wherever in the block the dropout sits."""
+    module = construct(impl.FeedForwardBlock, 64, 64, p, device=device, dtype=F32)
+    with torch.no_grad():
+        module.linear_1.weight.zero_()
+        module.linear_1.bias.fill_(1.0)
+        module.linear_2.weight.copy_(torch.eye(64))
+        module.linear_2.bias.zero_()
+    x = torch.randn(4, 64, 64, generator=torch.Generator().manual_seed(2)).to(device)
+    return module.train()(x), module.eval()(x)
+
+
+def _residual_site(impl, p: float, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """ResidualConnection(x = 0, sublayer = ones): ``0 + dropout(ones)``."""
+    module = construct(impl.ResidualConnection, 64, p, device=device, dtype=F32)
+    x = torch.zeros(4, 64, 64, device=device)
+
+    def sublayer(y: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(y)
+
+    return module.train()(x, sublayer), module.eval()(x, sublayer)
+
+
+SITES: dict[str, Callable] = {"positional_encoding": _positional_site, "attention_weights": _attention_site,
+                              "feed_forward": _feed_forward_site, "residual": _residual_site}
+
+
+@pytest.mark.parametrize("site", tuple(SITES))
+@given(p=dropout_rates(), seed=st.integers(0, 2**31 - 1))
+def test_dropout_zeroes_a_binomial_fraction_and_scales_survivors(impl, device: str, site: str, p: float,
+                                                                 seed: int) -> None:
+    """Train mode at each dropout site: the zero fraction is p within ``DROPOUT_SIGMAS`` binomial standard
+    deviations, and every survivor is its eval-mode value times 1/(1-p). Pre-dropout values are all nonzero, so a
+    zero can only come from dropout."""
+    note(f"site={site}, p={p}, seed={seed}")
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        dropped, clean = SITES[site](impl, p, device)
+    assert dropped.shape == clean.shape
+    assert bool((clean != 0).all()), f"{site}: eval-mode values contain zeros; the check needs them nonzero"
+    kept = dropped != 0
+    n = kept.numel()
+    fraction = 1.0 - float(kept.sum()) / n
+    bound = tolerances.DROPOUT_SIGMAS * math.sqrt(p * (1 - p) / n)
+    assert abs(fraction - p) <= bound, (
+        f"{site}: {fraction:.4f} of {n} elements dropped, expected p={p:.4f} +- {bound:.4f} "
+        f"({tolerances.DROPOUT_SIGMAS} sigma)")
+    assert_close(dropped[kept], clean[kept] / (1 - p), component=f"{site} survivors (x / (1 - p))",
+                 config={"p": p}, dtype=F32)
+
+
+# ------------------------------------------------------------------------------------------------ seeds, state
+@given(batch=model_batches(max_N=1), p=dropout_rates(), seed=st.integers(0, 2**31 - 1))
+def test_transformer_same_seed_same_outputs(impl, device: str, batch: ModelBatch, p: float, seed: int) -> None:
+    """``torch.manual_seed(s)``, build, forward in train mode (dropout p): twice, bit for bit the same."""
+    note({**batch.describe(), "p": p, "seed": seed})
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(seed)
+        model = build_model(impl, replace(batch.cfg, dropout=p), device=device).train()
+        with torch.no_grad():
+            runs.append((model.state_dict(), _logits(model, batch, device)))
+    (state_a, out_a), (state_b, out_b) = runs
+    for name, value in state_a.items():
+        assert torch.equal(value, state_b[name]), f"{name} differs between two builds from seed {seed}"
+    assert torch.equal(out_a, out_b), f"train-mode outputs differ between two runs from seed {seed}"
+
+
+@given(batch=model_batches(), seed=st.integers(0, 2**31 - 1))
+def test_transformer_state_dict_round_trip_is_bit_exact(impl, device: str, batch: ModelBatch, seed: int) -> None:
+    """A ``state_dict`` loaded (strict) into a freshly built model, initialised from another seed, reproduces the
+    logits bit for bit."""
+    note({**batch.describe(), "seed": seed})
+    torch.manual_seed(seed)
+    source = randomize_parameters_(build_model(impl, batch.cfg, device=device), seed).eval()
+    torch.manual_seed(seed + 1)
+    fresh = build_model(impl, batch.cfg, device=device).eval()
+    fresh.load_state_dict(source.state_dict())
+    with torch.no_grad():
+        expected, got = _logits(source, batch, device), _logits(fresh, batch, device)
+    assert torch.equal(got, expected), (
+        f"state_dict round trip changes the logits: max diff {float((got - expected).abs().max()):.3e}")
+
+
+# ------------------------------------------------------------------------------------------------ device, dtype
+def _held_tensors(model: nn.Module):
+    """Every tensor the modules hold: parameters, buffers and plain tensor attributes, with dotted names."""
+    for prefix, module in model.named_modules():
+        for name, value in vars(module).items():
+            if isinstance(value, torch.Tensor):
+                yield f"{prefix}.{name}".lstrip("."), value
+        for name, value in list(module._parameters.items()) + list(module._buffers.items()):
+            if value is not None:
+                yield f"{prefix}.{name}".lstrip("."), value
+
+
+@given(batch=model_batches(), dtype=st.sampled_from((F32, torch.float64)), seed=st.integers(0, 2**31 - 1))
+def test_transformer_moves_every_tensor_and_agrees_across_devices(impl, device: str, batch: ModelBatch,
+                                                                  dtype: torch.dtype, seed: int) -> None:
+    """A float32 CPU model moved with ``.to(device, dtype)``: every tensor it holds lands on the device in that
+    dtype, and its logits match the CPU model converted to the same dtype (dtype tolerance)."""
+    note({**batch.describe(), "dtype": dtype, "device": device})
+    model = randomize_parameters_(build_model(impl, batch.cfg, device="cpu", dtype=F32), seed).eval()
+    on_cpu = copy.deepcopy(model).to(dtype=dtype)
+    moved = model.to(device=device, dtype=dtype)
+    with torch.no_grad():
+        expected, got = _logits(on_cpu, batch, "cpu"), _logits(moved, batch, device)
+    for name, value in _held_tensors(moved):
+        assert value.device.type == device, f"{name} stayed on {value.device} after .to({device!r})"
+        if value.is_floating_point():
+            assert value.dtype == dtype, f"{name} is {value.dtype} after .to({dtype})"
+    assert_close(got.cpu(), expected, component=f"logits on {device} vs cpu", config=batch.describe(), dtype=dtype)

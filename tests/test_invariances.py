@@ -1,0 +1,253 @@
+"""Invariances and algebra that hold whatever the reference: attention symmetries, batch independence, LayerNorm
+moments and invariances, the embedding scale.
+
+Everything runs in float64 with random, non-default parameters (``randomize_parameters_``), except the LayerNorm
+large-offset accuracy check, which is about float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+from reference import tolerances
+from reference.compare import assert_close, assert_error_ratio, to_f64
+from reference.contract import build_model, construct, randomize_parameters_
+from tests.strategies import (
+    AttentionInputs,
+    ModelBatch,
+    PermutedAttention,
+    dense_attention_inputs,
+    layer_norm_rows,
+    model_batches,
+    permuted_attentions,
+    token_batches,
+)
+
+F64 = torch.float64
+
+
+def _t(a: np.ndarray, device: str, dtype: torch.dtype = F64) -> torch.Tensor:
+    return torch.as_tensor(a, dtype=dtype, device=device)
+
+
+def _attention(impl, d_model: int, h: int, device: str, seed: int = 0):
+    mha = construct(impl.MultiHeadAttentionBlock, d_model, h, 0.0, device=device, dtype=F64).eval()
+    return randomize_parameters_(mha, seed)
+
+
+# ------------------------------------------------------------------------------------------------ attention
+@given(case=permuted_attentions(self_attention=True))
+def test_multi_head_attention_self_attention_is_permutation_equivariant(impl, device: str,
+                                                                       case: PermutedAttention) -> None:
+    """Unmasked self-attention: ``mha(x[:, p]) == mha(x)[:, p]``, weights permuted on both position axes."""
+    cfg, perm = case.cfg, list(case.perm)
+    note(f"{cfg}, scale={case.scale}, perm={perm}")
+    mha = _attention(impl, cfg.d_model, cfg.h, device)
+    x = _t(case.q, device)
+    with torch.no_grad():
+        out, weights = mha(x, x, x, None), mha.attention_scores
+        out_p, weights_p = mha(x[:, perm], x[:, perm], x[:, perm], None), mha.attention_scores
+    config = {"cfg": cfg, "scale": case.scale}
+    assert_close(out_p, out[:, perm], component="self-attention of permuted positions", config=config)
+    assert_close(weights_p, weights[:, :, perm][:, :, :, perm], component="weights of permuted positions",
+                 config=config)
+
+
+@given(case=permuted_attentions(self_attention=False), masked=st.booleans())
+def test_multi_head_attention_invariant_to_permuting_key_value_pairs(impl, device: str, case: PermutedAttention,
+                                                                     masked: bool) -> None:
+    """Permuting key/value pairs together (and a key-padding mask with them) leaves the output unchanged and
+    permutes the weights' key axis."""
+    cfg, perm = case.cfg, list(case.perm)
+    note(f"{cfg}, scale={case.scale}, perm={perm}, key_lengths={case.key_lengths if masked else None}")
+    mha = _attention(impl, cfg.d_model, cfg.h, device)
+    q, k, v = _t(case.q, device), _t(case.k, device), _t(case.v, device)
+    mask = None
+    if masked:
+        lengths = torch.as_tensor(case.key_lengths, device=device)
+        mask = (torch.arange(cfg.Lk, device=device)[None, :] < lengths[:, None])[:, None, None, :]  # (B,1,1,Lk)
+    with torch.no_grad():
+        out, weights = mha(q, k, v, mask), mha.attention_scores
+        out_p = mha(q, k[:, perm], v[:, perm], None if mask is None else mask[..., perm])
+        weights_p = mha.attention_scores
+    config = {"cfg": cfg, "scale": case.scale, "masked": masked}
+    assert_close(out_p, out, component="attention over permuted key/value pairs", config=config)
+    assert_close(weights_p, weights[..., perm], component="weights over permuted key/value pairs", config=config)
+
+
+@given(inp=dense_attention_inputs(max_len=10, max_d_model=32, scales=("tiny", "unit")),
+       shift_seed=st.integers(0, 2**32 - 1), magnitude=st.sampled_from((1.0, 1e2, 1e4)))
+def test_attention_softmax_invariant_to_a_constant_added_to_a_score_row(impl, device: str, inp: AttentionInputs,
+                                                                         shift_seed: int, magnitude: float) -> None:
+    """Adding one vector u to every key adds ``q_i . u / sqrt(d_k)`` to score row i: the weights do not change
+    (with masks too). At |u| = 1e4 a softmax without the max subtraction overflows."""
+    cfg = inp.cfg
+    note({**inp.describe(), "magnitude": magnitude, "shift_seed": shift_seed})
+
+    def heads(a: np.ndarray) -> torch.Tensor:  # [B, L, d] -> [B, h, L, d_k]
+        t = _t(a, device)
+        return t.view(t.shape[0], t.shape[1], cfg.h, cfg.d_k).transpose(1, 2)
+
+    query = heads(inp.x)
+    key = query if inp.memory is None else heads(inp.memory)
+    value = key.flip(-1)
+    u = np.random.default_rng(shift_seed).uniform(-magnitude, magnitude, (cfg.B, cfg.h, 1, cfg.d_k))
+    u = _t(u, device)
+    mask = None if inp.mask is None else torch.as_tensor(inp.mask, device=device)
+    _, weights = impl.MultiHeadAttentionBlock.attention(query, key, value, mask, None)
+    _, weights_shifted = impl.MultiHeadAttentionBlock.attention(query, key + u, value, mask, None)
+    spread = float((query.abs() @ (key.abs() + u.abs()).transpose(-2, -1)).max()) / math.sqrt(cfg.d_k)
+    rtol, atol = tolerances.value_tol(F64)
+    atol += tolerances.SOFTMAX_SHIFT_ULPS * tolerances.eps(F64) * spread
+    assert_close(weights_shifted, weights, component="softmax weights after a per-row score shift",
+                 config={**inp.describe(), "magnitude": magnitude}, rtol=rtol, atol=atol)
+
+
+@given(batch=model_batches(min_batch=2))
+def test_transformer_batch_independence(impl, device: str, batch: ModelBatch) -> None:
+    """Each sequence's encoder output, decoder output and logits are the same alone as inside the batch."""
+    note(batch.describe())
+    model = randomize_parameters_(build_model(impl, batch.cfg, device=device, dtype=F64).eval(), 0)
+    Ls, Lt = batch.src.shape[1], batch.tgt.shape[1]
+    src, tgt = torch.as_tensor(batch.src, device=device), torch.as_tensor(batch.tgt, device=device)
+    lengths = torch.as_tensor(batch.src_lengths, device=device)
+    src_mask = (torch.arange(Ls, device=device)[None, :] < lengths[:, None])[:, None, None, :]  # (B, 1, 1, Ls)
+    tgt_mask = torch.tril(torch.ones(1, Lt, Lt, dtype=torch.bool, device=device))
+
+    def run(s, t, m):
+        memory = model.encode(s, m)
+        decoded = model.decode(memory, m, t, tgt_mask)
+        return memory, decoded, model.project(decoded)
+
+    with torch.no_grad():
+        together = run(src, tgt, src_mask)
+        for b in range(src.shape[0]):
+            alone = run(src[b:b + 1], tgt[b:b + 1], src_mask[b:b + 1])
+            for name, got, want in zip(("encode", "decode", "logits"), alone, together):
+                assert_close(got, want[b:b + 1], component=f"{name} of sequence {b} alone vs in the batch",
+                             config=batch.describe())
+
+
+# ------------------------------------------------------------------------------------------------ LayerNorm
+def _layer_norm(impl, features: int, device: str, dtype: torch.dtype = F64, eps: float | None = None):
+    args = (features,) if eps is None else (features, eps)
+    return construct(impl.LayerNormalization, *args, device=device, dtype=dtype)
+
+
+def _assert_within_rounding(actual: torch.Tensor, expected: torch.Tensor, x: torch.Tensor, shift: float,
+                            alpha: torch.Tensor, eps: float, *, component: str, config: dict) -> None:
+    """|actual - expected| <= value_tol + LAYER_NORM_INPUT_ULPS * eps64 * max|alpha| * (max|x_row| + |shift|)
+    / sqrt(var_row + eps), per row (x: [R, d], the unshifted/unscaled input)."""
+    __tracebackhide__ = True
+    rtol, atol = tolerances.value_tol(F64)
+    var = x.var(dim=-1, correction=0, keepdim=True)
+    rounding = (tolerances.LAYER_NORM_INPUT_ULPS * tolerances.eps(F64) * float(alpha.abs().max())
+                * (x.abs().amax(dim=-1, keepdim=True) + abs(shift)) / torch.sqrt(var + eps))
+    allowed = atol + rtol * expected.abs() + rounding
+    err = (actual - expected).abs()
+    assert bool((err <= allowed).all()), (
+        f"{component} {config}: {int((err > allowed).sum())} / {err.numel()} entries off; max error "
+        f"{float(err.max()):.3e}, worst excess {float((err - allowed).max()):.3e} over the rounding bound")
+
+
+@given(rows=layer_norm_rows(), alpha=st.floats(0.25, 4.0), bias=st.floats(-2.0, 2.0))
+def test_layer_normalization_row_mean_is_bias_and_std_is_alpha(impl, device: str, rows, alpha: float,
+                                                               bias: float) -> None:
+    """With constant alpha and bias: each row's output mean is ``bias`` and its biased std is ``alpha`` up to eps,
+    i.e. within [alpha * sqrt(var / (var + eps)), alpha] (an unbiased variance falls a factor sqrt((d-1)/d) short).
+    Both up to the rounding of the row mean (``LAYER_NORM_INPUT_ULPS``: it grows with |x| / std at offset 1e4)."""
+    scale, x = rows
+    note(f"scale={scale}, x shape={x.shape}, alpha={alpha}, bias={bias}")
+    norm = _layer_norm(impl, x.shape[1], device)
+    with torch.no_grad():
+        norm.alpha.fill_(alpha)
+        norm.bias.fill_(bias)
+        xt = _t(x, device)
+        y = to_f64(norm(xt))
+    x64 = to_f64(xt)
+    rtol, atol = tolerances.value_tol(F64)
+    var = x64.var(dim=-1, correction=0)
+    rounding = (tolerances.LAYER_NORM_INPUT_ULPS * tolerances.eps(F64) * alpha * x64.abs().amax(dim=-1)
+                / torch.sqrt(var + norm.eps))
+    config = {"scale": scale, "d": x.shape[1], "alpha": alpha, "bias": bias}
+    mean = y.mean(dim=-1)
+    assert bool(((mean - bias).abs() <= atol + rtol * abs(bias) + rounding).all()), (
+        f"row mean of LayerNorm {config} is not bias: {mean.tolist()} (allowed +-{(atol + rounding).tolist()})")
+    std = y.std(dim=-1, correction=0)
+    low = alpha * torch.sqrt(var / (var + norm.eps))
+    slack = rtol * alpha + atol + rounding
+    assert bool(((std <= alpha + slack) & (std >= low - slack)).all()), (
+        f"row std of LayerNorm {config} outside [alpha sqrt(var / (var + eps)), alpha]: std {std.tolist()}, "
+        f"lower bounds {low.tolist()}, alpha {alpha}")
+
+
+@given(rows=layer_norm_rows(), shift=st.floats(-1e3, 1e3), seed=st.integers(0, 2**31 - 1))
+def test_layer_normalization_invariant_to_adding_a_constant(impl, device: str, rows, shift: float,
+                                                            seed: int) -> None:
+    """``LN(x + c) == LN(x)`` up to the rounding of ``x + c`` (random alpha and bias)."""
+    scale, x = rows
+    note(f"scale={scale}, x shape={x.shape}, c={shift}")
+    norm = randomize_parameters_(_layer_norm(impl, x.shape[1], device), seed)
+    xt = _t(x, device)
+    with torch.no_grad():
+        y, y_shifted = norm(xt), norm(xt + shift)
+    _assert_within_rounding(to_f64(y_shifted), to_f64(y), to_f64(xt), shift, to_f64(norm.alpha), norm.eps,
+                            component="LN(x + c) vs LN(x)", config={"scale": scale, "c": shift})
+
+
+@given(rows=layer_norm_rows(), log_s=st.floats(math.log(1e-2), math.log(1e2)), seed=st.integers(0, 2**31 - 1))
+def test_layer_normalization_invariant_to_positive_scaling_up_to_eps(impl, device: str, rows, log_s: float,
+                                                                     seed: int) -> None:
+    """``LN_eps(s x) == LN_{eps / s^2}(x)`` for s > 0: scaling is invariant but for eps, which scales with var
+    (eps inside the square root, next to the biased variance)."""
+    scale, x = rows
+    s = math.exp(log_s)
+    note(f"scale={scale}, x shape={x.shape}, s={s}")
+    norm = randomize_parameters_(_layer_norm(impl, x.shape[1], device), seed)
+    rescaled = _layer_norm(impl, x.shape[1], device, eps=norm.eps / s**2)
+    rescaled.load_state_dict(norm.state_dict())
+    xt = _t(x, device)
+    with torch.no_grad():
+        y_scaled, y = norm(xt * s), rescaled(xt)
+    _assert_within_rounding(to_f64(y_scaled), to_f64(y), to_f64(xt), 0.0, to_f64(norm.alpha), norm.eps / s**2,
+                            component="LN_eps(s x) vs LN_{eps/s^2}(x)", config={"scale": scale, "s": s})
+
+
+@given(rows=layer_norm_rows(scales_=("offset",)), seed=st.integers(0, 2**31 - 1))
+def test_layer_normalization_accurate_with_large_offset_in_float32(impl, device: str, rows, seed: int) -> None:
+    """float32 rows 1e4 + noise: error against the float64 LayerNorm at most K times torch's own float32
+    ``F.layer_norm`` error plus the floor (a one-pass E[x^2] - E[x]^2 variance cancels here)."""
+    scale, x = rows
+    note(f"x shape={x.shape}")
+    norm = randomize_parameters_(_layer_norm(impl, x.shape[1], device, dtype=torch.float32), seed)
+    x32 = _t(x, device, torch.float32)
+    with torch.no_grad():
+        out = norm(x32)
+        shape = (x.shape[1],)
+        torch_out = F.layer_norm(x32, shape, norm.alpha, norm.bias, norm.eps)
+        oracle = F.layer_norm(x32.double(), shape, norm.alpha.double(), norm.bias.double(), norm.eps)
+    assert_error_ratio(out, torch_out, oracle, component="LayerNormalization at offset 1e4", dtype=torch.float32,
+                       config={"d": x.shape[1], "rows": x.shape[0]}, label="F.layer_norm float32")
+
+
+# ------------------------------------------------------------------------------------------------ embedding
+@given(d_model=st.integers(1, 64), vocab=st.integers(1, 50),
+       shape=st.tuples(st.integers(1, 3), st.integers(1, 8)), dtype=st.sampled_from((torch.float32, F64)),
+       token_seed=st.integers(0, 2**31 - 1))
+def test_input_embeddings_row_is_table_row_times_sqrt_d_model(impl, device: str, d_model: int, vocab: int, shape,
+                                                              dtype: torch.dtype, token_seed: int) -> None:
+    """``InputEmbeddings(x)[b, l] == embedding.weight[x[b, l]] * sqrt(d_model)``."""
+    note(f"d_model={d_model}, vocab={vocab}, shape={shape}, dtype={dtype}")
+    emb = construct(impl.InputEmbeddings, d_model, vocab, device=device, dtype=dtype)
+    tokens = torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(token_seed)).to(device)
+    with torch.no_grad():
+        out = emb(tokens)
+    expected = to_f64(emb.embedding.weight)[tokens.cpu()] * math.sqrt(d_model)
+    assert_close(out, expected, component="InputEmbeddings", config={"d_model": d_model, "vocab": vocab},
+                 dtype=dtype)

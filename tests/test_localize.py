@@ -1,0 +1,266 @@
+"""The mismatch localiser (``reference.localize``): silent on a correct model, names the broken submodule first.
+
+Broken variants are made at test time from the implementation under test, one change each, by overriding one
+submodule's ``forward`` (or one contract class's, on every instance) through the contract's attribute names, so the
+localiser is tested against *your* implementation broken in a known place. The project's catalogue of negative
+controls (``tests/negative_controls``, whole implementations with one realistic bug) is run through it too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, note
+from hypothesis import strategies as st
+from torch import nn
+
+from reference import numpy_ref, tolerances
+from reference.contract import ModelConfig, build_model, randomize_parameters_
+from reference.localize import CONTRACT_CLASSES, Case, Localization, judge, localize, random_case
+from tests.negative_controls import load_control
+from tests.strategies import ModelInputs, dense_arrays, model_inputs
+
+DTYPES = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32, id="float32")]
+CFG = ModelConfig(src_vocab_size=11, tgt_vocab_size=13, src_seq_len=7, tgt_seq_len=6, d_model=16, N=2, h=2,
+                  dropout=0.0, d_ff=32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one torch thread is fastest, and fair to the other test processes."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _tensor(a: np.ndarray | None, device: str) -> torch.Tensor | None:
+    return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+
+def _model(impl, cfg: ModelConfig, device: str, dtype: torch.dtype, seed: int) -> nn.Module:
+    model = build_model(impl, cfg, device=device, dtype=dtype)
+    return randomize_parameters_(model, seed).eval()
+
+
+def _padded_case(device: str) -> Case:
+    """CFG's inputs with real padding (second source sequence: 2 of 7 tokens) and a causal, padded target mask."""
+    case = random_case(CFG, batch=2, seed=3, device=device)
+    src_mask = case.src_mask.clone()
+    src_mask[1, ..., 2:] = False
+    return Case(case.src, case.tgt, src_mask, case.tgt_mask)
+
+
+def _run(model: nn.Module, case: Case, dtype: torch.dtype) -> Localization:
+    return localize(model, case.src, case.tgt, case.src_mask, case.tgt_mask, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------------- silent
+@given(inputs=model_inputs(max_d_model=32, max_N=2, max_len=8), seed=st.integers(0, 2**16))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_localize_correct_impl_has_no_divergence(impl, device, dtype, inputs: ModelInputs, seed: int) -> None:
+    """Every contract submodule of the implementation (random non-default weights) agrees with the float64 oracle
+    within tolerance, every oracle path is executed and judged, attention weights included."""
+    note(inputs.describe())
+    model = _model(impl, inputs.cfg, device, dtype, seed)
+    loc = localize(model, _tensor(inputs.src, device), _tensor(inputs.tgt, device),
+                   _tensor(inputs.src_mask, device), _tensor(inputs.tgt_mask, device))
+    note(loc.summary(all_rows=True))
+    assert loc.first_divergence is None, loc.summary()
+    assert loc.missing == [] and loc.local is None
+    judged = {r.path for r in loc.rows}
+    expected = {p for p in loc.oracle_outputs}
+    if not any(r.path.endswith(numpy_ref.WEIGHTS_SUFFIX) for r in loc.rows):  # no attention_scores attribute
+        expected = {p for p in expected if not p.endswith(numpy_ref.WEIGHTS_SUFFIX)}
+    assert judged == expected, f"not judged: {sorted(expected - judged)}; extra: {sorted(judged - expected)}"
+    assert all(r.ok and math.isfinite(r.max_abs) for r in loc.rows)
+
+
+def test_localize_hooks_every_contract_submodule_in_execution_order(impl, device) -> None:
+    """Rows follow execution order (embeddings before their stack, each block before its parent finishes), and
+    every contract submodule of the model is hooked."""
+    model = _model(impl, CFG, device, torch.float64, 0)
+    loc = _run(model, _padded_case(device), torch.float64)
+    paths = [r.path for r in loc.rows if not r.path.endswith(numpy_ref.WEIGHTS_SUFFIX)]
+    contract = [p for p, m in model.named_modules() if p and type(m).__name__ in CONTRACT_CLASSES]
+    assert sorted(paths) == sorted(contract)
+    order = {p: i for i, p in enumerate(paths)}
+    assert order["src_embed"] < order["src_pos"] < order["encoder.layers.0"] < order["encoder"]
+    assert order["encoder.layers.0.residual_connections.0.norm"] < order["encoder.layers.0.self_attention_block"] \
+        < order["encoder.layers.0.residual_connections.0"] < order["encoder.layers.0"]
+    assert order["encoder"] < order["decoder.layers.0.cross_attention_block"] < order["projection_layer"]
+    assert paths[-1] == "projection_layer"
+
+
+# --------------------------------------------------------------------------------------------------- broken
+def _blog_norm(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: module.alpha * (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + module.eps) \
+        + module.bias
+
+
+def _swapped_positions(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        pe = numpy_ref.positional_encoding_table(x.shape[1], x.shape[2])
+        pe[:, 0::2], pe[:, 1::2] = pe[:, 1::2].copy(), pe[:, 0::2].copy()  # cos on even columns, sin on odd
+        return x + torch.from_numpy(pe).to(x)
+    return forward
+
+
+def _ignores_mask(module: nn.Module) -> Callable:
+    original = module.forward
+    return lambda q, k, v, mask=None: original(q, k, v, None)
+
+
+def _no_relu(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: module.linear_2(module.linear_1(x))
+
+
+def _log_softmax(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    original = module.forward
+    return lambda x: torch.log_softmax(original(x), dim=-1)
+
+
+def _no_final_norm(module: nn.Module) -> Callable:
+    def forward(x, mask):
+        for layer in module.layers:
+            x = layer(x, mask)
+        return x
+    return forward
+
+
+def _every_layer_gets_the_input(module: nn.Module) -> Callable:
+    def forward(x, mask):
+        y = x
+        for layer in module.layers:
+            y = layer(x, mask)  # wiring bug: each layer reads the stack's input
+        return module.norm(y)
+    return forward
+
+
+#: name -> (what to break: "path" or "Class:<name>", how, expected first divergence, expected culprit)
+BREAKS = {
+    "layer_norm_blog": ("Class:LayerNormalization", _blog_norm,
+                        "encoder.layers.0.residual_connections.0.norm", "encoder.layers.0.residual_connections.0.norm"),
+    "positions_swapped": ("src_pos", _swapped_positions, "src_pos", "src_pos"),
+    "cross_attention_ignores_mask": ("decoder.layers.0.cross_attention_block", _ignores_mask,
+                                     "decoder.layers.0.cross_attention_block",
+                                     "decoder.layers.0.cross_attention_block"),
+    "last_ffn_no_relu": ("encoder.layers.1.feed_forward_block", _no_relu, "encoder.layers.1.feed_forward_block",
+                         "encoder.layers.1.feed_forward_block"),
+    "projection_log_softmax": ("projection_layer", _log_softmax, "projection_layer", "projection_layer"),
+    "encoder_no_final_norm": ("encoder", _no_final_norm, "encoder", "encoder"),
+    "encoder_wiring": ("encoder", _every_layer_gets_the_input, "encoder.layers.1.residual_connections.0.norm",
+                       "encoder"),
+}
+
+
+def _break(model: nn.Module, target: str, how: Callable) -> None:
+    """Override ``forward`` of the submodule at ``target`` (or of every instance of a contract class)."""
+    if target.startswith("Class:"):
+        modules = [m for m in model.modules() if type(m).__name__ == target.split(":", 1)[1]]
+    else:
+        modules = [model.get_submodule(target)]
+    assert modules, f"nothing to break at {target}"
+    for m in modules:
+        m.forward = how(m)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(BREAKS))
+def test_localize_names_the_broken_submodule_first(impl, device, dtype, name: str) -> None:
+    """One submodule broken: it is the first divergence (by dotted path), and the local check blames the right
+    code: the submodule itself when it is wrong on its own inputs, else the block whose forward fed it."""
+    target, how, first, culprit = BREAKS[name]
+    model = _model(impl, CFG, device, dtype, 1)
+    case = _padded_case(device)
+    assert _run(model, case, dtype).ok  # the same model before the break: clean
+    _break(model, target, how)
+    loc = _run(model, case, dtype)
+    assert loc.first_divergence == first, loc.summary()
+    assert loc.local is not None and loc.local.culprit == culprit, loc.summary()
+    first_row = loc.row(first)
+    assert first_row is not None and not first_row.ok
+    assert all(r.ok for r in loc.rows[:loc.rows.index(first_row)])
+    summary = loc.summary()
+    assert f"first divergence at {first}" in summary and "local check:" in summary
+
+
+#: Negative controls (whole implementations, one realistic bug) and the path the localiser must name first.
+CONTROLS = {
+    "decoder_cross_attn_self_kv": ("decoder.layers.0.cross_attention_block", "decoder.layers.0"),
+    "decoder_ignores_tgt_mask": ("decoder.layers.0.self_attention_block", "decoder.layers.0"),
+    "encoder_ignores_src_mask": ("encoder.layers.0.self_attention_block", "encoder.layers.0"),
+    "attn_no_scale": ("encoder.layers.0.self_attention_block", "encoder.layers.0.self_attention_block"),
+    "attn_stores_raw_scores": ("encoder.layers.0.self_attention_block:weights",
+                               "encoder.layers.0.self_attention_block"),
+    "embed_no_sqrt_scale": ("src_embed", "src_embed"),
+    "pe_sin_cos_swapped": ("src_pos", "src_pos"),
+    "ffn_no_relu": ("encoder.layers.0.feed_forward_block", "encoder.layers.0.feed_forward_block"),
+    "ffn_no_bias": ("encoder.layers.0.feed_forward_block", "encoder.layers.0.feed_forward_block"),
+    "residual_post_norm": ("encoder.layers.0.self_attention_block", "encoder.layers.0"),
+    "encoder_no_final_norm": ("encoder", "encoder"),
+    "projection_log_softmax": ("projection_layer", "projection_layer"),
+}
+
+
+@pytest.mark.parametrize("control", list(CONTROLS))
+def test_localize_names_the_negative_controls_component(control: str) -> None:
+    """Each control's bug is named as the first divergence, with the culprit the local check finds."""
+    first, culprit = CONTROLS[control]
+    module = load_control(control)
+    model = _model(module, CFG, "cpu", torch.float64, 2)
+    loc = _run(model, _padded_case("cpu"), torch.float64)
+    assert (loc.first_divergence, loc.local.culprit if loc.local else None) == (first, culprit), loc.summary()
+
+
+def test_localize_flags_a_missing_contract_parameter() -> None:
+    """An FFN without biases is flagged at its own path (its row notes the parameter), not somewhere downstream."""
+    loc = _run(_model(load_control("ffn_no_bias"), CFG, "cpu", torch.float32, 0), _padded_case("cpu"),
+               torch.float32)
+    row = loc.row("encoder.layers.0.feed_forward_block")
+    assert row is not None and not row.ok and "lacks contract parameter(s) linear_1.bias" in row.note
+    assert loc.first_divergence == row.path
+
+
+def test_localization_json_round_trips() -> None:
+    """``to_json`` is strict JSON (a submodule that raised has infinite error, written "inf"): the first divergence,
+    the local check and one entry per path."""
+    model = _model(load_control("decoder_cross_attn_self_kv"), CFG, "cpu", torch.float64, 0)  # raises: Ls != Lt
+    data = json.loads(json.dumps(_run(model, _padded_case("cpu"), torch.float64).to_json(), allow_nan=False))
+    assert data["first_divergence"] == "decoder.layers.0.cross_attention_block"
+    assert data["local_check"]["culprit"] == "decoder.layers.0" and data["local_check"]["max_abs"] == "nan"
+    last = data["paths"][-1]
+    assert last["path"] == data["first_divergence"] and last["max_abs"] == "inf" and last["note"].startswith("raised")
+    assert {"path", "kind", "max_abs", "max_rel", "torch_abs", "tolerance", "allowed", "ok"} <= set(data["paths"][0])
+
+
+# --------------------------------------------------------------------------------------------------- judge
+@given(expected=dense_arrays((3, 5)), noise=dense_arrays((3, 5)), size=st.floats(0.0, 4.0),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_judge_direct_rule_matches_the_tolerance_table(expected, noise, size: float, dtype) -> None:
+    """Direct rule: ok exactly when every |a - e| <= atol + rtol |e| with ``VALUE_TOL[dtype]``."""
+    rtol, atol = tolerances.value_tol(dtype)
+    actual = expected + noise * size * (atol + rtol * np.abs(expected))
+    v = judge(actual, expected, dtype=dtype, rule="direct")
+    note(v)
+    assert v.ok == bool(np.all(np.abs(actual - expected) <= atol + rtol * np.abs(expected)))
+    assert v.max_abs == pytest.approx(np.max(np.abs(actual - expected)), rel=1e-12, abs=0)
+
+
+@given(expected=dense_arrays((4, 3)), impl_noise=dense_arrays((4, 3)), torch_noise=dense_arrays((4, 3)),
+       impl_size=st.floats(0.0, 1e-4), torch_size=st.floats(0.0, 1e-4))
+def test_judge_ratio_rule_matches_the_error_ratio_formula(expected, impl_noise, torch_noise, impl_size: float,
+                                                          torch_size: float) -> None:
+    """Ratio rule (float32): ok exactly when max|a - e| <= K max|t - e| + floor(float32, max|e|)."""
+    actual, torch_out = expected + impl_noise * impl_size, expected + torch_noise * torch_size
+    v = judge(actual, expected, dtype=torch.float32, torch_out=torch_out)
+    impl_err, torch_err = np.max(np.abs(actual - expected)), np.max(np.abs(torch_out - expected))
+    allowed = tolerances.allowed_error(torch.float32, torch_err, np.max(np.abs(expected)))
+    note((v, impl_err, torch_err, allowed))
+    assert v.rule == "ratio" and v.torch_abs == pytest.approx(torch_err, rel=1e-12, abs=0)
+    assert v.ok == (impl_err <= allowed)

@@ -1,0 +1,192 @@
+"""The equivalence report (``python -m reference.report``): all PASS on the implementation, FAIL with the broken
+component named first on a negative control, exit status, JSON, reproduction commands, plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from reference import report
+from reference.contract import DEFAULT_IMPL
+from tests.conformance.blog_api import write_blog_api_impl
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Two of the report's configurations (N = 2; odd d_model) keep the in-process sweeps short (CI runs the full
+#: report from the command line).
+SMALL = (report.CONFIGS[0], report.CONFIGS[2])
+CROSS_KV = "tests.negative_controls.decoder_cross_attn_self_kv"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one torch thread is fastest, and fair to the other test processes."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _strict_json(text: str) -> dict:
+    """Parse, refusing NaN/Infinity (the report writes them as strings)."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"non-standard JSON constant {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def _failures(rep: report.Report) -> str:
+    lines = []
+    for r in rep.results:
+        if not r.passed:
+            detail = r.error or f"{r.outcome.verdict.line()}; {r.outcome.detail}"
+            lines.append(f"{r.component} {r.config} {r.device} {r.dtype}: {detail}")
+            if r.outcome and r.outcome.localization and not r.outcome.localization.ok:
+                lines.append(r.outcome.localization.summary())
+    return "\n".join(lines)
+
+
+def test_report_all_pass_for_the_implementation(impl_name: str, device: str) -> None:
+    """Every component x dtype of the device's default set passes for the implementation under test."""
+    rep = report.sweep(impl_name, components=list(report.COMPONENTS), devices=[device],
+                       dtypes={device: report.default_dtypes(device)}, seed=0, configs=SMALL)
+    assert rep.passed, _failures(rep)
+    assert rep.first_divergence is None
+    assert {r.component for r in rep.results} == set(report.COMPONENTS)
+
+
+#: Negative controls and what the report must say: the component rows that fail and the first divergence.
+CONTROLS = {
+    "attn_no_scale": ({"mha/none", "mha/causal", "encoder_block", "transformer"},
+                      "encoder.layers.0.self_attention_block"),
+    "pe_sin_cos_swapped": ({"positions", "transformer"}, "src_pos"),
+    "residual_post_norm": ({"encoder_block", "transformer"}, "encoder.layers.0.self_attention_block"),
+    "projection_log_softmax": ({"transformer"}, "projection_layer"),
+}
+
+
+@pytest.mark.parametrize("control", list(CONTROLS))
+def test_report_fails_on_a_negative_control_and_names_it(control: str) -> None:
+    """The report fails the broken component's rows (and only rows that involve it), and names the first
+    divergence of the full model."""
+    failing, first = CONTROLS[control]
+    components = ["positions", "mha/none", "mha/causal", "feed_forward", "layer_norm", "encoder_block",
+                  "transformer"]
+    rep = report.sweep(f"tests.negative_controls.{control}", components=components, devices=["cpu"],
+                       dtypes={"cpu": ["float64"]}, seed=0, configs=SMALL[:1])
+    assert not rep.passed
+    assert {r.component for r in rep.results if not r.passed} == failing, _failures(rep)
+    assert rep.first_divergence == first, _failures(rep)
+
+
+def test_report_cli_exit_status_json_and_reproduction(tmp_path: Path) -> None:
+    """``python -m reference.report`` on a broken implementation: exit 1, the FAIL block names the first
+    divergence and prints the command that reproduces the row, JSON carries ``first_divergence``; that command
+    run again gives the same numbers."""
+    out = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = ["--impl", CROSS_KV, "--device", "cpu", "--dtype", "float64", "--component", "transformer",
+            "--component", "mha/cross", "--json", str(out), "--no-progress"]
+    result = subprocess.run([sys.executable, "-m", "reference.report", *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    text = result.stdout + result.stderr
+    assert result.returncode == 1, text
+    command = (f"python -m reference.report --impl {CROSS_KV} --component transformer --device cpu "
+               f"--dtype float64 --seed 0")
+    assert f"reproduce: {command}" in text, text
+    assert "first divergence at decoder.layers.0.cross_attention_block" in text, text
+    data = _strict_json(out.read_text())
+    assert data["schema"] == report.SCHEMA and data["passed"] is False
+    assert data["first_divergence"] == "decoder.layers.0.cross_attention_block"
+    rows = {(r["component"], r["dtype"]): r for r in data["rows"]}
+    assert rows[("mha/cross", "float64")]["passed"] is True  # the control's attention block itself is right
+    assert rows[("transformer", "float64")]["passed"] is False
+    assert rows[("transformer", "float64")]["command"] == command
+
+    again = tmp_path / "again.json"
+    status = report.main(command.split()[3:] + ["--json", str(again), "--no-progress"])
+    assert status == 1
+    first, second = _strict_json(out.read_text()), _strict_json(again.read_text())
+    pick = [r for r in first["results"] if r["component"] == "transformer"]
+    assert [(r["max_abs"], r["detail"]) for r in pick] == \
+        [(r["max_abs"], r["detail"]) for r in second["results"]]
+
+
+def test_report_json_schema(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--json`` writes strict JSON with the documented keys (docs/report.md); exit 0 when everything passes."""
+    out = tmp_path / "r.json"
+    status = report.main(["--device", "cpu", "--dtype", "float32", "--component", "layer_norm", "--component",
+                          "transformer", "--component", "grad/mha", "--json", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    data = _strict_json(out.read_text())
+    assert status == (0 if data["passed"] else 1)
+    assert {"schema", "impl", "seed", "passed", "first_divergence", "torch", "devices", "dtypes", "components",
+            "configs", "elapsed_s", "rows", "results", "localization"} <= set(data)
+    row_keys = {"component", "config", "configs", "device", "dtype", "passed", "skipped", "max_abs", "max_rel",
+                "torch_abs", "ratio", "rule", "tolerance", "allowed", "margin", "detail", "first_divergence",
+                "command", "seconds"}
+    assert all(row_keys <= set(r) for r in data["rows"])
+    assert len(data["rows"]) == 3 and len(data["results"]) == 3 * len(report.CONFIGS)
+    loc = data["localization"]
+    assert len(loc) == len(report.CONFIGS) and all({"first_divergence", "local_check", "paths"} <= set(x)
+                                                   for x in loc)
+    assert "component" in printed and "layer_norm" in printed
+
+
+def test_report_component_selection(capsys: pytest.CaptureFixture) -> None:
+    """A family name selects its members, globs work, an unknown name is a usage error (exit 2)."""
+    assert report.select_components(["mha"]) == [c for c in report.COMPONENTS if c.startswith("mha/")]
+    assert report.select_components(["grad/*", "embedding"]) == \
+        ["embedding"] + [c for c in report.COMPONENTS if c.startswith("grad/")]
+    with pytest.raises(ValueError, match="no component matches"):
+        report.select_components(["attention"])
+    assert report.main(["--component", "attention", "--no-progress"]) == 2
+    assert "no component matches" in capsys.readouterr().err
+
+
+def test_report_runs_are_reproducible_from_the_seed(impl) -> None:
+    """The same seed gives the same numbers (a FAIL command reproduces its row); another seed, other inputs."""
+    config = report.CONFIGS[0]
+
+    def numbers(seed: int) -> tuple:
+        return tuple(report.run_one(impl, name, config, "cpu", torch.float32, seed).outcome.verdict.max_abs
+                     for name in ("mha/random", "decoder_block", "grad/mha"))
+
+    assert numbers(7) == numbers(7)
+    assert numbers(7) != numbers(8)
+
+
+def test_report_skips_what_a_blog_api_implementation_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           impl_name: str) -> None:
+    """An implementation with only the blog's API: the mask-helper rows are SKIP (naming the extra), the numbers
+    still pass."""
+    if impl_name != DEFAULT_IMPL:
+        pytest.skip("the blog-API copy is made from scratch_transformer itself")
+    write_blog_api_impl(tmp_path, "blog_api_report_copy")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rep = report.sweep("blog_api_report_copy", components=["masks/causal", "masks/padding", "layer_norm",
+                                                           "transformer"],
+                       devices=["cpu"], dtypes={"cpu": ["float64"]}, seed=0, configs=SMALL[:1])
+    assert rep.passed, _failures(rep)
+    skipped = {r.component: r.outcome.detail for r in rep.results if r.outcome.skipped}
+    assert skipped == {"masks/causal": "skipped: implementation lacks causal_mask",
+                       "masks/padding": "skipped: implementation lacks padding_mask"}
+
+
+def test_report_plots_render(tmp_path: Path) -> None:
+    """``--plots DIR`` writes the four PNGs (error heatmap, error by layer, attention, positional table)."""
+    pytest.importorskip("matplotlib", reason="matplotlib (the 'plots' extra) is not installed")
+    from matplotlib.image import imread
+
+    status = report.main(["--impl", "tests.negative_controls.attn_no_scale", "--device", "cpu", "--dtype", "float64",
+                          "--component", "transformer", "--plots", str(tmp_path), "--no-progress"])
+    assert status == 1
+    for name in ("error_heatmap", "error_by_layer", "attention", "positional_table"):
+        path = tmp_path / f"{name}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        height, width = imread(path).shape[:2]
+        assert height >= 300 and width >= 600, (name, height, width)

@@ -1,0 +1,208 @@
+"""The torch adapters themselves are right: PyTorch's modules loaded by ``reference.torch_adapters`` compute the
+float64 NumPy oracle's function, on every torch path they can take, and the mask conversions are lossless.
+
+The contract modules here only carry weights (randomised, non-default); nothing below runs their forward, so a
+wrong adapter cannot hide behind a matching bug in the implementation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+from reference import numpy_ref
+from reference import torch_adapters as ta
+from reference.contract import build_model, randomize_parameters_
+from reference.weights import extract_weights
+from tests.strategies import (AttentionConfig, AttentionInputs, ModelInputs, attention_masks, dense_attention_inputs,
+                              feed_forward_widths, model_inputs)
+from tests.test_equivalence_torch import (LAYERS, SEEDS, as_tensor, assert_float64_close, counting, decoder,
+                                          decoder_block, encoder, encoder_block, eps_of, mha_block, rows)
+
+DTYPE = torch.float64
+#: The adapters' wiring (which weight goes where, mask shape and polarity) is scale-free and shows as O(1) relative
+#: errors on well-conditioned inputs; at 'large'/'offset' inputs torch's own float64 rounding is amplified (up to
+#: ~5e-11 after a LayerNorm at a 1e4 offset), and those scales are exercised against torch's own error in
+#: test_equivalence_torch.py.
+WELL_CONDITIONED = ("tiny", "unit")
+#: torch's paths: "train" (the composite slow path), "eval" (no grad: fused kernels where torch takes them).
+PATHS = st.sampled_from(("train", "eval"))
+
+
+# --------------------------------------------------------------------------------------------------- masks
+@given(case=attention_masks(), as_int=st.booleans())
+def test_mha_masks_round_trip(case: tuple[AttentionConfig, str, np.ndarray | None], as_int: bool) -> None:
+    """contract -> (attn_mask, key_padding_mask) -> contract is the identity on [B, h, Lq, Lk]; each blog shape
+    lands where torch wants it; the SDPA mask broadcasts to the same mask. Integer masks (nonzero = attend) too."""
+    cfg, kind, mask = case
+    note(f"{cfg}, kind={kind}, as_int={as_int}")
+    size = {"batch": cfg.B, "heads": cfg.h, "len_q": cfg.Lq, "len_k": cfg.Lk}
+    given_mask = None if mask is None else torch.as_tensor(mask.astype(np.int8) * 7 if as_int else mask)
+    attn_mask, kpm = ta.to_mha_masks(given_mask, **size)
+    if mask is None:
+        assert attn_mask is None and kpm is None and ta.to_sdpa_mask(None, **size) is None
+        return
+    full = torch.as_tensor(np.broadcast_to(mask, (cfg.B, cfg.h, cfg.Lq, cfg.Lk)))
+    assert torch.equal(ta.from_mha_masks(attn_mask, kpm, **size), full)
+    assert torch.equal(ta.to_sdpa_mask(given_mask, **size).expand(full.shape), full)
+    # The blog's shapes land in torch's cheapest form; at Lq == 1 (and B == h == 1) the forms coincide.
+    per_row = cfg.Lq > 1 and kind in ("causal", "blog_shared", "random", "blog_full")
+    per_batch_or_head = kind == "blog_full" and cfg.B > 1 or kind == "random" and cfg.B * cfg.h > 1
+    expected = ((None, (cfg.B, cfg.Lk)) if not per_row
+                else ((cfg.B * cfg.h, cfg.Lq, cfg.Lk), None) if per_batch_or_head else ((cfg.Lq, cfg.Lk), None))
+    got = tuple(None if m is None else tuple(m.shape) for m in (attn_mask, kpm))
+    assert got == expected, f"{kind}: torch masks of shapes {got}, expected {expected}"
+    assert all(m is None or m.dtype == torch.bool for m in (attn_mask, kpm))
+
+
+def test_mha_masks_reject_what_does_not_broadcast() -> None:
+    with pytest.raises(ValueError, match="does not broadcast"):
+        ta.to_mha_masks(torch.ones(2, 1, 1, 5, dtype=torch.bool), batch=3, heads=2, len_q=4, len_k=5)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        ta.to_sdpa_mask(torch.ones(1, 3, 4, 4, dtype=torch.bool), batch=1, heads=2, len_q=4, len_k=4)
+
+
+# --------------------------------------------------------------------------------------------------- weights
+@given(case=model_inputs(), seed=SEEDS)
+def test_adapters_load_every_parameter(impl, device, case: ModelInputs, seed: int) -> None:
+    """Every contract parameter appears, bit for bit, under its contract name in the torch model (nn.Transformer
+    re-initialises what it holds: this catches loading before that); the only extra torch parameters are the
+    zero projection biases; every LayerNorm carries the contract's eps."""
+    note(case.describe())
+    model = randomize_parameters_(build_model(impl, case.cfg, device=device, dtype=DTYPE), seed)
+    torch_model = ta.TorchTransformerModel(model)
+    ours = dict(model.named_parameters())
+    theirs = ta.params_by_contract_name(torch_model)
+    assert set(theirs) == set(ours), f"missing {set(ours) - set(theirs)}, extra {set(theirs) - set(ours)}"
+    for name, p in ours.items():
+        assert torch.equal(theirs[name], p.detach()), f"{name} was not loaded exactly"
+    extra = dict(torch_model.named_parameters())
+    for name in ta.unmapped_parameters(torch_model):
+        assert name.endswith(("in_proj_bias", "out_proj.bias")), name
+        assert not extra[name].any(), f"{name} must be zero"
+    eps = eps_of(model)
+    assert all(m.eps == eps for m in torch_model.modules() if isinstance(m, torch.nn.LayerNorm))
+    assert all(m.dropout == 0.0 for m in torch_model.modules() if isinstance(m, torch.nn.MultiheadAttention))
+
+
+# --------------------------------------------------------------------------------------------------- forward
+@given(case=dense_attention_inputs(max_len=32, max_d_model=64, scales=WELL_CONDITIONED), path=PATHS, seed=SEEDS)
+def test_torch_multihead_attention_matches_numpy(impl, device, case: AttentionInputs, path: str, seed: int) -> None:
+    """``nn.MultiheadAttention`` (slow path; fused ``_native_multi_head_attention`` for self-attention in eval with
+    even h) and the SDPA adapter, with every mask kind, against ``numpy_ref.multi_head_attention``."""
+    cfg = case.cfg
+    config = {**case.describe(), "path": path, "seed": seed}
+    note(config)
+    block = randomize_parameters_(mha_block(impl, cfg.d_model, cfg.h, 0.0, device, DTYPE), seed)
+    mha = ta.to_multihead_attention(block).train(path == "train")
+    x = as_tensor(case.x, device, DTYPE)
+    memory = x if case.memory is None else as_tensor(case.memory, device, DTYPE)
+    mask = as_tensor(case.mask, device)
+    with torch.no_grad(), counting("_native_multi_head_attention") as calls:
+        out = ta.mha_forward(mha, x, memory, memory, mask)
+        sdpa = ta.sdpa_attention(block, x, memory, memory, mask)
+    fused = path == "eval" and case.memory is None and cfg.h % 2 == 0
+    assert calls["_native_multi_head_attention"] == int(fused), dict(calls)
+    oracle, _ = numpy_ref.multi_head_attention(case.x, case.memory if case.memory is not None else case.x,
+                                               case.memory if case.memory is not None else case.x, case.mask,
+                                               extract_weights(block), cfg.h)
+    where = rows(case, case.mask, cfg.Lk)
+    assert_float64_close(out, oracle, where=where, component="nn.MultiheadAttention adapter", config=config)
+    assert_float64_close(sdpa, oracle, where=where, component="sdpa_attention", config=config)
+
+
+@given(case=dense_attention_inputs(cross=False, max_len=32, max_d_model=64, scales=WELL_CONDITIONED),
+       d_ff=feed_forward_widths(64), path=PATHS, seed=SEEDS)
+def test_torch_encoder_layer_matches_numpy(impl, device, case: AttentionInputs, d_ff: int, path: str,
+                                           seed: int) -> None:
+    cfg = case.cfg
+    config = {**case.describe(), "d_ff": d_ff, "path": path, "seed": seed}
+    note(config)
+    block = randomize_parameters_(encoder_block(impl, cfg.d_model, cfg.h, d_ff, 0.0, device, DTYPE), seed)
+    layer = ta.to_encoder_layer(block).train(path == "train")
+    x, mask = as_tensor(case.x, device, DTYPE), as_tensor(case.mask, device)
+    with torch.no_grad():
+        out = ta.encoder_forward(layer, x, mask)
+    oracle = numpy_ref.encoder_block(case.x, case.mask, extract_weights(block), cfg.h, eps_of(block))
+    assert_float64_close(out, oracle, where=rows(case, case.mask, cfg.Lq), component="to_encoder_layer",
+                         config=config)
+
+
+@given(case=dense_attention_inputs(decoder=True, max_len=32, max_d_model=64,
+                                             scales=WELL_CONDITIONED), d_ff=feed_forward_widths(64),
+       path=PATHS, seed=SEEDS)
+def test_torch_decoder_layer_matches_numpy(impl, device, case: AttentionInputs, d_ff: int, path: str,
+                                           seed: int) -> None:
+    cfg = case.cfg
+    config = {**case.describe(), "d_ff": d_ff, "path": path, "seed": seed}
+    note(config)
+    block = randomize_parameters_(decoder_block(impl, cfg.d_model, cfg.h, d_ff, 0.0, device, DTYPE), seed)
+    layer = ta.to_decoder_layer(block).train(path == "train")
+    x, memory = as_tensor(case.x, device, DTYPE), as_tensor(case.memory, device, DTYPE)
+    with torch.no_grad():
+        out = ta.decoder_forward(layer, x, memory, as_tensor(case.mask, device), as_tensor(case.self_mask, device))
+    oracle = numpy_ref.decoder_block(case.x, case.memory, case.mask, case.self_mask, extract_weights(block), cfg.h,
+                                     eps_of(block))
+    where = rows(case, case.mask, cfg.Lk) & rows(case, case.self_mask, cfg.Lq)
+    assert_float64_close(out, oracle, where=where, component="to_decoder_layer", config=config)
+
+
+@given(case=dense_attention_inputs(cross=False, max_len=32, max_d_model=64, allow_fully_masked=False,
+                                             scales=WELL_CONDITIONED), n=LAYERS,
+       d_ff=feed_forward_widths(64), path=PATHS, seed=SEEDS)
+def test_torch_encoder_matches_numpy(impl, device, case: AttentionInputs, n: int, d_ff: int, path: str,
+                                     seed: int) -> None:
+    cfg = case.cfg
+    config = {**case.describe(), "N": n, "d_ff": d_ff, "path": path, "seed": seed}
+    note(config)
+    stack = randomize_parameters_(encoder(impl, n, cfg.d_model, cfg.h, d_ff, 0.0, device, DTYPE), seed)
+    torch_stack = ta.to_encoder(stack).train(path == "train")
+    with torch.no_grad():
+        out = ta.encoder_forward(torch_stack, as_tensor(case.x, device, DTYPE), as_tensor(case.mask, device))
+    oracle = numpy_ref.encoder(case.x, case.mask, extract_weights(stack), cfg.h, eps_of(stack))
+    assert_float64_close(out, oracle, component="to_encoder", config=config)
+
+
+@given(case=dense_attention_inputs(decoder=True, max_len=32, max_d_model=64, allow_fully_masked=False,
+                                             scales=WELL_CONDITIONED), n=LAYERS,
+       d_ff=feed_forward_widths(64), path=PATHS, seed=SEEDS)
+def test_torch_decoder_matches_numpy(impl, device, case: AttentionInputs, n: int, d_ff: int, path: str,
+                                     seed: int) -> None:
+    cfg = case.cfg
+    config = {**case.describe(), "N": n, "d_ff": d_ff, "path": path, "seed": seed}
+    note(config)
+    stack = randomize_parameters_(decoder(impl, n, cfg.d_model, cfg.h, d_ff, 0.0, device, DTYPE), seed)
+    torch_stack = ta.to_decoder(stack).train(path == "train")
+    with torch.no_grad():
+        out = ta.decoder_forward(torch_stack, as_tensor(case.x, device, DTYPE), as_tensor(case.memory, device, DTYPE),
+                                 as_tensor(case.mask, device), as_tensor(case.self_mask, device))
+    oracle = numpy_ref.decoder(case.x, case.memory, case.mask, case.self_mask, extract_weights(stack), cfg.h,
+                               eps_of(stack))
+    assert_float64_close(out, oracle, component="to_decoder", config=config)
+
+
+@given(case=model_inputs(), path=PATHS, seed=SEEDS)
+def test_torch_transformer_matches_numpy(impl, device, case: ModelInputs, path: str, seed: int) -> None:
+    """``TorchTransformerModel`` (nn.Embedding, the NumPy sinusoid table, nn.Transformer, nn.Linear): encode,
+    decode and project, and ``nn.Transformer.forward`` end to end, against ``numpy_ref.transformer``."""
+    config = {**case.describe(), "path": path, "seed": seed}
+    note(config)
+    model = randomize_parameters_(build_model(impl, case.cfg, device=device, dtype=DTYPE), seed)
+    torch_model = ta.TorchTransformerModel(model).train(path == "train")
+    src, tgt = as_tensor(case.src, device), as_tensor(case.tgt, device)
+    src_mask, tgt_mask = as_tensor(case.src_mask, device), as_tensor(case.tgt_mask, device)
+    with torch.no_grad():
+        memory = torch_model.encode(src, src_mask)
+        decoded = torch_model.decode(memory, src_mask, tgt, tgt_mask)
+        logits = torch_model.project(decoded)
+        end_to_end = torch_model(src, tgt, src_mask, tgt_mask)
+    trace: dict[str, np.ndarray] = {}
+    numpy_ref.transformer(case.src, case.tgt, case.src_mask, case.tgt_mask, extract_weights(model), case.cfg.h,
+                          eps_of(model), trace=trace)
+    assert_float64_close(memory, trace["encoder"], component="TorchTransformerModel.encode", config=config)
+    assert_float64_close(decoded, trace["decoder"], component="TorchTransformerModel.decode", config=config)
+    assert_float64_close(logits, trace["projection_layer"], component="TorchTransformerModel.project", config=config)
+    assert_float64_close(end_to_end, trace["projection_layer"], component="nn.Transformer.forward", config=config)
