@@ -36,6 +36,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
 
 DEVICES = ("cpu", "cuda")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: N processes already fill the cores; the suite's
+    torch.set_num_threads(1)               # tensors are too small for intra-op threads to pay for their sync
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("scratch-transformer")
