@@ -26,7 +26,7 @@ import shlex
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import replace, dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence
@@ -63,13 +63,20 @@ class Config:
                 f"Ls={self.src_len} Lt={self.tgt_len}")
 
 
+#: Every module is built with the blog's default dropout and run in eval mode, where dropout must be the identity.
+DROPOUT = 0.1
+#: Input scale of ``mha/large``: scores reach the hundreds, past float32's exp range (88.7), so a softmax without the
+#: max subtraction overflows; larger scales make near-tied scores' rounding (eps * |score|) dominate the output and
+#: the error ratio a lottery (at 30x, seeds gave impl/torch from 0.08 to 15 with torch's own paths 10x apart).
+LARGE = 6.0
+
 CONFIGS: tuple[Config, ...] = (
     Config("c0", ModelConfig(src_vocab_size=11, tgt_vocab_size=13, src_seq_len=8, tgt_seq_len=8, d_model=16, N=2,
-                             h=2, dropout=0.0, d_ff=32), batch=2, src_len=7, tgt_len=6),
+                             h=2, dropout=DROPOUT, d_ff=32), batch=2, src_len=7, tgt_len=6),
     Config("c1", ModelConfig(src_vocab_size=17, tgt_vocab_size=9, src_seq_len=10, tgt_seq_len=10, d_model=24, N=1,
-                             h=4, dropout=0.0, d_ff=48), batch=3, src_len=5, tgt_len=9),
+                             h=4, dropout=DROPOUT, d_ff=48), batch=3, src_len=5, tgt_len=9),
     Config("c2", ModelConfig(src_vocab_size=7, tgt_vocab_size=7, src_seq_len=4, tgt_seq_len=4, d_model=15, N=1,
-                             h=3, dropout=0.0, d_ff=20), batch=1, src_len=4, tgt_len=3),  # odd d_model
+                             h=3, dropout=DROPOUT, d_ff=20), batch=1, src_len=4, tgt_len=3),  # odd d_model
 )
 
 
@@ -222,7 +229,7 @@ def run_embedding(c: Ctx) -> Outcome:
 
 def run_positions(c: Ctx) -> Outcome:
     m = c.config.model
-    module = c.build(c.impl.PositionalEncoding, m.d_model, m.src_seq_len, 0.0)
+    module = c.build(c.impl.PositionalEncoding, m.d_model, m.src_seq_len, DROPOUT)
     x = c.normal(c.config.batch, c.config.src_len, m.d_model)
     with torch.no_grad():
         out = module(x)
@@ -242,9 +249,22 @@ def run_layer_norm(c: Ctx) -> Outcome:
     return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), "vs nn.LayerNorm", _np(out), expected)
 
 
+def run_layer_norm_offset(c: Ctx) -> Outcome:
+    """Rows at a common offset of 1e4 (noise 1): a one-pass E[x^2] - E[x]^2 variance cancels in float32."""
+    m = c.config.model
+    module = c.build(c.impl.LayerNormalization, m.d_model)
+    x = c.tensor(c.rng.standard_normal((c.config.batch, c.config.src_len, m.d_model)) + 1e4)
+    with torch.no_grad():
+        out = module(x)
+        torch_out = _layer_norm_torch(module)(x)
+    expected = numpy_ref.layer_norm(_np(x), _np(module.alpha), _np(module.bias), float(module.eps))
+    return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), "offset 1e4; vs nn.LayerNorm",
+                   _np(out), expected)
+
+
 def run_feed_forward(c: Ctx) -> Outcome:
     m = c.config.model
-    module = c.build(c.impl.FeedForwardBlock, m.d_model, m.d_ff, 0.0)
+    module = c.build(c.impl.FeedForwardBlock, m.d_model, m.d_ff, DROPOUT)
     x = c.normal(c.config.batch, c.config.src_len, m.d_model)
     with torch.no_grad():
         out = module(x)
@@ -256,16 +276,17 @@ def run_feed_forward(c: Ctx) -> Outcome:
 
 def make_run_mha(kind: str) -> Callable[[Ctx], Outcome]:
     """Self-attention (q = k = v) with a mask of ``kind``; ``cross``: Lq = Lt queries over Lk = Ls keys, with
-    distinct key and value inputs and a key padding mask."""
+    distinct key and value inputs and a key padding mask; ``large``: inputs ``LARGE`` x, scores in the hundreds
+    (a softmax without the max subtraction overflows in float32), causal mask."""
     def run(c: Ctx) -> Outcome:
         m = c.config.model
-        module = c.build(c.impl.MultiHeadAttentionBlock, m.d_model, m.h, 0.0)
+        module = c.build(c.impl.MultiHeadAttentionBlock, m.d_model, m.h, DROPOUT)
         Lq = c.config.tgt_len
         Lk = c.config.src_len if kind == "cross" else Lq
-        q = c.normal(c.config.batch, Lq, m.d_model)
+        q = c.tensor(c.rng.standard_normal((c.config.batch, Lq, m.d_model)) * (LARGE if kind == "large" else 1.0))
         k, v = (c.normal(c.config.batch, Lk, m.d_model), c.normal(c.config.batch, Lk, m.d_model)) \
             if kind == "cross" else (q, q)
-        mask = c.mask("key_padding" if kind == "cross" else kind, Lq, Lk)
+        mask = c.mask({"cross": "key_padding", "large": "causal"}.get(kind, kind), Lq, Lk)
         with torch.no_grad():
             out = module(q, k, v, mask)
             torch_out = torch_adapters.mha_forward(torch_adapters.to_multihead_attention(module).eval(), q, k, v, mask)
@@ -316,8 +337,8 @@ def run_padding_mask(c: Ctx) -> Outcome:
 
 def run_encoder_block(c: Ctx) -> Outcome:
     m = c.config.model
-    module = c.build(c.impl.EncoderBlock, m.d_model, c.build(c.impl.MultiHeadAttentionBlock, m.d_model, m.h, 0.0),
-                     c.build(c.impl.FeedForwardBlock, m.d_model, m.d_ff, 0.0), 0.0)
+    module = c.build(c.impl.EncoderBlock, m.d_model, c.build(c.impl.MultiHeadAttentionBlock, m.d_model, m.h, DROPOUT),
+                     c.build(c.impl.FeedForwardBlock, m.d_model, m.d_ff, DROPOUT), DROPOUT)
     x = c.normal(c.config.batch, c.config.src_len, m.d_model)
     mask = c.mask("key_padding", c.config.src_len, c.config.src_len)
     with torch.no_grad():
@@ -330,9 +351,9 @@ def run_encoder_block(c: Ctx) -> Outcome:
 
 def run_decoder_block(c: Ctx) -> Outcome:
     m = c.config.model
-    module = c.build(c.impl.DecoderBlock, m.d_model, c.build(c.impl.MultiHeadAttentionBlock, m.d_model, m.h, 0.0),
-                     c.build(c.impl.MultiHeadAttentionBlock, m.d_model, m.h, 0.0),
-                     c.build(c.impl.FeedForwardBlock, m.d_model, m.d_ff, 0.0), 0.0)
+    module = c.build(c.impl.DecoderBlock, m.d_model, c.build(c.impl.MultiHeadAttentionBlock, m.d_model, m.h, DROPOUT),
+                     c.build(c.impl.MultiHeadAttentionBlock, m.d_model, m.h, DROPOUT),
+                     c.build(c.impl.FeedForwardBlock, m.d_model, m.d_ff, DROPOUT), DROPOUT)
     Ls, Lt = c.config.src_len, c.config.tgt_len
     x, memory = c.normal(c.config.batch, Lt, m.d_model), c.normal(c.config.batch, Ls, m.d_model)
     src_mask, tgt_mask = c.mask("key_padding", Lt, Ls), c.mask("padded_causal", Lt, Lt)
@@ -508,7 +529,7 @@ def run_grad_layer_norm(c: Ctx) -> Outcome:
 
 def run_grad_feed_forward(c: Ctx) -> Outcome:
     m = c.config.model
-    module = c.build(c.impl.FeedForwardBlock, m.d_model, m.d_ff, 0.0)
+    module = c.build(c.impl.FeedForwardBlock, m.d_model, m.d_ff, DROPOUT)
     x = c.normal(c.config.batch, c.config.src_len, m.d_model)
 
     def names(seq: nn.Module) -> dict:
@@ -521,7 +542,7 @@ def run_grad_feed_forward(c: Ctx) -> Outcome:
 def run_grad_mha(c: Ctx) -> Outcome:
     """Cross-attention (q and k/v distinct inputs) with a key padding mask."""
     m = c.config.model
-    module = c.build(c.impl.MultiHeadAttentionBlock, m.d_model, m.h, 0.0)
+    module = c.build(c.impl.MultiHeadAttentionBlock, m.d_model, m.h, DROPOUT)
     Lq, Lk = c.config.tgt_len, c.config.src_len
     inputs = {"q": c.normal(c.config.batch, Lq, m.d_model), "kv": c.normal(c.config.batch, Lk, m.d_model)}
     mask = c.mask("key_padding", Lq, Lk)
@@ -535,8 +556,27 @@ def run_grad_mha(c: Ctx) -> Outcome:
                       torch_adapters.grads_by_contract_name)
 
 
+#: 16-bit full-model gradients are judged on the median of this many seeds (docs/tolerances.md): in a small model
+#: one ReLU gate flipped by rounding can carry 14% of the gradient's L2 norm, so a single seed is a lottery
+#: (impl/torch ratios 0.3-46 over 12 seeds, median 1.0).
+GRAD_16BIT_SEEDS = 5
+
+
 def run_grad_transformer(c: Ctx) -> Outcome:
-    """The full model's parameter gradients vs ``nn.Transformer`` between torch embeddings and projection."""
+    """The full model's parameter gradients vs ``nn.Transformer``; in 16 bits the median of several seeds."""
+    if c.dtype not in (torch.float16, torch.bfloat16):
+        return _grad_transformer_once(c)
+    outcomes = []
+    for i in range(GRAD_16BIT_SEEDS):
+        seed = c.seed + 7919 * i
+        outcomes.append(_grad_transformer_once(replace(c, seed=seed, rng=np.random.default_rng(seed))))
+    outcomes.sort(key=lambda o: o.verdict.margin)
+    median = outcomes[len(outcomes) // 2]
+    margins = ", ".join(f"{o.verdict.margin:.2f}" for o in outcomes)
+    return replace(median, detail=f"{median.detail}; median of {GRAD_16BIT_SEEDS} seeds (tolerance used: {margins})")
+
+
+def _grad_transformer_once(c: Ctx) -> Outcome:
     model = _model(c)
     model64 = build_model(c.impl, c.config.model, device=c.device, dtype=torch.float64)
     with torch.no_grad():
@@ -560,8 +600,9 @@ COMPONENTS: dict[str, Callable[[Ctx], Outcome]] = {
     "embedding": run_embedding,
     "positions": run_positions,
     "layer_norm": run_layer_norm,
+    "layer_norm/offset": run_layer_norm_offset,
     "feed_forward": run_feed_forward,
-    **{f"mha/{kind}": make_run_mha(kind) for kind in ("none", "causal", "key_padding", "random", "cross")},
+    **{f"mha/{kind}": make_run_mha(kind) for kind in ("none", "causal", "key_padding", "random", "cross", "large")},
     "encoder_block": run_encoder_block,
     "decoder_block": run_decoder_block,
     "encoder": run_encoder,
@@ -575,12 +616,17 @@ COMPONENTS: dict[str, Callable[[Ctx], Outcome]] = {
 
 
 def select_components(patterns: Sequence[str] | None) -> list[str]:
-    """Component names matching any pattern: exact, a family prefix (``mha`` -> ``mha/*``) or a glob."""
+    """Component names matching any pattern, in table order: an exact name selects just that component; otherwise a
+    family prefix (``mha`` -> ``mha/*``) or a glob (``grad/*``)."""
     if not patterns:
         return list(COMPONENTS)
-    chosen = [name for name in COMPONENTS
-              if any(name == p or name.startswith(p.rstrip("/") + "/") or fnmatch.fnmatch(name, p)
-                     for p in patterns)]
+
+    def matches(name: str, p: str) -> bool:
+        if p in COMPONENTS:
+            return name == p
+        return name.startswith(p.rstrip("/") + "/") or fnmatch.fnmatch(name, p)
+
+    chosen = [name for name in COMPONENTS if any(matches(name, p) for p in patterns)]
     if not chosen:
         raise ValueError(f"no component matches {', '.join(patterns)}; known: {', '.join(COMPONENTS)}")
     return chosen

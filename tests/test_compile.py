@@ -79,16 +79,7 @@ CASES: dict[str, tuple[Callable, Callable[[Any, dict, bool], torch.Tensor]]] = {
     "DecoderBlock": (
         _decoder_block, lambda m, t, masked: m(t["x"], t["memory"], t["padding"] if masked else None,
                                                t["causal"] if masked else None)),
-    "Encoder": (
-        lambda impl, device: construct(impl.Encoder, D_MODEL, torch.nn.ModuleList([_encoder_block(impl, device)]),
-                                       device=device, dtype=F32),
-        lambda m, t, masked: m(t["x"], _self_padding(t) if masked else None)),
-    "Decoder": (
-        lambda impl, device: construct(impl.Decoder, D_MODEL, torch.nn.ModuleList([_decoder_block(impl, device)]),
-                                       device=device, dtype=F32),
-        lambda m, t, masked: m(t["x"], t["memory"], t["padding"] if masked else None,
-                               t["causal"] if masked else None)),
-}
+}  # Encoder, Decoder, embeddings, positions and projection: in the pipeline test below
 
 
 UNMASKED = ("LayerNormalization", "FeedForwardBlock")
@@ -119,7 +110,8 @@ def test_component_forward_compiles_to_one_graph(impl, device: str, component: s
 
 
 def test_transformer_pipeline_compiles_to_one_graph(impl, device: str) -> None:
-    """``project(decode(encode(src, src_mask), src_mask, tgt, tgt_mask))`` is one graph (N=2, both masks)."""
+    """``project(decode(encode(src, src_mask), src_mask, tgt, tgt_mask))`` is one graph (N=2, both masks): the
+    Encoder and Decoder stacks, embeddings, positional encodings and projection included."""
     cfg = ModelConfig(src_vocab_size=11, tgt_vocab_size=13, src_seq_len=LEN_K, tgt_seq_len=LEN_Q, d_model=D_MODEL,
                       N=2, h=HEADS, dropout=0.0, d_ff=D_FF)
     model = build_model(impl, cfg, device=device, dtype=F32).eval()

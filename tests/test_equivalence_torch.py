@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from collections import Counter
+from types import ModuleType
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -151,6 +153,16 @@ def eps_of(module: nn.Module) -> float:
     return float(next(m.eps for _, m in module.named_modules() if hasattr(m, "alpha") and hasattr(m, "eps")))
 
 
+def keys_values(case: AttentionInputs, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(k, v) of an attention call: x itself for self-attention (one tensor, as the blocks call it); for
+    cross-attention the memory as keys and the memory reversed along its length as values, so that k and v differ
+    (a block that projects its values from k is caught)."""
+    if case.memory is None:
+        return x, x
+    return (as_tensor(case.memory, x.device, x.dtype),
+            as_tensor(case.memory[:, ::-1].copy(), x.device, x.dtype))
+
+
 def rows(case: AttentionInputs, mask: np.ndarray | None, len_k: int) -> torch.Tensor:
     return ta.attended_rows(mask, batch=case.cfg.B, heads=case.cfg.h, len_q=case.cfg.Lq, len_k=len_k)
 
@@ -160,7 +172,7 @@ def rows(case: AttentionInputs, mask: np.ndarray | None, len_k: int) -> torch.Te
 @given(case=dense_attention_inputs(), mode=dropout_modes(), seed=SEEDS)
 def test_multi_head_attention_block_matches_torch_mha(impl, device, dtype, case: AttentionInputs,
                                                       mode: DropoutMode, seed: int) -> None:
-    """Self- and cross-attention, every mask kind, vs ``nn.MultiheadAttention`` (fused path in eval for
+    """Self- and cross-attention (k != v), every mask kind, vs ``nn.MultiheadAttention`` (fused path in eval for
     self-attention with even h: q, k and v are one tensor)."""
     cfg = case.cfg
     config = {**case.describe(), "mode": mode, "seed": seed}
@@ -169,15 +181,14 @@ def test_multi_head_attention_block_matches_torch_mha(impl, device, dtype, case:
     mha = ta.to_multihead_attention(block)
     set_mode([block, mha], mode)
     x = as_tensor(case.x, device, dtype)
-    memory = x if case.memory is None else as_tensor(case.memory, device, dtype)
+    k, v = keys_values(case, x)
     mask = as_tensor(case.mask, device)
     with torch.no_grad():
-        out = block(x, memory, memory, mask)
-        ref = ta.mha_forward(mha, x, memory, memory, mask)
+        out = block(x, k, v, mask)
+        ref = ta.mha_forward(mha, x, k, v, mask)
 
     def oracle() -> np.ndarray:
-        return numpy_ref.multi_head_attention(f64(x), f64(memory), f64(memory), case.mask, extract_weights(block),
-                                              cfg.h)[0]
+        return numpy_ref.multi_head_attention(f64(x), f64(k), f64(v), case.mask, extract_weights(block), cfg.h)[0]
 
     check_forward(out, ref, oracle, dtype=dtype, component="MultiHeadAttentionBlock", config=config,
                   where=rows(case, case.mask, cfg.Lk), label="nn.MultiheadAttention")
@@ -192,15 +203,14 @@ def test_multi_head_attention_block_matches_sdpa(impl, device, dtype, case: Atte
     note(config)
     block = randomize_parameters_(mha_block(impl, cfg.d_model, cfg.h, 0.0, device, dtype), seed).eval()
     x = as_tensor(case.x, device, dtype)
-    memory = x if case.memory is None else as_tensor(case.memory, device, dtype)
+    k, v = keys_values(case, x)
     mask = as_tensor(case.mask, device)
     with torch.no_grad():
-        out = block(x, memory, memory, mask)
-        ref = ta.sdpa_attention(block, x, memory, memory, mask)
+        out = block(x, k, v, mask)
+        ref = ta.sdpa_attention(block, x, k, v, mask)
 
     def oracle() -> np.ndarray:
-        return numpy_ref.multi_head_attention(f64(x), f64(memory), f64(memory), case.mask, extract_weights(block),
-                                              cfg.h)[0]
+        return numpy_ref.multi_head_attention(f64(x), f64(k), f64(v), case.mask, extract_weights(block), cfg.h)[0]
 
     check_forward(out, ref, oracle, dtype=dtype, component="MultiHeadAttentionBlock", config=config,
                   where=rows(case, case.mask, cfg.Lk), label="F.scaled_dot_product_attention")
@@ -409,12 +419,11 @@ def test_transformer_matches_torch_transformer(impl, device, dtype, case: ModelI
 
 
 # --------------------------------------------------------------------------------------------------- measurement
-def measure_error_ratios(examples: int, dtypes: tuple[torch.dtype, ...]) -> None:
-    """Run every test above with ``examples`` Hypothesis examples, recording instead of asserting the error-ratio
-    rule, and print per comparison: percentiles of impl_err / torch_err, how many exceed K, the largest
-    impl_err / allowed, and the smallest floor (in eps of the output scale) under which every example passes with
-    K (docs/tolerances.md)."""
-    global POLICY
+def measure_error_ratios(module: ModuleType, examples: int, dtypes: tuple[torch.dtype, ...]) -> None:
+    """Run every test of ``module`` (this one, or tests.test_gradients) with ``examples`` Hypothesis examples,
+    recording instead of asserting through ``module.POLICY``, and print per comparison: percentiles of
+    impl_err / torch_err, how many exceed K, the largest impl_err / allowed, the smallest floor (in eps of the
+    output scale) under which every example passes with K, and the worst example (docs/tolerances.md)."""
     from collections import defaultdict
 
     from hypothesis import settings
@@ -439,23 +448,29 @@ def measure_error_ratios(examples: int, dtypes: tuple[torch.dtype, ...]) -> None
             worst[key] = (impl_err.max_abs / allowed, {**config, "impl_err": impl_err.max_abs,
                                                        "torch_err": torch_err.max_abs, "out_scale": impl_err.scale})
 
-    POLICY = record
+    module.POLICY = record
     impl = load_impl()
-    for name, test in list(globals().items()):
+    for name, test in list(vars(module).items()):
         if name.startswith("test_"):
             run = settings(max_examples=examples, derandomize=True, database=None, deadline=None)(test)
-            for dtype in dtypes:
-                run(impl=impl, device="cpu", dtype=dtype)
-    print(f"impl_err / torch_err over {examples} examples per comparison (K = {tolerances.K}); floor needed = "
-          "smallest FLOOR_EPS passing every example")
-    print(f"{'dtype':8s} {'comparison':68s} {'p50':>5s} {'p90':>5s} {'p99':>5s} {'max':>6s} {'>K':>3s} "
-          f"{'err/allowed':>11s} {'floor needed':>12s} {'|impl-torch|/scale':>18s}")
+            if "dtype" in inspect.signature(test).parameters:
+                for dtype in dtypes:
+                    run(impl=impl, device="cpu", dtype=dtype)
+            elif "float64" not in name or torch.float64 in dtypes:
+                run(impl=impl, device="cpu")
+    print(f"impl_err / torch_err over {examples} examples per comparison (K = {tolerances.K}; 'torch exact': "
+          "examples where torch's error is 0, left out of the percentiles); floor needed = smallest FLOOR_EPS "
+          "under which every example passes with K")
+    print(f"{'dtype':8s} {'comparison':68s} {'n':>4s} {'p50':>5s} {'p90':>5s} {'p99':>5s} {'max':>6s} {'>K':>3s} "
+          f"{'torch exact':>11s} {'err/allowed':>11s} {'floor needed':>12s} {'|impl-torch|/scale':>18s}")
     for (dtype, what), rows_ in sorted(samples.items()):
         errs = np.array(rows_)
-        ratio = errs[:, 0] / np.maximum(errs[:, 1], np.finfo(np.float64).tiny)
-        q = np.percentile(ratio, [50, 90, 99])
-        print(f"{dtype:8s} {what:68s} {q[0]:5.2f} {q[1]:5.2f} {q[2]:5.2f} {ratio.max():6.2f} "
-              f"{int((ratio > tolerances.K).sum()):3d} {float((errs[:, 0] / errs[:, 2]).max()):11.3f} "
+        measurable = errs[:, 1] > 0
+        ratio = errs[measurable, 0] / errs[measurable, 1]
+        q = np.percentile(ratio, [50, 90, 99]) if ratio.size else [np.nan] * 3
+        print(f"{dtype:8s} {what:68s} {len(errs):4d} {q[0]:5.2f} {q[1]:5.2f} {q[2]:5.2f} "
+              f"{(ratio.max() if ratio.size else np.nan):6.2f} {int((ratio > tolerances.K).sum()):3d} "
+              f"{int((~measurable).sum()):11d} {float((errs[:, 0] / errs[:, 2]).max()):11.3f} "
               f"{max(0.0, float(errs[:, 3].max())):12.2f} {float(errs[:, 4].max()):18.2e}")
     print("worst example of each comparison (largest impl_err / allowed):")
     for key, (ratio_, config) in sorted(worst.items()):
@@ -465,4 +480,5 @@ def measure_error_ratios(examples: int, dtypes: tuple[torch.dtype, ...]) -> None
 if __name__ == "__main__":  # python -m tests.test_equivalence_torch [examples]
     import sys
 
-    measure_error_ratios(int(sys.argv[1]) if len(sys.argv) > 1 else 100, (torch.float32, torch.float64))
+    measure_error_ratios(sys.modules[__name__], int(sys.argv[1]) if len(sys.argv) > 1 else 100,
+                         (torch.float32, torch.float64))

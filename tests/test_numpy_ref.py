@@ -192,10 +192,11 @@ def test_trace_keys_are_exactly_the_contract_module_paths(impl, cfg: ModelConfig
     logits = R.transformer(src, tgt, None, None, extract_weights(model), **model_hparams(model), trace=trace)
     assert {k for k in trace if R.WEIGHTS_SUFFIX not in k} == expected
     assert {k[:-len(R.WEIGHTS_SUFFIX)] for k in trace if k.endswith(R.WEIGHTS_SUFFIX)} == attention
-    assert trace["projection_layer"] is logits and trace["encoder"] is trace["encoder.norm"]
+    np.testing.assert_array_equal(trace["projection_layer"], logits)
+    np.testing.assert_array_equal(trace["encoder"], trace["encoder.norm"])  # a stack's output is its final norm's
     for name in attention:
-        batch, _, d = trace[name].shape
-        assert trace[name + R.WEIGHTS_SUFFIX].shape[:2] == (batch, cfg.h)
+        batch, len_q, _ = trace[name].shape
+        assert trace[name + R.WEIGHTS_SUFFIX].shape[:3] == (batch, cfg.h, len_q)
 
 
 def test_encoder_block_matches_hand_composed_formula() -> None:

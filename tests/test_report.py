@@ -97,7 +97,7 @@ def test_report_cli_exit_status_json_and_reproduction(tmp_path: Path) -> None:
     assert result.returncode == 1, text
     command = (f"python -m reference.report --impl {CROSS_KV} --component transformer --device cpu "
                f"--dtype float64 --seed 0")
-    assert f"reproduce: {command}" in text, text
+    assert f"  reproduce: {command}\n" in text, text
     assert "first divergence at decoder.layers.0.cross_attention_block" in text, text
     data = _strict_json(out.read_text())
     assert data["schema"] == report.SCHEMA and data["passed"] is False
@@ -138,7 +138,9 @@ def test_report_json_schema(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
 
 
 def test_report_component_selection(capsys: pytest.CaptureFixture) -> None:
-    """A family name selects its members, globs work, an unknown name is a usage error (exit 2)."""
+    """An exact name selects one component, a family name its members, globs work, an unknown name is a usage
+    error (exit 2)."""
+    assert report.select_components(["layer_norm"]) == ["layer_norm"]
     assert report.select_components(["mha"]) == [c for c in report.COMPONENTS if c.startswith("mha/")]
     assert report.select_components(["grad/*", "embedding"]) == \
         ["embedding"] + [c for c in report.COMPONENTS if c.startswith("grad/")]

@@ -1,7 +1,8 @@
 """Run pytest against one or more implementations in one process and record every test's outcome as JSON.
 
 ``python -m tests.negative_controls._run SPEC.json OUT.json``: SPEC is a list of ``{"impl": dotted name, "args":
-[pytest arguments], "max_examples": optional int}``; each entry is one ``pytest.main`` session (``--impl`` added), run one after another in this
+[pytest arguments], "max_examples": int, "impl_only": bool, "deselect": [nodeid], "order": {nodeid: seconds}}``
+(all but ``impl`` and ``args`` optional); each entry is one ``pytest.main`` session (``--impl`` added), run one after another in this
 process (the test modules reach the implementation only through the session's ``impl`` fixture, so one process can
 judge many implementations without re-importing torch each time). OUT is the list of results, one per entry:
 ``{"impl", "exit", "wall", "outcomes": {nodeid: {"outcome", "phase", "duration", "exception", "message"}},
@@ -12,7 +13,10 @@ or teardown raised: never counted as catching a bug), ``skipped``, ``xfailed``, 
 the loaded profile without the shrink phase and stops at its first failing example: only *whether* a test fails
 matters here, not the minimal example (a failure is still replayed once, as Hypothesis always does).
 ``max_examples``, when given, overrides the profile's (the kill matrix may trade examples for time; the CI re-check
-then uses the same number, so a recorded kill reproduces exactly).
+then uses the same number, so a recorded kill reproduces exactly). With ``impl_only``, tests that request neither the
+``impl`` nor the ``impl_name`` fixture are deselected: the suite reaches the implementation only through those, so
+such a test cannot tell one implementation from another. ``deselect`` leaves the given tests out; ``order`` runs the
+tests by increasing cost (unknown ones last), so that ``-x`` stops at the cheapest failure.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from hypothesis import Phase, settings
 PROFILE = "negative-controls"
 #: The profile the runs derive from: CI's deterministic one (registered by the root conftest).
 BASE_PROFILE = "ci"
+#: The fixtures through which a test reaches the implementation under test.
+IMPL_FIXTURES = frozenset({"impl", "impl_name"})
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -42,8 +48,12 @@ def _message(report: Any) -> str:
 class Recorder:
     """pytest plugin object: per-test outcome, phase, call duration and crash message; collection errors."""
 
-    def __init__(self, max_examples: int | None = None) -> None:
+    def __init__(self, max_examples: int | None = None, impl_only: bool = False, deselect: list[str] = (),
+                 order: dict[str, float] | None = None) -> None:
         self.max_examples = max_examples
+        self.impl_only = impl_only
+        self.deselect = set(deselect)
+        self.order = order
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.collect_errors: dict[str, str] = {}
         self._exc_types: dict[str, str] = {}
@@ -54,6 +64,19 @@ class Recorder:
         settings.register_profile(PROFILE, parent=settings.get_profile(BASE_PROFILE), report_multiple_bugs=False,
                                   phases=[Phase.explicit, Phase.reuse, Phase.generate], **extra)
         settings.load_profile(PROFILE)
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        def wanted(item: pytest.Item) -> bool:
+            if item.nodeid in self.deselect:
+                return False
+            return not self.impl_only or bool(IMPL_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+        keep = [item for item in items if wanted(item)]
+        if len(keep) < len(items):
+            config.hook.pytest_deselected(items=[item for item in items if not wanted(item)])
+        if self.order is not None:
+            keep.sort(key=lambda item: self.order.get(item.nodeid, float("inf")))
+        items[:] = keep
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:
@@ -81,9 +104,9 @@ class Recorder:
             entry.update(outcome="skipped", phase=report.when, message=_message(report))
 
 
-def run_one(impl: str, args: list[str], max_examples: int | None = None) -> dict[str, Any]:
-    """One pytest session against ``impl``; returns its result record."""
-    recorder = Recorder(max_examples)
+def run_one(impl: str, args: list[str], **options: Any) -> dict[str, Any]:
+    """One pytest session against ``impl`` (``options``: those of :class:`Recorder`); returns its result record."""
+    recorder = Recorder(**options)
     start = time.perf_counter()
     code = pytest.main([*args, "--impl", impl, "-p", "no:cacheprovider"], plugins=[recorder])
     return {"impl": impl, "exit": int(code), "wall": round(time.perf_counter() - start, 2),
@@ -96,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT))
     results = []
     for entry in json.loads(Path(spec_path).read_text()):
-        results.append(run_one(entry["impl"], list(entry["args"]), entry.get("max_examples")))
+        options = {k: entry[k] for k in ("max_examples", "impl_only", "deselect", "order") if k in entry}
+        results.append(run_one(entry["impl"], list(entry["args"]), **options))
         Path(out_path).write_text(json.dumps(results))  # partial results survive a timeout
     return 0
 

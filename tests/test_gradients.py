@@ -1,0 +1,322 @@
+"""Gradients of every parameter and every floating input against PyTorch's modules loaded with the same weights.
+
+NumPy has no autograd, so PyTorch's own module in float64 is the gradient oracle. The loss is ``sum(out * g)`` for
+a fixed random cotangent g (every output element weighs in). float64: the implementation's gradients against torch's
+directly (``GRAD_TOL[float64]``, atol in units of the gradient's scale); float32: the implementation's error
+against torch's float64 gradients (same float32-exact weights and inputs) at most K times torch's float32 error plus
+the floor. Torch's gradients are mapped back to contract names (``in_proj_weight`` split into w_q / w_k / w_v).
+Masks have no fully masked row here (torch's NaN rows poison its gradients); what the implementation does there is
+tested on its own: finite gradients, and exactly zero for the keys and values nobody may attend to.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, note
+from torch import nn
+
+from reference import torch_adapters as ta
+from reference.compare import assert_error_ratio
+from reference.contract import build_model, randomize_parameters_
+from tests.strategies import (WELL_CONDITIONED_SCALES, AttentionInputs, DropoutMode, ModelInputs,
+                              dense_attention_inputs, dropout_modes, feed_forward_widths, model_inputs)
+from tests.test_equivalence_torch import (DTYPES, LAYERS, SEEDS, as_tensor, assert_float64_close, decoder,
+                                          decoder_block, encoder, encoder_block, mha_block, set_mode)
+
+Grads = dict[str, torch.Tensor]
+Runner = Callable[..., torch.Tensor]  # (module, **floating inputs) -> output
+
+
+# --------------------------------------------------------------------------------------------------- policy
+def apply_policy(actual: torch.Tensor, torch_out: torch.Tensor, oracle: Callable[[], torch.Tensor], *,
+                 dtype: torch.dtype, component: str, config: dict, where: None, label: str) -> None:
+    """float64: direct (GRAD_TOL); lower precision: the error-ratio rule against torch's float64 gradient."""
+    __tracebackhide__ = True
+    if dtype == torch.float64:
+        assert_float64_close(actual, torch_out, component=f"{component} vs {label}", config=config, grad=True)
+    else:
+        assert_error_ratio(actual, torch_out, oracle(), component=f"{component} (gradient)", dtype=dtype,
+                           config=config, label=label)
+
+
+#: The policy every gradient goes through (``python -m tests.test_gradients`` swaps in a recorder).
+POLICY: Callable[..., None] = apply_policy
+
+
+def cotangent(shape: torch.Size, seed: int) -> np.ndarray:
+    """A dense random upstream gradient, float32-exact (so every dtype sees the same one)."""
+    return np.random.default_rng(seed).standard_normal(tuple(shape)).astype(np.float32).astype(np.float64)
+
+
+def gradients(module: nn.Module, run: Runner, inputs: dict[str, torch.Tensor], g: np.ndarray, names: Callable
+              ) -> Grads:
+    """d sum(run(module, **inputs) * g) / d (every parameter, every input), keyed by contract name / "input <k>"."""
+    module.zero_grad(set_to_none=True)
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items()}
+    out = run(module, **leaves)
+    (out * torch.as_tensor(g, dtype=out.dtype, device=out.device)).sum().backward()
+    grads = {f"input {k}": leaf.grad for k, leaf in leaves.items()}
+    grads.update(names(module))
+    return grads
+
+
+def impl_names(module: nn.Module) -> Grads:
+    return {name: p.grad for name, p in module.named_parameters()}
+
+
+def compare_gradients(impl_module: nn.Module, torch_module: nn.Module, impl_run: Runner, torch_run: Runner,
+                      inputs: dict[str, torch.Tensor], *, dtype: torch.dtype, component: str, config: dict,
+                      label: str, seed: int) -> None:
+    """Gradients of the implementation vs torch, for every contract parameter and floating input."""
+    __tracebackhide__ = True
+    with torch.no_grad():
+        shape = impl_run(impl_module, **inputs).shape
+    g = cotangent(shape, seed)
+    ours = gradients(impl_module, impl_run, inputs, g, impl_names)
+    theirs = gradients(torch_module, torch_run, inputs, g, ta.grads_by_contract_name)
+    assert set(ours) == set(theirs), f"gradient names differ: {set(ours) ^ set(theirs)}"
+    reference: Grads = theirs  # float64: torch's gradient is the oracle
+    if dtype != torch.float64:  # torch in float64 on the same (float32-exact) weights and inputs: the oracle
+        torch64 = copy.deepcopy(torch_module).to(torch.float64)
+        reference = gradients(torch64, torch_run, {k: v.double() for k, v in inputs.items()}, g,
+                              ta.grads_by_contract_name)
+    for name, grad in ours.items():
+        assert grad is not None and theirs[name] is not None, f"{component}: no gradient for {name}"
+        bad = ~torch.isfinite(grad)
+        assert not bad.any(), f"{component} {config}: {int(bad.sum())} non-finite gradients of {name}"
+        POLICY(grad, theirs[name], lambda name=name: reference[name], dtype=dtype,
+               component=f"{component}: d loss / d {name}", config=config, where=None, label=label)
+
+
+# --------------------------------------------------------------------------------------------------- cases
+def run_self_or_cross(case: AttentionInputs) -> tuple[dict[str, np.ndarray], Runner, Runner]:
+    """Inputs and runners for an attention block: self-attention feeds one x as q, k and v; cross-attention q, the
+    memory as k and the memory reversed along its length as v."""
+    mask = case.mask
+    if case.memory is None:
+        return ({"x": case.x}, lambda m, x: m(x, x, x, _on(mask, x)),
+                lambda m, x: ta.mha_forward(m, x, x, x, _on(mask, x)))
+    inputs = {"q": case.x, "k": case.memory, "v": case.memory[:, ::-1].copy()}  # k != v
+    return (inputs, lambda m, q, k, v: m(q, k, v, _on(mask, q)),
+            lambda m, q, k, v: ta.mha_forward(m, q, k, v, _on(mask, q)))
+
+
+def _on(mask: np.ndarray | None, like: torch.Tensor) -> torch.Tensor | None:
+    return None if mask is None else torch.as_tensor(mask, device=like.device)
+
+
+def tensors(arrays: dict[str, np.ndarray], device: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    return {k: as_tensor(v, device, dtype) for k, v in arrays.items()}
+
+
+# --------------------------------------------------------------------------------------------------- components
+def mha_gradients(impl, device: str, dtype: torch.dtype, case: AttentionInputs, mode: DropoutMode, seed: int) -> None:
+    cfg = case.cfg
+    config = {**case.describe(), "mode": mode, "seed": seed}
+    note(config)
+    block = randomize_parameters_(mha_block(impl, cfg.d_model, cfg.h, mode.p, device, dtype), seed)
+    mha = ta.to_multihead_attention(block)
+    set_mode([block, mha], mode)
+    arrays, impl_run, torch_run = run_self_or_cross(case)
+    compare_gradients(block, mha, impl_run, torch_run, tensors(arrays, device, dtype), dtype=dtype,
+                      component="MultiHeadAttentionBlock", config=config, label="nn.MultiheadAttention", seed=seed)
+
+
+def encoder_block_gradients(impl, device: str, dtype: torch.dtype, case: AttentionInputs, d_ff: int,
+                            mode: DropoutMode, seed: int) -> None:
+    cfg = case.cfg
+    config = {**case.describe(), "d_ff": d_ff, "mode": mode, "seed": seed}
+    note(config)
+    block = randomize_parameters_(encoder_block(impl, cfg.d_model, cfg.h, d_ff, mode.p, device, dtype), seed)
+    layer = ta.to_encoder_layer(block)
+    set_mode([block, layer], mode)
+    mask = case.mask
+    compare_gradients(block, layer, lambda m, x: m(x, _on(mask, x)), lambda m, x: ta.encoder_forward(m, x, mask),
+                      tensors({"x": case.x}, device, dtype), dtype=dtype, component="EncoderBlock", config=config,
+                      label="nn.TransformerEncoderLayer", seed=seed)
+
+
+def decoder_block_gradients(impl, device: str, dtype: torch.dtype, case: AttentionInputs, d_ff: int,
+                            mode: DropoutMode, seed: int) -> None:
+    cfg = case.cfg
+    config = {**case.describe(), "d_ff": d_ff, "mode": mode, "seed": seed}
+    note(config)
+    block = randomize_parameters_(decoder_block(impl, cfg.d_model, cfg.h, d_ff, mode.p, device, dtype), seed)
+    layer = ta.to_decoder_layer(block)
+    set_mode([block, layer], mode)
+    src, tgt = case.mask, case.self_mask
+    compare_gradients(block, layer, lambda m, x, memory: m(x, memory, _on(src, x), _on(tgt, x)),
+                      lambda m, x, memory: ta.decoder_forward(m, x, memory, src, tgt),
+                      tensors({"x": case.x, "memory": case.memory}, device, dtype), dtype=dtype,
+                      component="DecoderBlock", config=config, label="nn.TransformerDecoderLayer", seed=seed)
+
+
+def encoder_gradients(impl, device: str, dtype: torch.dtype, case: AttentionInputs, n: int, d_ff: int,
+                      seed: int) -> None:
+    cfg = case.cfg
+    config = {**case.describe(), "N": n, "d_ff": d_ff, "seed": seed}
+    note(config)
+    stack = randomize_parameters_(encoder(impl, n, cfg.d_model, cfg.h, d_ff, 0.0, device, dtype), seed)
+    mask = case.mask
+    compare_gradients(stack, ta.to_encoder(stack), lambda m, x: m(x, _on(mask, x)),
+                      lambda m, x: ta.encoder_forward(m, x, mask), tensors({"x": case.x}, device, dtype),
+                      dtype=dtype, component="Encoder", config=config, label="nn.TransformerEncoder", seed=seed)
+
+
+def decoder_gradients(impl, device: str, dtype: torch.dtype, case: AttentionInputs, n: int, d_ff: int,
+                      seed: int) -> None:
+    cfg = case.cfg
+    config = {**case.describe(), "N": n, "d_ff": d_ff, "seed": seed}
+    note(config)
+    stack = randomize_parameters_(decoder(impl, n, cfg.d_model, cfg.h, d_ff, 0.0, device, dtype), seed)
+    src, tgt = case.mask, case.self_mask
+    compare_gradients(stack, ta.to_decoder(stack), lambda m, x, memory: m(x, memory, _on(src, x), _on(tgt, x)),
+                      lambda m, x, memory: ta.decoder_forward(m, x, memory, src, tgt),
+                      tensors({"x": case.x, "memory": case.memory}, device, dtype), dtype=dtype,
+                      component="Decoder", config=config, label="nn.TransformerDecoder", seed=seed)
+
+
+# --------------------------------------------------------------------------------------------------- tests
+# float64: well-conditioned inputs only. torch's float64 gradient is the oracle and is itself only good to
+# eps x the internal scale: at 'large'/'offset' inputs (scores beyond 1e6, activations at 1e4) its backward is off
+# by up to ~5e-8 where the exact gradient is 0 (docs/tolerances.md). Those scales run in float32 against it.
+#
+# float32: every scale but 'offset'. At a 1e4 offset the float32 gradient carries no information: torch's own float32
+# gradient misses its float64 value by 1-10 times the gradient itself (measured: d/d norm.bias 1.4e-3 off on a
+# 4.4e-4 gradient; d/d w_k 83 off on 8.1), so the error ratio would compare noise with noise and fail at random.
+FLOAT32_GRADIENT_SCALES = ("tiny", "unit", "large")
+MHA_CASES = {"max_len": 32, "max_d_model": 64, "allow_fully_masked": False}
+LAYER_CASES = {"max_len": 32, "max_d_model": 64, "allow_fully_masked": False}
+STACK_CASES = {"max_len": 16, "max_d_model": 64, "allow_fully_masked": False}
+
+
+@given(case=dense_attention_inputs(scales=WELL_CONDITIONED_SCALES, **MHA_CASES), mode=dropout_modes(), seed=SEEDS)
+def test_multi_head_attention_block_gradients_match_torch_float64(impl, device, case: AttentionInputs,
+                                                                  mode: DropoutMode, seed: int) -> None:
+    """w_q, w_k, w_v, w_o and the inputs, self- and cross-attention, every mask kind, vs nn.MultiheadAttention."""
+    mha_gradients(impl, device, torch.float64, case, mode, seed)
+
+
+@given(case=dense_attention_inputs(scales=FLOAT32_GRADIENT_SCALES, **MHA_CASES), mode=dropout_modes(), seed=SEEDS)
+def test_multi_head_attention_block_gradients_match_torch_float32(impl, device, case: AttentionInputs,
+                                                                  mode: DropoutMode, seed: int) -> None:
+    mha_gradients(impl, device, torch.float32, case, mode, seed)
+
+
+@given(case=dense_attention_inputs(cross=False, scales=WELL_CONDITIONED_SCALES, **LAYER_CASES),
+       d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=SEEDS)
+def test_encoder_block_gradients_match_torch_float64(impl, device, case: AttentionInputs, d_ff: int,
+                                                     mode: DropoutMode, seed: int) -> None:
+    encoder_block_gradients(impl, device, torch.float64, case, d_ff, mode, seed)
+
+
+@given(case=dense_attention_inputs(cross=False, scales=FLOAT32_GRADIENT_SCALES, **LAYER_CASES),
+       d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=SEEDS)
+def test_encoder_block_gradients_match_torch_float32(impl, device, case: AttentionInputs, d_ff: int,
+                                                     mode: DropoutMode, seed: int) -> None:
+    encoder_block_gradients(impl, device, torch.float32, case, d_ff, mode, seed)
+
+
+@given(case=dense_attention_inputs(decoder=True, scales=WELL_CONDITIONED_SCALES, **LAYER_CASES),
+       d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=SEEDS)
+def test_decoder_block_gradients_match_torch_float64(impl, device, case: AttentionInputs, d_ff: int,
+                                                     mode: DropoutMode, seed: int) -> None:
+    """Including the gradient that flows into the encoder output through cross-attention."""
+    decoder_block_gradients(impl, device, torch.float64, case, d_ff, mode, seed)
+
+
+@given(case=dense_attention_inputs(decoder=True, scales=FLOAT32_GRADIENT_SCALES, **LAYER_CASES),
+       d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=SEEDS)
+def test_decoder_block_gradients_match_torch_float32(impl, device, case: AttentionInputs, d_ff: int,
+                                                     mode: DropoutMode, seed: int) -> None:
+    decoder_block_gradients(impl, device, torch.float32, case, d_ff, mode, seed)
+
+
+@given(case=dense_attention_inputs(cross=False, scales=WELL_CONDITIONED_SCALES, **STACK_CASES), n=LAYERS,
+       d_ff=feed_forward_widths(64), seed=SEEDS)
+def test_encoder_gradients_match_torch_float64(impl, device, case: AttentionInputs, n: int, d_ff: int,
+                                               seed: int) -> None:
+    encoder_gradients(impl, device, torch.float64, case, n, d_ff, seed)
+
+
+@given(case=dense_attention_inputs(cross=False, scales=FLOAT32_GRADIENT_SCALES, **STACK_CASES), n=LAYERS,
+       d_ff=feed_forward_widths(64), seed=SEEDS)
+def test_encoder_gradients_match_torch_float32(impl, device, case: AttentionInputs, n: int, d_ff: int,
+                                               seed: int) -> None:
+    encoder_gradients(impl, device, torch.float32, case, n, d_ff, seed)
+
+
+@given(case=dense_attention_inputs(decoder=True, scales=WELL_CONDITIONED_SCALES, **STACK_CASES), n=LAYERS,
+       d_ff=feed_forward_widths(64), seed=SEEDS)
+def test_decoder_gradients_match_torch_float64(impl, device, case: AttentionInputs, n: int, d_ff: int,
+                                               seed: int) -> None:
+    decoder_gradients(impl, device, torch.float64, case, n, d_ff, seed)
+
+
+@given(case=dense_attention_inputs(decoder=True, scales=FLOAT32_GRADIENT_SCALES, **STACK_CASES), n=LAYERS,
+       d_ff=feed_forward_widths(64), seed=SEEDS)
+def test_decoder_gradients_match_torch_float32(impl, device, case: AttentionInputs, n: int, d_ff: int,
+                                               seed: int) -> None:
+    decoder_gradients(impl, device, torch.float32, case, n, d_ff, seed)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(case=model_inputs(max_d_model=32, max_N=2), mode=dropout_modes(), seed=SEEDS)
+def test_transformer_gradients_match_torch(impl, device, dtype, case: ModelInputs, mode: DropoutMode,
+                                           seed: int) -> None:
+    """Every parameter of the model (embeddings, encoder, decoder, projection) through project(decode(encode)),
+    against nn.Embedding + nn.Transformer + nn.Linear."""
+    config = {**case.describe(), "mode": mode, "seed": seed}
+    note(config)
+    cfg = type(case.cfg)(**{**case.cfg.kwargs(), "dropout": mode.p})
+    model = randomize_parameters_(build_model(impl, cfg, device=device, dtype=dtype), seed)
+    torch_model = ta.TorchTransformerModel(model)
+    set_mode([model, torch_model], mode)
+    src, tgt = as_tensor(case.src, device), as_tensor(case.tgt, device)
+    src_mask, tgt_mask = as_tensor(case.src_mask, device), as_tensor(case.tgt_mask, device)
+
+    def run(m: nn.Module) -> torch.Tensor:
+        return m.project(m.decode(m.encode(src, src_mask), src_mask, tgt, tgt_mask))
+
+    compare_gradients(model, torch_model, run, run, {}, dtype=dtype, component="Transformer", config=config,
+                      label="nn.Transformer", seed=seed)
+
+
+@given(case=dense_attention_inputs(cross=True, max_len=16, max_d_model=32, mask_kinds=("key_padding", "random",
+                                                                                        "blog_full", "blog_key")),
+       seed=SEEDS)
+def test_multi_head_attention_block_gradients_where_nothing_may_attend(impl, device, case: AttentionInputs,
+                                                                       seed: int) -> None:
+    """With fully masked rows allowed: every gradient is finite, and a key (value) position no query may attend to
+    in any head gets exactly zero gradient (its weight is exactly zero)."""
+    cfg = case.cfg
+    note(case.describe())
+    dtype = torch.float32
+    block = randomize_parameters_(mha_block(impl, cfg.d_model, cfg.h, 0.0, device, dtype), seed)
+    q, k, v = (as_tensor(a, device, dtype).requires_grad_(True) for a in (case.x, case.memory,
+                                                                           case.memory[:, ::-1].copy()))
+    out = block(q, k, v, _on(case.mask, q))
+    (out * torch.as_tensor(cotangent(out.shape, seed), dtype=dtype, device=device)).sum().backward()
+    for name, grad in [("q", q.grad), ("k", k.grad), ("v", v.grad), *((n, p.grad) for n, p in
+                                                                     block.named_parameters())]:
+        assert grad is not None, f"no gradient reached {name}"
+        assert torch.isfinite(grad).all(), f"non-finite gradient of {name}"
+    full = ta.contract_mask_4d(case.mask, batch=cfg.B, heads=cfg.h, len_q=cfg.Lq, len_k=cfg.Lk)
+    unseen = ~full.expand(cfg.B, cfg.h, cfg.Lq, cfg.Lk).any(dim=1).any(dim=1)  # (B, Lk): no query, no head
+    for name, grad in (("k", k.grad), ("v", v.grad)):
+        leaked = grad.detach().cpu()[unseen]
+        assert not leaked.any(), f"masked {name} positions got gradient up to {leaked.abs().max():.3e}"
+
+
+if __name__ == "__main__":  # python -m tests.test_gradients [examples]
+    import sys
+
+    from tests.test_equivalence_torch import measure_error_ratios
+
+    measure_error_ratios(sys.modules[__name__], int(sys.argv[1]) if len(sys.argv) > 1 else 100,
+                         (torch.float32, torch.float64))
