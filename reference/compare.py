@@ -92,7 +92,8 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
     if where is not None:
         keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
         keep = keep.to(torch.bool).expand_as(a)
-        a = torch.where(keep, a, e)
+        a = torch.where(keep, a, torch.zeros_like(a))  # excluded positions may hold NaN on either side
+        e = torch.where(keep, e, torch.zeros_like(e))
     stats = error_stats(a, e)
 
     def message(generated: str) -> str:
