@@ -134,6 +134,16 @@ class FeedForwardBlock(nn.Module):
         return self.linear_2(self.dropout(torch.relu(self.linear_1(x))))
 
 
+def _may_have_unseen_rows(seen: torch.Tensor) -> bool:
+    """Whether attention weights need ``* seen`` to zero query rows with no key to attend to.
+
+    Eager CPU code checks the small [.., Lq, 1] mask and skips a pass over [B, h, Lq, Lk] when every row sees a
+    key; compiled code (the multiply fuses into the softmax; no graph break) and GPU code (no host sync) always
+    multiply.
+    """
+    return torch.compiler.is_compiling() or seen.device.type != "cpu" or not bool(seen.all())
+
+
 class MultiHeadAttentionBlock(nn.Module):
     """``Concat(head_1..head_h) W_o`` with ``head_i = Attention(q W_q^i, k W_k^i, v W_v^i)``.
 
@@ -165,8 +175,8 @@ class MultiHeadAttentionBlock(nn.Module):
 
         Masked keys (mask == 0) get exactly zero weight: their scores are pushed to the dtype's most negative
         finite value (safe in float16/bfloat16) by an additive bias built on the small, broadcastable mask, which
-        costs one add over the scores where a masked_fill costs a copy and a slower fill. A row with every key
-        masked gets all-zero weights and so a zero output. float16/bfloat16 inputs are attended in float32 (as
+        costs one in-place add over the scores where a masked_fill costs a copy and a slower fill. A row with every
+        key masked gets all-zero weights and so a zero output. float16/bfloat16 inputs are attended in float32 (as
         PyTorch's fused kernels accumulate) and cast back: weights rounded to 16 bits before ``@ v`` made the
         bfloat16 model's error 1.5x torch's, against 1.1x this way (docs/divergences.md).
         """
@@ -174,11 +184,14 @@ class MultiHeadAttentionBlock(nn.Module):
             out, weights = MultiHeadAttentionBlock.attention(query.float(), key.float(), value.float(), mask, dropout)
             return out.to(query.dtype), weights.to(query.dtype)
         d_k = query.shape[-1]
-        scores = (query @ key.transpose(-2, -1)) / math.sqrt(d_k)  # (B, h, Lq, Lk)
+        scores = query @ key.transpose(-2, -1)  # (B, h, Lq, Lk)
+        scores /= math.sqrt(d_k)  # in place, as the mask below: every [B, h, Lq, Lk] buffer costs
         if mask is not None:
-            bias = torch.zeros_like(mask, dtype=scores.dtype).masked_fill_(mask == 0, torch.finfo(scores.dtype).min)
+            scores += torch.zeros_like(mask, dtype=scores.dtype).masked_fill_(mask == 0, torch.finfo(scores.dtype).min)
+            weights = scores.softmax(dim=-1)
             seen = mask.any(dim=-1, keepdim=True)  # (.., Lq, 1): rows with a key to attend to
-            weights = (scores + bias).softmax(dim=-1) * seen  # fully masked rows: 0, not uniform
+            if _may_have_unseen_rows(seen):
+                weights = weights * seen  # fully masked rows: 0, not uniform
         else:
             weights = scores.softmax(dim=-1)
         if dropout is not None:
