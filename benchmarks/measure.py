@@ -15,7 +15,9 @@ gradients included). Allocator caching, fragmentation and non-tensor memory are 
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -46,17 +48,21 @@ class Timing:
 
 
 def time_engines(engines: list[Engine], baseline: str, *, rounds: int, min_run_time: float, threads: int,
-                 warmup: int = 2) -> dict[str, Timing]:
-    """Alternating, paired timing of ``engines``; ratios against the engine named ``baseline``."""
+                 timer: Callable[[], float] = time.perf_counter, warmup: int = 2) -> dict[str, Timing]:
+    """Alternating, paired timing of ``engines``; ratios against the engine named ``baseline``.
+
+    ``timer`` is wall-clock by default; ``time.thread_time`` (CPU time of the calling thread, meaningful with one
+    thread) discounts the time other processes hold the core on a shared machine.
+    """
     for engine in engines:
         for _ in range(warmup):
             engine.step()
     times: dict[str, list[float]] = {e.name: [] for e in engines}
     for r in range(rounds):
         for engine in engines if r % 2 == 0 else engines[::-1]:
-            timer = benchmark.Timer(stmt="step()", globals={"step": engine.step}, num_threads=threads,
-                                    description=engine.name)
-            times[engine.name].append(timer.blocked_autorange(min_run_time=min_run_time).median)
+            t = benchmark.Timer(stmt="step()", globals={"step": engine.step}, num_threads=threads, timer=timer,
+                                description=engine.name)
+            times[engine.name].append(t.blocked_autorange(min_run_time=min_run_time).median)
     base = times[baseline]
     return {name: Timing(tuple(t), tuple(b / s for b, s in zip(base, t))) for name, t in times.items()}
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from rich.console import Console
+from torch.profiler import ProfilerActivity, profile
 from rich.table import Table
 
 from reference.contract import DEFAULT_IMPL, load_impl
@@ -62,12 +63,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-run-time", type=float, default=None,
                    help="seconds per blocked_autorange (default 1.0, --quick 0.2)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (fixed)")
+    p.add_argument("--timer", choices=("wall", "thread"), default="wall",
+                   help="wall clock (default), or the calling thread's CPU time (needs --threads 1; discounts time "
+                        "other processes hold the core on a shared machine)")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma list of {MODES}")
     p.add_argument("--masks", default=",".join(MASKS), help=f"comma list of {MASKS}")
     p.add_argument("--impl", default=DEFAULT_IMPL, help="module implementing the contract")
+    p.add_argument("--profile", action="store_true",
+                   help="also print torch.profiler's top operators (self CPU time) of every engine, per cell")
     p.add_argument("--markdown", help="also write the table as Markdown to this file")
     p.add_argument("--json", help="also write the rows as JSON to this file")
     args = p.parse_args(argv)
+    if args.timer == "thread" and args.threads != 1:
+        p.error("--timer thread measures one thread's CPU time: use it with --threads 1")
     args.rounds = args.rounds or (2 if args.quick else 5)
     args.min_run_time = args.min_run_time or (0.2 if args.quick else 1.0)
     return args
@@ -91,7 +99,7 @@ def environment(args: argparse.Namespace) -> dict:
     except (OSError, StopIteration):
         pass
     return {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "threads": args.threads,
+            "cpu_count": os.cpu_count(), "threads": args.threads, "timer": args.timer,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "impl": args.impl, "rounds": args.rounds, "min_run_time": args.min_run_time,
             "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
@@ -108,16 +116,29 @@ def _loadavg() -> str:
 def run_cell(pair, cfg: BenchConfig, device: str, dtype: torch.dtype, mode: str, masks: str, compiled,
              args: argparse.Namespace) -> list[Row]:
     contenders = engines(pair, mode, masks, compiled=compiled)
+    timer = time.thread_time if args.timer == "thread" else time.perf_counter
     timings = time_engines(contenders, BASELINE, rounds=args.rounds, min_run_time=args.min_run_time,
-                           threads=args.threads)
+                           threads=args.threads, timer=timer)
     rows = []
     for engine in contenders:
+        if args.profile:
+            print_profile(engine, f"{cfg.name}/{device}/{dtype}/{mode}/{masks}")
         t = timings[engine.name]
         rows.append(Row(cfg.name, device, str(dtype).removeprefix("torch."), mode, masks, engine.name,
                         ms=t.median * 1e3, spread=t.spread, tokens_per_s=cfg.tokens / t.median,
                         peak_mib=peak_memory(engine, torch.device(device)) / 2**20, ratio=t.ratio,
                         ratio_min=min(t.ratios), ratio_max=max(t.ratios), compile_s=engine.compile_s))
     return rows
+
+
+def print_profile(engine, where: str, steps: int = 3, top: int = 15) -> None:
+    """torch.profiler's operator table (sorted by self CPU time) over ``steps`` steps of ``engine``."""
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else []),
+                 ) as prof:
+        for _ in range(steps):
+            engine.step()
+    print(f"\n=== profile: {engine.name} [{where}], {steps} steps")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=48))
 
 
 def render(rows: list[Row], env: dict, console: Console) -> None:
@@ -157,7 +178,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     torch.set_num_threads(args.threads)
     impl = load_impl(args.impl)
     env = environment(args)
-    console = Console()
+    console = Console(width=max(150, Console().width))
     configs = list(CONFIGS.values()) if args.config == "all" else [CONFIGS[args.config]]
     modes, mask_kinds = args.modes.split(","), args.masks.split(",")
     rows: list[Row] = []

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import numpy_ref, tolerances, torch_adapters
+from . import contract, numpy_ref, tolerances, torch_adapters
 from .contract import (DEFAULT_IMPL, ModelConfig, build_model, construct, load_impl, missing_extras,
                        randomize_parameters_)
 from .compare import error_stats, relative_l2_error, to_f64
@@ -808,6 +808,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="torch CPU threads (default: %(default)s; the sweep's tensors are tiny, more threads only "
                         "add contention)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="build every module under torch.compile(backend=BACKEND) (default inductor; also env "
+                        "SCRATCH_TRANSFORMER_COMPILE): does compilation change the numbers?")
     return p.parse_args(argv)
 
 
@@ -817,6 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     args = parse_args(argv)
+    if args.compile:
+        contract.compile_backend = args.compile
     out = Console(width=None if sys.stdout.isatty() else 150)
     err = Console(stderr=True)
     if args.device == "cuda" and not torch.cuda.is_available():

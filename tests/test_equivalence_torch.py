@@ -1,7 +1,9 @@
 """The implementation against PyTorch's own modules loaded with the same weights (forward values).
 
-float64: the implementation and torch agree directly (``VALUE_TOL[float64]``). float32: the implementation's max
-error against the float64 NumPy oracle is at most K times torch's own error plus a floor (``assert_error_ratio``).
+In every dtype the implementation's max error against the float64 NumPy oracle is at most K times the error of
+torch's module in the same dtype plus a floor (``assert_error_ratio``; in float64 the floor, 9.1e-13 of the output
+scale, is the ~1e-12 bar, and a direct comparison with torch would measure torch's own float64 rounding, up to 5e-11
+at a 1e4 offset: docs/tolerances.md). Inputs cover every scale of ``SCALES``; k != v in cross-attention.
 Rows whose keys are all masked are left out of value comparisons (torch gives NaN there) but must be finite in the
 implementation. Torch's paths: ``nn.MultiheadAttention`` (slow path; fused ``_native_multi_head_attention`` for
 self-attention in eval with an even head count), ``F.scaled_dot_product_attention``, the encoder/decoder layers
@@ -266,9 +268,13 @@ def test_decoder_block_matches_torch_decoder_layer(impl, device, dtype, case: At
 
 
 # --------------------------------------------------------------------------------------------------- stacks
-# No fully masked rows here: torch's NaN rows become keys of the next layer and poison every row there.
+# No fully masked rows here: torch's NaN rows become keys of the next layer and poison every row there. Stacks of up
+# to 3 layers keep lengths <= 32 for speed (single layers and attention reach 64).
+STACKS = {"max_len": 32, "allow_fully_masked": False}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(case=dense_attention_inputs(cross=False, allow_fully_masked=False), n=LAYERS, d_ff=feed_forward_widths(),
+@given(case=dense_attention_inputs(cross=False, **STACKS), n=LAYERS, d_ff=feed_forward_widths(),
        mode=dropout_modes(), seed=SEEDS)
 def test_encoder_matches_torch_encoder(impl, device, dtype, case: AttentionInputs, n: int, d_ff: int,
                                        mode: DropoutMode, seed: int) -> None:
@@ -290,7 +296,7 @@ def test_encoder_matches_torch_encoder(impl, device, dtype, case: AttentionInput
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(case=dense_attention_inputs(decoder=True, allow_fully_masked=False), n=LAYERS, d_ff=feed_forward_widths(),
+@given(case=dense_attention_inputs(decoder=True, **STACKS), n=LAYERS, d_ff=feed_forward_widths(),
        mode=dropout_modes(), seed=SEEDS)
 def test_decoder_matches_torch_decoder(impl, device, dtype, case: AttentionInputs, n: int, d_ff: int,
                                        mode: DropoutMode, seed: int) -> None:
@@ -315,7 +321,7 @@ def test_decoder_matches_torch_decoder(impl, device, dtype, case: AttentionInput
 
 # --------------------------------------------------------------------------------------------------- torch's fast paths
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(case=dense_attention_inputs(cross=False, even_heads=True, allow_fully_masked=False), n=LAYERS,
+@given(case=dense_attention_inputs(cross=False, even_heads=True, **STACKS), n=LAYERS,
        d_ff=feed_forward_widths(), p=st.sampled_from((0.0, 0.1)), seed=SEEDS)
 def test_encoder_matches_torch_fused_encoder_layers(impl, device, dtype, case: AttentionInputs, n: int, d_ff: int,
                                                     p: float, seed: int) -> None:
@@ -340,8 +346,8 @@ def test_encoder_matches_torch_fused_encoder_layers(impl, device, dtype, case: A
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(case=dense_attention_inputs(cross=False, even_heads=True, mask_kinds=KEY_PADDING_KINDS,
-                                   allow_fully_masked=False), n=LAYERS, d_ff=feed_forward_widths(), seed=SEEDS)
+@given(case=dense_attention_inputs(cross=False, even_heads=True, mask_kinds=KEY_PADDING_KINDS, **STACKS), n=LAYERS,
+       d_ff=feed_forward_widths(), seed=SEEDS)
 def test_encoder_matches_torch_nested_tensor_path(impl, device, dtype, case: AttentionInputs, n: int, d_ff: int,
                                                   seed: int) -> None:
     """The nested-tensor encoder (opted into; torch refuses it for norm_first=True by default) agrees at real

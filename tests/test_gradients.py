@@ -2,10 +2,11 @@
 
 NumPy has no autograd, so PyTorch's own module in float64 is the gradient oracle. The loss is ``sum(out * g)`` for
 a fixed random cotangent g (every output element weighs in). float64: the implementation's gradients against torch's
-directly (``GRAD_TOL[float64]``, atol in units of the gradient's scale); float32: the implementation's error
-against torch's float64 gradients (same float32-exact weights and inputs) at most K times torch's float32 error plus
-the floor. Torch's gradients are mapped back to contract names (``in_proj_weight`` split into w_q / w_k / w_v).
-Masks have no fully masked row here (torch's NaN rows poison its gradients); what the implementation does there is
+directly (``GRAD_TOL[float64]``, atol in units of the gradient's scale) on well-conditioned inputs; float32: the
+implementation's error against torch's float64 gradients (same float32-exact weights and inputs) at most K times
+torch's float32 error plus the floor, on every scale but 'offset' (see ``FLOAT32_GRADIENT_SCALES``). Torch's
+gradients are mapped back to contract names (``in_proj_weight`` split into w_q / w_k / w_v). Masks have no fully
+masked row here (torch's NaN rows poison its gradients); what the implementation does there is
 tested on its own: finite gradients, and exactly zero for the keys and values nobody may attend to.
 """
 

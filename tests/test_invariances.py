@@ -26,7 +26,6 @@ from tests.strategies import (
     layer_norm_rows,
     model_batches,
     permuted_attentions,
-    token_batches,
 )
 
 F64 = torch.float64

@@ -1,22 +1,23 @@
 """Run pytest against one or more implementations in one process and record every test's outcome as JSON.
 
-``python -m tests.negative_controls._run SPEC.json OUT.json``: SPEC is a list of ``{"impl": dotted name, "args":
-[pytest arguments], "max_examples": int, "impl_only": bool, "deselect": [nodeid], "order": {nodeid: seconds}}``
-(all but ``impl`` and ``args`` optional); each entry is one ``pytest.main`` session (``--impl`` added), run one after another in this
-process (the test modules reach the implementation only through the session's ``impl`` fixture, so one process can
-judge many implementations without re-importing torch each time). OUT is the list of results, one per entry:
-``{"impl", "exit", "wall", "outcomes": {nodeid: {"outcome", "phase", "duration", "exception", "message"}},
-"collect_errors"}``.
+``python -m tests.negative_controls._run SPEC.json OUT.json``. SPEC is a list of entries ``{"impl": dotted name,
+"args": [pytest arguments], "max_examples": int, "impl_only": bool, "deselect": [nodeid], "order": {nodeid:
+seconds}}`` (all but ``impl`` and ``args`` optional). Each entry is one ``pytest.main`` session (``--impl`` added),
+run one after another in this process: the test modules reach the implementation only through the session's
+``impl`` fixture, so one process can judge many implementations without importing torch again each time. OUT is
+the list of results, one per entry: ``{"impl", "exit", "wall", "outcomes": {nodeid: {"outcome", "phase",
+"duration", "exception", "message"}}, "collect_errors"}``.
 
 Outcomes: ``passed``, ``failed`` (the test body raised: an assertion, or the bug's own exception), ``error`` (setup
 or teardown raised: never counted as catching a bug), ``skipped``, ``xfailed``, ``xpassed``. Hypothesis runs under
-the loaded profile without the shrink phase and stops at its first failing example: only *whether* a test fails
+the ``ci`` profile without the shrink phase and stops at its first failing example: only *whether* a test fails
 matters here, not the minimal example (a failure is still replayed once, as Hypothesis always does).
-``max_examples``, when given, overrides the profile's (the kill matrix may trade examples for time; the CI re-check
-then uses the same number, so a recorded kill reproduces exactly). With ``impl_only``, tests that request neither the
-``impl`` nor the ``impl_name`` fixture are deselected: the suite reaches the implementation only through those, so
-such a test cannot tell one implementation from another. ``deselect`` leaves the given tests out; ``order`` runs the
-tests by increasing cost (unknown ones last), so that ``-x`` stops at the cheapest failure.
+
+Entry options: ``max_examples`` overrides the profile's (the kill matrix trades examples for time; the CI re-check
+uses the same number, so a recorded kill reproduces exactly). ``impl_only`` deselects tests that request neither
+the ``impl`` nor the ``impl_name`` fixture: the suite reaches the implementation only through those, so such a test
+cannot tell one implementation from another. ``deselect`` leaves the given tests out. ``order`` runs the tests by
+increasing cost (unknown ones last), so that ``-x`` stops at the cheapest failure.
 """
 
 from __future__ import annotations

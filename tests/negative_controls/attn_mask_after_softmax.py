@@ -1,12 +1,13 @@
 """Masked keys zeroed after the softmax instead of before: rows no longer sum to 1."""
 
-from tests.negative_controls._base import install
+from tests.negative_controls._base import Line, install
 
 BUG = "masked keys zeroed after the softmax instead of before: rows no longer sum to 1"
 COMPONENT = "attention masking"
 
 install(globals(), [
+    ("model.py", Line("scores += torch.zeros_like(mask"), "pass  # no mask on the scores"),
     ("model.py",
-     "weights = (scores + bias).softmax(dim=-1) * seen",
-     "weights = scores.softmax(dim=-1).masked_fill(mask == 0, 0.0)"),
+     Line("seen = mask.any("),
+     "weights = weights.masked_fill(mask == 0, 0.0)\nseen = mask.any(dim=-1, keepdim=True)"),
 ])

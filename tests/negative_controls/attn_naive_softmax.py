@@ -6,8 +6,5 @@ BUG = "attention softmax as exp(s) / sum(exp(s)), no max subtracted: inf/NaN on 
 COMPONENT = "numerical stability"
 
 install(globals(), [
-    ("model.py",
-     "(scores + bias).softmax(dim=-1)",
-     "((scores + bias).exp() / (scores + bias).exp().sum(dim=-1, keepdim=True))"),
-    ("model.py", "scores.softmax(dim=-1)", "(scores.exp() / scores.exp().sum(dim=-1, keepdim=True))"),
+    ("model.py", "scores.softmax(dim=-1)", "(scores.exp() / scores.exp().sum(dim=-1, keepdim=True))", 2),
 ])

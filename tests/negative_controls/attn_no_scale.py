@@ -6,7 +6,5 @@ BUG = "attention scores are not divided by sqrt(d_k)"
 COMPONENT = "attention scaling"
 
 install(globals(), [
-    ("model.py",
-     "scores = (query @ key.transpose(-2, -1)) / math.sqrt(d_k)",
-     "scores = (query @ key.transpose(-2, -1))"),
+    ("model.py", "math.sqrt(d_k)", "1.0"),
 ])

@@ -6,5 +6,5 @@ BUG = "attention scores divided by sqrt(d_model) instead of sqrt(d_k) (same when
 COMPONENT = "attention scaling"
 
 install(globals(), [
-    ("model.py", "/ math.sqrt(d_k)  # (B, h, Lq, Lk)", "/ math.sqrt(d_k * query.shape[1])  # (B, h, Lq, Lk)"),
+    ("model.py", "math.sqrt(d_k)", "math.sqrt(d_k * query.shape[1])"),
 ])

@@ -1,22 +1,25 @@
 """The kill matrix: which test catches which negative control. ``python -m tests.negative_controls.kill_matrix``.
 
 Runs the property suite (every ``tests/test_*.py`` but this package's meta-test and the conformance meta-test,
-``CI=true``, ``--device cpu``, Hypothesis without shrinking) once against the correct implementation and once
-against every control, each in its own process (``--jobs`` at a time, within ``--budget`` seconds). A test *kills* a
-control when it fails on the control and passes on the correct implementation; setup/collection errors never count.
-Writes ``docs/kill-matrix.md`` (control x test module, and the tests that caught each control) and
-``tests/negative_controls/expected_kills.json`` (what ``tests/test_negative_controls.py`` re-checks in CI). A control
-that no test kills is a hole in the suite: the command exits 1 and the document lists it.
+``CI=true``, ``--device cpu``, Hypothesis without shrinking) once against the correct implementation, then against
+every control, each in its own process (``--jobs`` at a time, no new run after ``--budget`` seconds). A test *kills*
+a control when it fails on the control and passes on the correct implementation; setup and collection errors never
+count. Writes ``docs/kill-matrix.md`` (control x test module, and the tests that caught each control) and
+``tests/negative_controls/expected_kills.json`` (what ``tests/test_negative_controls.py`` re-checks in CI). A
+control that no test kills is a hole in the suite: the command exits 1 and the document lists it.
 
-Tests marked ``slow`` are left out unless ``--include-slow``; for the controls, tests that request neither the
-``impl`` nor the ``impl_name`` fixture are left out too (they cannot see the implementation).
+What runs: tests marked ``slow`` are left out unless ``--include-slow``. For a control, tests that request neither
+the ``impl`` nor the ``impl_name`` fixture are left out (they cannot see the implementation), and so are tests that
+fail on the correct implementation (they cannot kill). ``--max-examples N`` (default 5; the ``ci`` profile has 20)
+trades kills for time; the number is recorded in the JSON and used by the CI re-check, so every recorded kill
+reproduces exactly. ``--first-kill`` stops each control at its first kill, cheapest tests first: a fast check for
+holes, but a partial matrix.
 
-Options: ``--controls a,b`` / ``--modules tests/test_x.py ...`` run a subset (printed, never written);
-``--jobs N`` (default 2); ``--budget S`` (default 3600); ``--timeout S`` per run (default 1200); ``--no-write``;
-``--max-examples N`` (default 5; the ``ci`` profile has 20): fewer examples make a faster matrix with possibly fewer
-kills; the number is recorded in the JSON and used by the CI re-check, so every recorded kill reproduces exactly. Each run's raw result is
-cached (``--cache DIR``, default ``$TMPDIR/scratch-transformer-kill-matrix``) under a hash of every source file it
-depends on, so an interrupted or budget-limited run resumes where it stopped; ``--no-cache`` reruns everything.
+Options: ``--controls a,b`` / ``--modules tests/test_x.py ...`` run a subset (printed, never written); ``--jobs N``
+(default 2); ``--budget S`` (default 7200); ``--timeout S`` per run (default 3600); ``--no-write``. Each run's raw
+result is cached (``--cache DIR``, default ``$TMPDIR/scratch-transformer-kill-matrix``) under a hash of every
+source file it depends on, so an interrupted or budget-limited run resumes where it stopped; ``--no-cache`` reruns
+everything.
 """
 
 from __future__ import annotations
@@ -114,6 +117,16 @@ def kills(control: dict[str, Any], baseline: dict[str, Any]) -> dict[str, dict[s
             if rec["outcome"] == "failed" and base.get(nodeid, {}).get("outcome") == "passed"}
 
 
+def _why(rec: dict[str, Any], width: int = 160) -> str:
+    """One line: the exception type and the start of its message."""
+    message = " ".join(rec.get("message", "").split()).replace("`", "'")
+    exc = rec.get("exception") or "failed"
+    if message.startswith(exc + ":"):
+        message = message[len(exc) + 1:].strip()
+    text = f"{exc}: {message}" if message else exc
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def short(module: str) -> str:
     return module.removeprefix("tests/test_").removesuffix(".py")
 
@@ -146,7 +159,9 @@ def build_report(modules: list[str], names: list[str], results: dict[str, dict[s
         killed = kills(result, baseline)
         record["controls"][name] = {
             "bug": module.BUG, "component": module.COMPONENT,
-            "kills": {nodeid: [rec["exception"], rec["duration"]] for nodeid, rec in sorted(killed.items())}}
+            # [exception, seconds on the control, seconds on the correct implementation]
+            "kills": {nodeid: [rec["exception"], rec["duration"], base_out[nodeid]["duration"]]
+                      for nodeid, rec in sorted(killed.items())}}
         per_module = {m: sum(1 for n in killed if module_of(n) == m) for m in modules}
         cells = [str(per_module[m]) if per_module[m] else "·" for m in modules]
         rows.append(f"| `{name}` | " + " | ".join(cells) + f" | **{len(killed)}** |")
@@ -155,7 +170,7 @@ def build_report(modules: list[str], names: list[str], results: dict[str, dict[s
         lines = [f"### `{name}` ({module.COMPONENT})", "", module.BUG + ".", ""]
         if killed:
             for nodeid, rec in sorted(killed.items()):
-                lines.append(f"- `{nodeid}`: {rec['exception'] or 'failed'}")
+                lines.append(f"- `{nodeid}`: {_why(rec)}")
         else:
             lines.append("- **HOLE: no test fails.**")
         details += lines + [""]
@@ -188,11 +203,14 @@ def build_report(modules: list[str], names: list[str], results: dict[str, dict[s
     ]
     if holes:
         doc += ["## Holes", ""] + [f"- `{n}`: {load_control(n).BUG}" for n in holes] + [""]
-    doc += ["## Controls", "", "| control | component | bug | tests that kill it |", "|---|---|---|---|"]
+    header = "first test that kills it" if mode["first_kill"] else "tests that kill it"
+    doc += ["## Controls", "", f"| control | component | bug | {header} |", "|---|---|---|---|"]
     for name in names:
         module = load_control(name)
-        n = len(record["controls"].get(name, {}).get("kills", {}))
-        doc.append(f"| `{name}` | {module.COMPONENT} | {module.BUG} | {n if name not in not_run else 'not run'} |")
+        killed = record["controls"].get(name, {}).get("kills", {})
+        cell = "not run" if name in not_run else (
+            ", ".join(f"`{n.split('::', 1)[1]}`" for n in killed) or "**none**" if mode["first_kill"] else len(killed))
+        doc.append(f"| `{name}` | {module.COMPONENT} | {module.BUG} | {cell} |")
     doc += ["", "## Matrix (failing tests per control and module)", "",
             "| control | " + " | ".join(short(m) for m in modules) + " | total |",
             "|---" * (len(modules) + 2) + "|", *rows, "",
@@ -236,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     mode = {"max_examples": args.max_examples, "include_slow": args.include_slow, "first_kill": args.first_kill}
     args.cache.mkdir(parents=True, exist_ok=True)
 
+    keys = {name: fingerprint(name, modules, mode) for name in [BASELINE, *names]}  # the sources as they start
+
     def cache_file(name: str) -> Path:
-        return args.cache / f"{name}-{fingerprint(name, modules, mode)}.json"
+        return args.cache / f"{name}-{keys[name]}.json"
 
     def entry(name: str, baseline: dict[str, Any]) -> dict[str, Any]:
         """The run of a control: only tests that see the implementation and pass on the correct one."""

@@ -1,12 +1,10 @@
 """LayerNorm variance as E[x^2] - E[x]^2 (one pass): cancels under a large common offset."""
 
-from tests.negative_controls._base import install
+from tests.negative_controls._base import Line, install
 
 BUG = "LayerNorm variance as E[x^2] - E[x]^2 (one pass): cancels under a large common offset"
 COMPONENT = "numerical stability"
 
 install(globals(), [
-    ("model.py",
-     "var = (centred * centred).mean(dim=-1, keepdim=True)",
-     "var = (xf * xf).mean(dim=-1, keepdim=True) - mean * mean"),
+    ("model.py", Line("var = "), "var = (xf * xf).mean(dim=-1, keepdim=True) - mean * mean"),
 ])

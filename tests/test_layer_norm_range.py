@@ -1,0 +1,42 @@
+"""LayerNormalization over the whole range of float16 and bfloat16 (a hole found by the kill matrix).
+
+Normalising in 16 bits instead of float32 (negative control ``layernorm_fp16_no_upcast``) is within the error-ratio
+rule on unit-scale inputs (2-3x torch's error, under the floor), but a float16 row whose spread passes 256 squares
+past float16's largest value (65504): the variance overflows to inf and the row normalises to zero (error ~3 at
+|x| ~ 1e3, against torch's 1e-3). So the inputs here range over every scale of ``SCALES``, ``large`` included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+from reference import numpy_ref
+from reference.compare import assert_error_ratio, to_f64
+from reference.contract import construct, randomize_parameters_
+from reference.weights import extract_weights
+from tests.strategies import layer_norm_rows
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@given(rows=layer_norm_rows(), seed=st.integers(0, 2**16))
+def test_layer_norm_low_precision_within_torch_error_at_every_scale(impl, device: str, dtype: torch.dtype,
+                                                                    rows: tuple[str, np.ndarray], seed: int) -> None:
+    """``err(impl) <= K * err(F.layer_norm) + floor`` against the float64 formula on the same 16-bit inputs."""
+    scale, x64 = rows
+    features = x64.shape[-1]
+    config = {"device": device, "dtype": str(dtype).removeprefix("torch."), "rows": x64.shape[0],
+              "features": features, "scale": scale, "seed": seed}
+    note(config)
+    norm = randomize_parameters_(construct(impl.LayerNormalization, features, device=device, dtype=dtype), seed)
+    x = torch.from_numpy(x64).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        got = norm(x)
+        torch_out = torch.nn.functional.layer_norm(x, (features,), norm.alpha, norm.bias, norm.eps)
+    w = extract_weights(norm)
+    oracle = numpy_ref.layer_norm(to_f64(x).numpy(), w["alpha"], w["bias"], norm.eps)
+    assert_error_ratio(got, torch_out, oracle, component="LayerNormalization", dtype=dtype, config=config,
+                       label="F.layer_norm")
