@@ -49,6 +49,7 @@ class Row:
     ratio_min: float
     ratio_max: float
     compile_s: float | None
+    max_abs_diff: float  # max |output - baseline output| (float32 rounding: a few 1e-6 expected)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,10 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="all = cpu, and cuda when available (default)")
     p.add_argument("--compile", action="store_true", help="also time the implementation under torch.compile")
     p.add_argument("--backend", default="inductor", help="torch.compile backend for --compile (default inductor)")
-    p.add_argument("--quick", action="store_true", help="2 short rounds: a smoke run, not numbers to quote")
-    p.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 5, --quick 2)")
+    p.add_argument("--quick", action="store_true", help="3 short rounds: a smoke run, not numbers to quote")
+    p.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 15, --quick 3)")
     p.add_argument("--min-run-time", type=float, default=None,
-                   help="seconds per blocked_autorange (default 1.0, --quick 0.2)")
+                   help="seconds per blocked_autorange (default 0.3, --quick 0.1)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (fixed)")
     p.add_argument("--timer", choices=("wall", "thread"), default="wall",
                    help="wall clock (default), or the calling thread's CPU time (needs --threads 1; discounts time "
@@ -76,8 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.timer == "thread" and args.threads != 1:
         p.error("--timer thread measures one thread's CPU time: use it with --threads 1")
-    args.rounds = args.rounds or (2 if args.quick else 5)
-    args.min_run_time = args.min_run_time or (0.2 if args.quick else 1.0)
+    args.rounds = args.rounds or (3 if args.quick else 15)
+    args.min_run_time = args.min_run_time or (0.1 if args.quick else 0.3)
     return args
 
 
@@ -116,6 +117,9 @@ def _loadavg() -> str:
 def run_cell(pair, cfg: BenchConfig, device: str, dtype: torch.dtype, mode: str, masks: str, compiled,
              args: argparse.Namespace) -> list[Row]:
     contenders = engines(pair, mode, masks, compiled=compiled)
+    with torch.no_grad():
+        outputs = {e.name: e.output().float() for e in contenders}
+    diffs = {name: float((out - outputs[BASELINE]).abs().max()) for name, out in outputs.items()}
     timer = time.thread_time if args.timer == "thread" else time.perf_counter
     timings = time_engines(contenders, BASELINE, rounds=args.rounds, min_run_time=args.min_run_time,
                            threads=args.threads, timer=timer)
@@ -127,7 +131,8 @@ def run_cell(pair, cfg: BenchConfig, device: str, dtype: torch.dtype, mode: str,
         rows.append(Row(cfg.name, device, str(dtype).removeprefix("torch."), mode, masks, engine.name,
                         ms=t.median * 1e3, spread=t.spread, tokens_per_s=cfg.tokens / t.median,
                         peak_mib=peak_memory(engine, torch.device(device)) / 2**20, ratio=t.ratio,
-                        ratio_min=min(t.ratios), ratio_max=max(t.ratios), compile_s=engine.compile_s))
+                        ratio_min=min(t.ratios), ratio_max=max(t.ratios), compile_s=engine.compile_s,
+                        max_abs_diff=diffs[engine.name]))
     return rows
 
 
@@ -146,14 +151,14 @@ def render(rows: list[Row], env: dict, console: Console) -> None:
                         "regular path, same rounds)")
     for col in ("config", "device", "dtype", "mode", "masks", "engine"):
         table.add_column(col)
-    for col in ("ms/step", "± spread", "tokens/s", "peak MiB", "× nn.Transformer", "ratio range"):
+    for col in ("ms/step", "± spread", "tokens/s", "peak MiB", "× nn.Transformer", "ratio range", "max |Δ out|"):
         table.add_column(col, justify="right")
     for r in rows:
         style = None if r.engine == BASELINE else ("green" if r.ratio >= 0.95 else "red")
         table.add_row(r.config, r.device, r.dtype, r.mode, r.masks, r.engine, f"{r.ms:.2f}",
                       f"{100 * r.spread:.0f}%", f"{r.tokens_per_s:,.0f}", f"{r.peak_mib:.1f}",
                       f"[{style}]{r.ratio:.3f}[/]" if style else f"{r.ratio:.3f}",
-                      f"{r.ratio_min:.2f}-{r.ratio_max:.2f}")
+                      f"{r.ratio_min:.2f}-{r.ratio_max:.2f}", f"{r.max_abs_diff:.1e}")
     console.print(table)
     compiled = [r for r in rows if r.compile_s is not None]
     for r in compiled:
@@ -163,12 +168,12 @@ def render(rows: list[Row], env: dict, console: Console) -> None:
 
 def markdown(rows: list[Row], env: dict) -> str:
     head = ("| config | device | dtype | mode | masks | engine | ms/step | spread | tokens/s | peak MiB "
-            "| × nn.Transformer | ratio range |")
-    lines = [head, "|" + "---|" * 6 + "---:|" * 6]
+            "| × nn.Transformer | ratio range | max abs Δ out |")
+    lines = [head, "|" + "---|" * 6 + "---:|" * 7]
     for r in rows:
         lines.append(f"| {r.config} | {r.device} | {r.dtype} | {r.mode} | {r.masks} | {r.engine} | {r.ms:.2f} "
                      f"| {100 * r.spread:.0f}% | {r.tokens_per_s:,.0f} | {r.peak_mib:.1f} | {r.ratio:.3f} "
-                     f"| {r.ratio_min:.2f}–{r.ratio_max:.2f} |")
+                     f"| {r.ratio_min:.2f}–{r.ratio_max:.2f} | {r.max_abs_diff:.1e} |")
     env_lines = [f"- {k}: `{v}`" for k, v in env.items()]
     return "\n".join(lines + [""] + env_lines) + "\n"
 
@@ -178,7 +183,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     torch.set_num_threads(args.threads)
     impl = load_impl(args.impl)
     env = environment(args)
-    console = Console(width=max(150, Console().width))
+    console = Console(width=max(175, Console().width))
     configs = list(CONFIGS.values()) if args.config == "all" else [CONFIGS[args.config]]
     modes, mask_kinds = args.modes.split(","), args.masks.split(",")
     rows: list[Row] = []

@@ -53,10 +53,11 @@ class EncoderDecoder(nn.Module):
 
 @dataclass
 class Engine:
-    """One contender: ``step()`` runs one timed step; ``module`` is what ``mode`` is set on."""
+    """One contender: ``step()`` runs one timed step; ``output()`` its forward (checked against the baseline)."""
 
     name: str
     step: Callable[[], object]
+    output: Callable[[], torch.Tensor]  # the step's forward output [B, L, d], to check engines agree
     compile_s: float | None = None  # first-call (compilation) time of a compiled engine
 
 
@@ -145,10 +146,11 @@ def engines(pair: Pair, mode: str, masks: str, *, compiled: nn.Module | None = N
     def torch_model() -> torch.Tensor:
         return pair.twin(x, y, **kwargs)
 
-    out = [Engine(SCRATCH, _step(scratch, pair.core, mode, pair.grad)),
-           Engine(TORCH, _step(_regular_path(torch_model), pair.twin, mode, pair.grad))]
+    regular = _regular_path(torch_model)
+    out = [Engine(SCRATCH, _step(scratch, pair.core, mode, pair.grad), scratch),
+           Engine(TORCH, _step(regular, pair.twin, mode, pair.grad), regular)]
     if mode == "forward":  # the fused path only exists for inference
-        out.append(Engine(TORCH_FAST, _step(torch_model, pair.twin, mode, pair.grad)))
+        out.append(Engine(TORCH_FAST, _step(torch_model, pair.twin, mode, pair.grad), torch_model))
     if compiled is not None:
         compiled.train(training)
 
@@ -159,7 +161,7 @@ def engines(pair: Pair, mode: str, masks: str, *, compiled: nn.Module | None = N
         start = time.perf_counter()
         step()  # compiles (one graph per mode and mask setting)
         _sync(x.device)
-        out.append(Engine(COMPILED, step, compile_s=time.perf_counter() - start))
+        out.append(Engine(COMPILED, step, scratch_compiled, compile_s=time.perf_counter() - start))
     return out
 
 
