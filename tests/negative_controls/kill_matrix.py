@@ -19,16 +19,18 @@ Options: ``--controls a,b`` / ``--modules tests/test_x.py ...`` run a subset (pr
 (default 2); ``--budget S`` (default 7200); ``--timeout S`` per run (default 3600); ``--no-write``. Each run's raw
 result is cached (``--cache DIR``, default ``$TMPDIR/scratch-transformer-kill-matrix``) under a hash of every
 source file it depends on, so an interrupted or budget-limited run resumes where it stopped; ``--no-cache`` reruns
-everything.
+everything. All runs work in a snapshot of the tree taken at the start, so edits made meanwhile do not mix in.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as _dt
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,6 +56,8 @@ PYTEST_ARGS = ("--device", "cpu", "-q")
 NOT_SLOW = ("-m", "not slow")
 #: Hypothesis examples per test in the matrix runs: a quarter of the ci profile's 20, for time (see the docstring).
 DEFAULT_EXAMPLES = 5
+SNAPSHOT_IGNORE = (".git", ".venv", "venv", "__pycache__", ".hypothesis", ".pytest_cache", ".benchmarks", "*.egg-info",
+                   "report-out", "plots", "build", "dist")
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "scratch-transformer-kill-matrix"
 #: Sources every run depends on besides the test modules and the control itself.
 SHARED_SOURCES = ("conftest.py", "pyproject.toml", "scratch_transformer/*.py", "reference/*.py", "tests/strategies.py",
@@ -66,15 +70,22 @@ def suite_modules() -> list[str]:
                   if str(p.relative_to(ROOT)) not in EXCLUDED_MODULES)
 
 
-def child_env() -> dict[str, str]:
-    """Environment of a run: the deterministic ``ci`` Hypothesis profile, the repository importable."""
+def child_env(root: Path = ROOT) -> dict[str, str]:
+    """Environment of a run: the deterministic ``ci`` Hypothesis profile, the tree at ``root`` importable first."""
     env = {**os.environ, "CI": "true", "HYPOTHESIS_PROFILE": "ci"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH", "")]))
     return env
 
 
-def run_impls(entries: list[dict[str, Any]], *, timeout: float) -> list[dict[str, Any]]:
-    """Run ``_run`` in a fresh process over ``entries`` ([{"impl", "args"}]); one result per entry.
+def snapshot(directory: Path) -> Path:
+    """Copy the working tree (sources only) to ``directory``: every run then sees the same files, even while
+    someone edits the tree."""
+    shutil.copytree(ROOT, directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*SNAPSHOT_IGNORE))
+    return directory
+
+
+def run_impls(entries: list[dict[str, Any]], *, timeout: float, root: Path = ROOT) -> list[dict[str, Any]]:
+    """Run ``_run`` in a fresh process in the tree at ``root`` over ``entries`` ([{"impl", "args"}]).
 
     An entry the process did not finish (timeout, crash) gets ``exit`` -1 and the process's output tail.
     """
@@ -84,7 +95,7 @@ def run_impls(entries: list[dict[str, Any]], *, timeout: float) -> list[dict[str
         tail = ""
         try:
             proc = subprocess.run([sys.executable, "-m", "tests.negative_controls._run", str(spec), str(out)],
-                                  cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=timeout)
+                                  cwd=root, env=child_env(root), capture_output=True, text=True, timeout=timeout)
             tail = (proc.stdout + proc.stderr)[-3000:]
         except subprocess.TimeoutExpired as exc:
             tail = f"timed out after {timeout:.0f} s\n" + str(exc.stdout or "")[-2000:]
@@ -95,18 +106,18 @@ def run_impls(entries: list[dict[str, Any]], *, timeout: float) -> list[dict[str
     return results
 
 
-def fingerprint(name: str, modules: list[str], mode: dict[str, Any]) -> str:
+def fingerprint(name: str, modules: list[str], mode: dict[str, Any], root: Path = ROOT) -> str:
     """Hash of everything a run's outcome depends on: sources, the control, the modules, versions, examples."""
     import hypothesis
     import torch
 
-    files = {p for pattern in SHARED_SOURCES for p in ROOT.glob(pattern)} | {ROOT / m for m in modules}
+    files = {p for pattern in SHARED_SOURCES for p in root.glob(pattern)} | {root / m for m in modules}
     if name != BASELINE:
-        files.add(ROOT / "tests" / "negative_controls" / f"{name}.py")
+        files.add(root / "tests" / "negative_controls" / f"{name}.py")
     digest = hashlib.sha256(json.dumps([name, modules, mode if name != BASELINE else mode["max_examples"],
                                         mode["include_slow"], torch.__version__, hypothesis.__version__]).encode())
     for path in sorted(files):
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
     return digest.hexdigest()[:20]
 
 
@@ -254,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     mode = {"max_examples": args.max_examples, "include_slow": args.include_slow, "first_kill": args.first_kill}
     args.cache.mkdir(parents=True, exist_ok=True)
 
-    keys = {name: fingerprint(name, modules, mode) for name in [BASELINE, *names]}  # the sources as they start
+    tree = snapshot(Path(tempfile.mkdtemp(prefix="kill-matrix-tree-")))
+    atexit.register(shutil.rmtree, tree, True)
+    keys = {name: fingerprint(name, modules, mode, tree) for name in [BASELINE, *names]}
 
     def cache_file(name: str) -> Path:
         return args.cache / f"{name}-{keys[name]}.json"
@@ -295,13 +308,14 @@ def main(argv: list[str] | None = None) -> int:
             queue.remove(BASELINE)
             progress.update(task, description="correct implementation")
             finish(BASELINE, run_impls([{"impl": BASELINE, "args": common, "max_examples": args.max_examples}],
-                                       timeout=args.timeout)[0])
+                                       timeout=args.timeout, root=tree)[0])
         progress.update(task, description="negative controls")
         pending: dict[Future, str] = {}
         while queue or pending:
             while queue and len(pending) < max(1, args.jobs) and time.perf_counter() - start < args.budget:
                 name = queue.pop(0)
-                pending[pool.submit(run_impls, [entry(name, results[BASELINE])], timeout=args.timeout)] = name
+                pending[pool.submit(run_impls, [entry(name, results[BASELINE])], timeout=args.timeout,
+                                    root=tree)] = name
             if not pending:
                 break  # budget spent
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
