@@ -2,6 +2,8 @@
 
 * ``--impl MODULE`` (or env ``SCRATCH_TRANSFORMER_IMPL``): the contract implementation to test
   (default ``scratch_transformer``).
+* ``--strict-tier`` (env ``SCRATCH_TRANSFORMER_STRICT=1``): run the strict tier (this package's own choices beyond the README's contract, ``@pytest.mark.strict``)
+  on a foreign ``--impl`` too; it always runs for ``scratch_transformer`` (see ``reference/clauses.py``).
 * ``--device {cpu,cuda,all}``: narrow the ``device`` fixture (default: all; CUDA cases skip without a GPU).
 * ``--hypothesis-profile {ci,dev,thorough}``: ``ci`` is the default when ``CI=true``, else ``dev``.
 * ``--compile`` (``--compile-backend NAME``, default inductor; or env ``SCRATCH_TRANSFORMER_COMPILE=NAME``): every
@@ -46,6 +48,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("scratch-transformer")
     group.addoption("--impl", default=os.environ.get("SCRATCH_TRANSFORMER_IMPL", DEFAULT_IMPL),
                     help="module implementing the contract (default: scratch_transformer)")
+    group.addoption("--strict-tier", action="store_true",
+                    default=os.environ.get("SCRATCH_TRANSFORMER_STRICT", "") not in ("", "0"),
+                    help="also run the strict tier (this package's own choices beyond the contract) on a foreign "
+                         f"--impl; always on for {DEFAULT_IMPL} (env SCRATCH_TRANSFORMER_STRICT=1). pytest's own "
+                         "--strict is a different option")
     group.addoption("--device", default="all", choices=("cpu", "cuda", "all"),
                     help="run device-parametrised tests on this device only (default: all)")
     group.addoption("--compile", action="store_true", default=bool(contract.compile_backend),
@@ -64,14 +71,30 @@ def pytest_report_header(config: pytest.Config) -> str:
             f"hypothesis profile: {settings._current_profile}, compile: {contract.compile_backend or 'no'}")
 
 
+def strict_tier(config: pytest.Config) -> bool:
+    """Whether the strict tier runs: always for this package, with ``--strict`` for any other implementation."""
+    return config.getoption("--impl") == DEFAULT_IMPL or config.getoption("--strict-tier")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if strict_tier(config):
+        return
     impl = config.getoption("--impl")
-    if impl != DEFAULT_IMPL:
-        skip = pytest.mark.skip(reason=f"strict_inputs: bad-input hardening is {DEFAULT_IMPL}'s own, "
-                                       f"not part of the conformance contract (impl={impl})")
-        for item in items:
-            if "strict_inputs" in item.keywords:
-                item.add_marker(skip)
+    for item in items:
+        marker = item.get_closest_marker("strict")
+        if marker is None:
+            continue
+        clause_ids = [c for m in item.iter_markers("clause") for c in m.args if c.startswith("strict.")]
+        what = marker.args[0] if marker.args else "this package's own choice"
+        item.add_marker(pytest.mark.skip(
+            reason=f"beyond the contract ({', '.join(clause_ids) or 'strict'}): {what}; {DEFAULT_IMPL}'s own "
+                   f"choice, not required of impl={impl} (--strict-tier runs it)"))
+
+
+@pytest.fixture(scope="session")
+def strict(pytestconfig: pytest.Config) -> bool:
+    """True when the strict tier runs (see ``strict_tier``): tests gate strict-only assertions on it."""
+    return strict_tier(pytestconfig)
 
 
 def _device_params(config: pytest.Config) -> list:

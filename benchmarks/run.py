@@ -28,7 +28,7 @@ from reference.contract import DEFAULT_IMPL, load_impl
 
 from .configs import CONFIGS, BenchConfig
 from .measure import peak_memory, time_engines
-from .workloads import BASELINE, MASKS, MODES, EncoderDecoder, engines, make_pair
+from .workloads import BASELINE, MASKS, MODES, EncoderDecoder, add_implementation, engines, make_pair
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "other processes hold the core on a shared machine)")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma list of {MODES}")
     p.add_argument("--masks", default=",".join(MASKS), help=f"comma list of {MASKS}")
-    p.add_argument("--impl", default=DEFAULT_IMPL, help="module implementing the contract")
+    p.add_argument("--impl", default=DEFAULT_IMPL,
+                   help="module implementing the contract; a comma list times the others in the same rounds too "
+                        "(engines named after their modules), e.g. a copy of an older version")
     p.add_argument("--profile", action="store_true",
                    help="also print torch.profiler's top operators (self CPU time) of every engine, per cell")
     p.add_argument("--markdown", help="also write the table as Markdown to this file")
@@ -181,7 +183,8 @@ def markdown(rows: list[Row], env: dict) -> str:
 def main(argv: list[str] | None = None) -> list[Row]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    impl = load_impl(args.impl)
+    impl_names = args.impl.split(",")
+    impl, others = load_impl(impl_names[0]), {name: load_impl(name) for name in impl_names[1:]}
     env = environment(args)
     console = Console(width=max(175, Console().width))
     configs = list(CONFIGS.values()) if args.config == "all" else [CONFIGS[args.config]]
@@ -190,6 +193,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     for device, dtype in device_dtypes(args.device):
         for cfg in configs:
             pair = make_pair(impl, cfg, device=device, dtype=dtype)
+            for name, other in others.items():
+                add_implementation(pair, name, other)
             compiled = None
             if args.compile:
                 torch._dynamo.reset()

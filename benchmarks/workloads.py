@@ -18,7 +18,7 @@ Modes: "forward" = eval mode under ``torch.no_grad()``; "train" = train mode (dr
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Callable
 
@@ -72,6 +72,16 @@ class Pair:
     y: torch.Tensor
     grad: torch.Tensor
     keep: torch.Tensor  # bool [B, L], True = real source token
+    others: dict[str, EncoderDecoder] = field(default_factory=dict)  # more implementations, same weights
+
+
+def add_implementation(pair: Pair, name: str, impl: ModuleType) -> None:
+    """Time another contract implementation in the same rounds (engine ``name``), loaded with the same weights."""
+    first = pair.core.encoder.layers[0].self_attention_block.w_q.weight
+    model = build_model(impl, pair.cfg.model_config(), device=first.device, dtype=first.dtype)
+    core = EncoderDecoder(model)
+    core.load_state_dict(pair.core.state_dict())  # the contract's names are the state-dict keys
+    pair.others[name] = core
 
 
 def make_pair(impl: ModuleType, cfg: BenchConfig, *, device: str, dtype: torch.dtype, seed: int = 0) -> Pair:
@@ -151,6 +161,13 @@ def engines(pair: Pair, mode: str, masks: str, *, compiled: nn.Module | None = N
            Engine(TORCH, _step(regular, pair.twin, mode, pair.grad), regular)]
     if mode == "forward":  # the fused path only exists for inference
         out.append(Engine(TORCH_FAST, _step(torch_model, pair.twin, mode, pair.grad), torch_model))
+    for name, core in pair.others.items():
+        core.train(training)
+
+        def other(core: EncoderDecoder = core) -> torch.Tensor:
+            return core(x, y, src_mask, tgt_mask)
+
+        out.append(Engine(name, _step(other, core, mode, pair.grad), other))
     if compiled is not None:
         compiled.train(training)
 

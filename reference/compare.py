@@ -7,12 +7,12 @@ abs/rel error), the tolerance broken, and, under the error-ratio rule, the imple
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
-from . import tolerances
+from . import conditioning, tolerances
 
 ArrayLike = Any  # torch.Tensor | np.ndarray
 
@@ -66,6 +66,27 @@ def error_stats(actual: ArrayLike, expected: ArrayLike, where: ArrayLike | None 
                       scale=float(e_abs.max()), numel=diff.numel())
 
 
+class NonFiniteReference(AssertionError):
+    """A reference (the float64 oracle or torch's output) is NaN/inf where values are compared: the comparison is
+    undefined there, so it is a test error, never an allowance (restrict ``where`` to the elements it defines)."""
+
+
+def check_reference_finite(reference: ArrayLike, *, what: str, component: str,
+                           config: Mapping[str, Any] | None = None, where: ArrayLike | None = None) -> None:
+    """Raise :class:`NonFiniteReference` when ``reference`` holds NaN/inf at a compared element."""
+    __tracebackhide__ = True
+    r = to_f64(reference)
+    bad = ~torch.isfinite(r)
+    if where is not None:
+        keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
+        bad = bad & keep.to(torch.bool).expand_as(bad)
+    if bool(bad.any()):
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        raise NonFiniteReference(
+            f"{describe(component, config)}: the {what} is non-finite at {int(bad.sum())} compared element(s) "
+            f"(first at index {first}: {float(r[first])}); a non-finite reference is a test error, not an allowance")
+
+
 def describe(component: str, config: Mapping[str, Any] | None) -> str:
     cfg = ", ".join(f"{k}={v}" for k, v in (config or {}).items())
     return f"{component} [{cfg}]"
@@ -73,11 +94,15 @@ def describe(component: str, config: Mapping[str, Any] | None) -> str:
 
 def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
                  config: Mapping[str, Any] | None = None, rtol: float | None = None, atol: float | None = None,
-                 dtype: torch.dtype | None = None, grad: bool = False, where: ArrayLike | None = None) -> None:
+                 dtype: torch.dtype | None = None, grad: bool = False, where: ArrayLike | None = None,
+                 sensitivity: Callable[[], ArrayLike] | None = None) -> None:
     """``torch.testing.assert_close`` in float64 with the tolerance of ``dtype`` (or the given rtol/atol).
 
-    ``where`` selects the elements to compare (others are ignored). The message adds the component, the config
-    and the worst element to torch's own report.
+    ``where`` selects the elements to compare (others are ignored). ``sensitivity`` (lazy, elementwise: the
+    expected value's change under one rounding of its inputs, ``reference.conditioning``) widens each element's
+    allowance to ``COND_FACTOR * sensitivity`` where that is larger: what a backward-stable algorithm may err by on
+    an ill-conditioned element. The message adds the component, the config and the worst element to torch's own
+    report.
     """
     __tracebackhide__ = True
     if (rtol is None) != (atol is None):
@@ -89,16 +114,29 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
     a, e = to_f64(actual), to_f64(expected)
     if a.shape != e.shape:
         raise AssertionError(f"{describe(component, config)}: shape {tuple(a.shape)} != expected {tuple(e.shape)}")
+    check_reference_finite(e, what="expected value", component=component, config=config, where=where)
     if where is not None:
         keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
         keep = keep.to(torch.bool).expand_as(a)
         a = torch.where(keep, a, torch.zeros_like(a))  # excluded positions may hold NaN on either side
         e = torch.where(keep, e, torch.zeros_like(e))
     stats = error_stats(a, e)
+    cond_line = ""
+    if sensitivity is not None and not bool(((a - e).abs() <= atol + rtol * e.abs()).all()):
+        sens = to_f64(sensitivity()).expand_as(a)
+        check_reference_finite(sens, what="oracle sensitivity", component=component, config=config, where=where)
+        allowed = torch.maximum(atol + rtol * e.abs(), conditioning.COND_FACTOR * sens)
+        if bool(((a - e).abs() <= allowed).all()):
+            return
+        excess = ((a - e).abs() / allowed).nan_to_num(nan=float("inf"))
+        worst = tuple(int(i) for i in np.unravel_index(int(torch.argmax(excess)), tuple(a.shape)))
+        cond_line = (f"\n  conditioning bound broken too: at {worst} error {float((a - e).abs()[worst]):.3e} > "
+                     f"{conditioning.COND_FACTOR:g} * sensitivity {float(sens[worst]):.3e} (one rounding of every "
+                     f"input and weight moves the oracle by that much there)")
 
     def message(generated: str) -> str:
         return (f"{describe(component, config)}{' (gradient)' if grad else ''} is not close to its reference\n"
-                f"  {stats.line()}\n  tolerance broken: rtol={rtol:.1e}, atol={atol:.1e}\n"
+                f"  {stats.line()}\n  tolerance broken: rtol={rtol:.1e}, atol={atol:.1e}{cond_line}\n"
                 + "\n".join("  " + line for line in generated.splitlines()))
 
     torch.testing.assert_close(a, e, rtol=rtol, atol=atol, equal_nan=False, msg=message)
@@ -106,17 +144,40 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
 
 def assert_error_ratio(actual: ArrayLike, torch_out: ArrayLike, oracle: ArrayLike, *, component: str,
                        dtype: torch.dtype, config: Mapping[str, Any] | None = None, k: float = tolerances.K,
-                       where: ArrayLike | None = None, label: str = "torch") -> tuple[ErrorStats, ErrorStats]:
-    """The error-ratio rule: ``err(impl, oracle) <= k * err(torch, oracle) + floor(dtype, scale)``.
+                       where: ArrayLike | None = None, label: str = "torch",
+                       sensitivity: Callable[[], ArrayLike] | None = None) -> tuple[ErrorStats, ErrorStats]:
+    """The error-ratio rule: ``err(impl, oracle) <= k * err(torch, oracle) + floor(dtype, scale)``, or, where
+    ``sensitivity`` is given (float32/float64), the conditioning bound if larger: per element
+    ``COND_FACTOR * sensitivity + floor`` (``reference.conditioning``). The ratio against one torch path is not a
+    bound on what every correct algorithm errs by; the conditioning bound is.
 
     ``oracle`` is the float64 truth; ``torch_out`` is PyTorch's own module in the same low precision on the same
     inputs and weights. Returns both error figures (for reports). ``where`` restricts the elements compared.
     """
     __tracebackhide__ = True
+    check_reference_finite(oracle, what="float64 oracle", component=component, config=config, where=where)
+    check_reference_finite(torch_out, what=f"{label} output", component=component, config=config, where=where)
     impl_err = error_stats(actual, oracle, where)
     torch_err = error_stats(torch_out, oracle, where)
     allowed = tolerances.allowed_error(dtype, torch_err.max_abs, impl_err.scale, k=k)
     if not impl_err.max_abs <= allowed:
+        cond_line = ""
+        if sensitivity is not None:
+            a, e = to_f64(actual), to_f64(oracle)
+            sens = to_f64(sensitivity()).expand_as(e)
+            check_reference_finite(sens, what="oracle sensitivity", component=component, config=config, where=where)
+            per_element = torch.clamp(conditioning.COND_FACTOR * sens + tolerances.floor(dtype, impl_err.scale),
+                                      min=allowed)
+            diff = (a - e).abs().nan_to_num(nan=float("inf"))
+            if where is not None:
+                keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
+                diff = torch.where(keep.to(torch.bool).expand_as(diff), diff, torch.zeros_like(diff))
+            if bool((diff <= per_element).all()):
+                return impl_err, torch_err
+            worst = tuple(int(i) for i in np.unravel_index(int(torch.argmax(diff / per_element)), tuple(diff.shape)))
+            cond_line = (f"\n  conditioning bound broken too: at {worst} error {float(diff[worst]):.3e} > "
+                         f"{conditioning.COND_FACTOR:g} * sensitivity {float(sens[worst]):.3e} + floor (one rounding "
+                         f"of every input and weight moves the oracle by that much there)")
         ratio = impl_err.max_abs / torch_err.max_abs if torch_err.max_abs else float("inf")
         raise AssertionError(
             f"{describe(component, config)} exceeds the error-ratio tolerance\n"
@@ -124,7 +185,7 @@ def assert_error_ratio(actual: ArrayLike, torch_out: ArrayLike, oracle: ArrayLik
             f"  {label} vs float64 oracle: {torch_err.line()}\n"
             f"  implementation error / {label} error = {ratio:.3g}\n"
             f"  tolerance broken: {k} * {torch_err.max_abs:.3e} + floor {tolerances.floor(dtype, impl_err.scale):.3e}"
-            f" = {allowed:.3e} ({dtype}, output scale {impl_err.scale:.3g}, {impl_err.numel} elements)")
+            f" = {allowed:.3e} ({dtype}, output scale {impl_err.scale:.3g}, {impl_err.numel} elements){cond_line}")
     return impl_err, torch_err
 
 
@@ -146,6 +207,9 @@ def assert_l2_error_ratio(actual: Mapping[str, ArrayLike], torch_out: Mapping[st
     """
     __tracebackhide__ = True
     names = list(oracle)
+    for n in names:
+        check_reference_finite(oracle[n], what=f"float64 oracle of {n}", component=component, config=config)
+        check_reference_finite(torch_out[n], what=f"{label} value of {n}", component=component, config=config)
     impl_err = relative_l2_error(torch.cat([to_f64(actual[n]).reshape(-1) for n in names]),
                                  torch.cat([to_f64(oracle[n]).reshape(-1) for n in names]))
     torch_err = relative_l2_error(torch.cat([to_f64(torch_out[n]).reshape(-1) for n in names]),

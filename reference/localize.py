@@ -28,6 +28,7 @@ Shapes: B batch, Ls / Lt source / target lengths, d = d_model, h heads.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import numpy_ref, tolerances
+from . import conditioning, numpy_ref, tolerances
 from .compare import error_stats, to_f64
 from .contract import ModelConfig, build_model, randomize_parameters_
 from .weights import component_hparams, extract_weights, to_numpy
@@ -99,15 +100,41 @@ class Verdict:
 
 
 def judge(actual: Any, expected: Any, *, dtype: torch.dtype, torch_out: Any = None, rule: str = "auto",
-          grad: bool = False, where: Any = None) -> Verdict:
+          grad: bool = False, where: Any = None, sensitivity: Callable[[], Any] | None = None) -> Verdict:
     """Judge ``actual`` (the implementation) against ``expected`` (float64 oracle) with ``dtype``'s tolerance.
 
     ``rule="auto"``: the direct rule for float64 or without a finite ``torch_out``, else the error-ratio rule.
     Direct: ``|a - e| <= atol + rtol |e|`` elementwise, (rtol, atol) from ``VALUE_TOL`` (``GRAD_TOL`` when
     ``grad``). Ratio: ``max|a - e| <= K max|t - e| + floor(dtype, max|e|)``. ``rule="direct"`` forces the direct rule
     (torch's error is still measured, for the record). ``where`` (bool, broadcastable) restricts the elements
-    compared. Never raises on a mismatch.
+    compared. ``sensitivity`` (lazy; float32/float64): where the rule fails, each element may still err by
+    ``COND_FACTOR`` times the oracle's sensitivity to one rounding of its inputs (``reference.conditioning``), the
+    bound every backward-stable algorithm meets; the verdict's rule is then "conditioning". Never raises on a
+    mismatch.
     """
+    verdict = _judge(actual, expected, dtype=dtype, torch_out=torch_out, rule=rule, grad=grad, where=where)
+    if verdict.ok or sensitivity is None or verdict.rule == "shape" or dtype not in (torch.float32, torch.float64):
+        return verdict
+    a, e = to_f64(actual), to_f64(expected)
+    sens = to_f64(sensitivity()).expand_as(e)
+    allowance = torch.clamp(conditioning.COND_FACTOR * sens + tolerances.floor(dtype, verdict.scale),
+                            min=verdict.allowed if verdict.rule == "ratio" else 0.0)
+    diff = (a - e).abs().nan_to_num(nan=math.inf)
+    ratio = (diff / allowance).nan_to_num(nan=math.inf)
+    if where is not None:
+        keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
+        ratio = torch.where(keep.to(torch.bool).expand_as(ratio), ratio, torch.zeros_like(ratio))
+    worst = int(torch.argmax(ratio))
+    margin = float(ratio.reshape(-1)[worst])
+    if margin > 1:
+        return verdict
+    return dataclasses.replace(verdict, rule="conditioning", allowed=float(allowance.reshape(-1)[worst]),
+                               margin=margin, ok=True,
+                               tolerance=f"{conditioning.COND_FACTOR:g} x sensitivity to one rounding + floor")
+
+
+def _judge(actual: Any, expected: Any, *, dtype: torch.dtype, torch_out: Any, rule: str, grad: bool,
+           where: Any) -> Verdict:
     a, e = to_f64(actual), to_f64(expected)
     if a.shape != e.shape:
         return Verdict(math.inf, math.inf, 0.0, None, "shape", "shapes must match", 0.0, math.inf, False,

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import contract, numpy_ref, tolerances, torch_adapters
+from . import conditioning, contract, numpy_ref, tolerances, torch_adapters
 from .contract import (DEFAULT_IMPL, ModelConfig, build_model, construct, load_impl, missing_extras,
                        randomize_parameters_)
 from .compare import error_stats, relative_l2_error, to_f64
@@ -246,7 +246,16 @@ def run_layer_norm(c: Ctx) -> Outcome:
         out = module(x)
         torch_out = _layer_norm_torch(module)(x)
     expected = numpy_ref.layer_norm(_np(x), _np(module.alpha), _np(module.bias), float(module.eps))
-    return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), "vs nn.LayerNorm", _np(out), expected)
+    return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out,
+                         sensitivity=_layer_norm_sensitivity(module, x, c.dtype)), "vs nn.LayerNorm", _np(out),
+                   expected)
+
+
+def _layer_norm_sensitivity(module: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    """The LayerNorm oracle's sensitivity to one rounding in ``dtype`` of x, alpha and bias (lazy)."""
+    def oracle() -> np.ndarray:
+        return numpy_ref.layer_norm(to_numpy(x), to_numpy(module.alpha), to_numpy(module.bias), float(module.eps))
+    return lambda: conditioning.sensitivity(oracle, conditioning.unit_roundoff(dtype))
 
 
 def run_layer_norm_offset(c: Ctx) -> Outcome:
@@ -258,7 +267,8 @@ def run_layer_norm_offset(c: Ctx) -> Outcome:
         out = module(x)
         torch_out = _layer_norm_torch(module)(x)
     expected = numpy_ref.layer_norm(_np(x), _np(module.alpha), _np(module.bias), float(module.eps))
-    return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), "offset 1e4; vs nn.LayerNorm",
+    return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out,
+                         sensitivity=_layer_norm_sensitivity(module, x, c.dtype)), "offset 1e4; vs nn.LayerNorm",
                    _np(out), expected)
 
 

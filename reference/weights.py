@@ -12,13 +12,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import conditioning
+
 
 def to_numpy(x: torch.Tensor | None) -> np.ndarray | None:
-    """A detached CPU NumPy copy of ``x`` (floating tensors become float64; bool/int keep their dtype)."""
+    """A detached CPU NumPy copy of ``x`` (floating tensors become float64; bool/int keep their dtype).
+
+    Inside ``reference.conditioning.perturbation`` floating copies come back perturbed by one rounding: every input
+    and weight the oracle reads passes here, which is how the oracle's sensitivity is measured."""
     if x is None:
         return None
     x = x.detach().cpu()
-    return (x.to(torch.float64) if x.is_floating_point() else x).numpy().copy()
+    return conditioning.perturb((x.to(torch.float64) if x.is_floating_point() else x).numpy().copy())
 
 
 def extract_weights(module: nn.Module) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ from torch import nn
 from ._checks import check_dropout, check_features, check_mask, check_positive_int, check_tokens
 
 FactoryKwargs = dict  # {"device": ..., "dtype": ...}
+_is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling  # the former: torch 2.3+
 
 
 class InputEmbeddings(nn.Module):
@@ -141,7 +142,7 @@ def _may_have_unseen_rows(seen: torch.Tensor) -> bool:
     key; compiled code (the multiply fuses into the softmax; no graph break) and GPU code (no host sync) always
     multiply.
     """
-    return torch.compiler.is_compiling() or seen.device.type != "cpu" or not bool(seen.all())
+    return _is_compiling() or seen.device.type != "cpu" or not bool(seen.all())
 
 
 class MultiHeadAttentionBlock(nn.Module):
@@ -187,7 +188,7 @@ class MultiHeadAttentionBlock(nn.Module):
         scores = query @ key.transpose(-2, -1)  # (B, h, Lq, Lk)
         scores /= math.sqrt(d_k)  # in place, as the mask below: every [B, h, Lq, Lk] buffer costs
         if mask is not None:
-            scores += torch.zeros_like(mask, dtype=scores.dtype).masked_fill_(mask == 0, torch.finfo(scores.dtype).min)
+            scores += torch.zeros_like(mask, dtype=scores.dtype).masked_fill_(mask.logical_not(), torch.finfo(scores.dtype).min)
             weights = scores.softmax(dim=-1)
             seen = mask.any(dim=-1, keepdim=True)  # (.., Lq, 1): rows with a key to attend to
             if _may_have_unseen_rows(seen):

@@ -1,7 +1,8 @@
 """Every Hypothesis strategy of the suite, composed from small pieces.
 
 Dependent values are drawn, not filtered: draw ``h`` and ``d_k``, then ``d_model = h * d_k``.
-Arrays come from ``hypothesis.extra.numpy`` with explicit bounds and no NaN/inf.
+Float inputs and random bool masks are drawn densely (``dense_arrays``, ``dense_bools``: a seed through a NumPy
+generator, every element drawn, explicit bounds, no NaN/inf); token ids come from ``hypothesis.extra.numpy``.
 """
 
 from __future__ import annotations
@@ -65,23 +66,6 @@ def model_configs(draw, *, max_d_model: int = 64, max_N: int = 3, max_len: int =
         d_model=h * d_k, N=draw(st.integers(1, max_N)), h=h, dropout=0.0, d_ff=draw(st.integers(1, 2 * max_d_model)))
 
 
-def float_arrays(shape: tuple[int, ...], *, scale: str = "unit") -> st.SearchStrategy[np.ndarray]:
-    """float64 arrays of ``shape`` at a magnitude from ``SCALES``.
-
-    tiny: |x| <= 1e-3; unit: |x| <= 1; large: |x| <= 1e3 (attention scores far past exp's range);
-    offset: 1e4 + noise in [-1, 1] (a naive E[x^2] - E[x]^2 variance cancels in float32).
-    """
-    bound = {"tiny": 1e-3, "unit": 1.0, "large": 1e3, "offset": 1.0}[scale]
-    bound = float(np.float32(bound))  # width=32 floats need float32-representable bounds (1e-3 is not)
-    elements = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=32)
-    arrays = hnp.arrays(np.float64, shape, elements=elements)
-    return arrays.map(lambda a: a + 1e4) if scale == "offset" else arrays
-
-
-def scales() -> st.SearchStrategy[str]:
-    return st.sampled_from(SCALES)
-
-
 def token_batches(batch: int, length: int, vocab_size: int) -> st.SearchStrategy[np.ndarray]:
     """int64 token ids [batch, length] in [0, vocab_size)."""
     return hnp.arrays(np.int64, (batch, length), elements=st.integers(0, vocab_size - 1))
@@ -94,6 +78,30 @@ def padding_lengths(batch: int, length: int) -> st.SearchStrategy[list[int]]:
 
 MASK_KINDS = ("none", "causal", "key_padding", "random", "blog_key", "blog_full", "blog_shared")
 
+#: Probabilities that a key is visible in a dense random bool mask (the first is what Hypothesis shrinks to).
+KEEP_PROBABILITIES = (0.5, 0.25, 0.75, 0.1, 0.9)
+#: Probabilities that a whole query row is masked on top of that (fully masked rows allowed only).
+EMPTY_ROW_PROBABILITIES = (0.0, 0.25, 0.5, 0.75)
+
+
+def dense_bools(shape: tuple[int, ...], *, empty_rows: float = 0.0) -> st.SearchStrategy[np.ndarray]:
+    """bool arrays of ``shape`` with every element drawn: True with a probability drawn from
+    ``KEEP_PROBABILITIES``, then each row along the last axis wholly False with probability ``empty_rows``.
+
+    ``hnp.arrays`` of bools fills most elements with one repeated value, so half of its masks come out all-True or
+    all-False (a mask that compares nothing, or none at all). As in ``dense_arrays``, a seed is drawn and a NumPy
+    generator fills the elements (Hypothesis shrinks the seed and the probabilities, not the elements).
+    """
+    def make(args: tuple[float, int]) -> np.ndarray:
+        p, seed = args
+        rng = np.random.default_rng(seed)
+        mask = rng.random(shape) < p
+        if empty_rows:
+            mask &= ~(rng.random(shape[:-1] + (1,)) < empty_rows)
+        return mask
+
+    return st.tuples(st.sampled_from(KEEP_PROBABILITIES), st.integers(0, 2**32 - 1)).map(make)
+
 
 @st.composite
 def masks(draw, cfg: AttentionConfig, *, kind: str | None = None, allow_fully_masked: bool = True
@@ -102,8 +110,13 @@ def masks(draw, cfg: AttentionConfig, *, kind: str | None = None, allow_fully_ma
 
     Kinds: none; causal [1, 1, Lq, Lk] (query i sees keys <= i + Lk - Lq, i.e. bottom-right aligned when
     Lq != Lk); key_padding [B, 1, 1, Lk]; random [B, h, Lq, Lk]; and the blog's shapes: blog_key [B, 1, 1, Lk],
-    blog_full [B, 1, Lq, Lk], blog_shared [1, Lq, Lk]. With ``allow_fully_masked=False`` every query row keeps at
-    least one key.
+    blog_full [B, 1, Lq, Lk], blog_shared [1, Lq, Lk].
+
+    Every mask compares something: in every (batch, head) slice it broadcasts to, the last query row has a visible
+    key (causal: the last row sees every key; key_padding, blog_key: lengths 1..Lk, so every row of every sequence
+    has one; the random kinds: drawn densely by ``dense_bools``, with one key of the last row unmasked if it had
+    none). With ``allow_fully_masked=True`` the random kinds (and causal when Lq > Lk) still hold fully masked rows,
+    as extra rows beside it; with ``allow_fully_masked=False`` every query row keeps at least one key.
     """
     kind = kind or draw(st.sampled_from(MASK_KINDS))
     B, h, Lq, Lk = cfg.B, cfg.h, cfg.Lq, cfg.Lk
@@ -112,15 +125,25 @@ def masks(draw, cfg: AttentionConfig, *, kind: str | None = None, allow_fully_ma
     if kind == "causal":
         mask = np.tril(np.ones((Lq, Lk), dtype=bool), k=Lk - Lq)[None, None]
     elif kind in ("key_padding", "blog_key"):
-        lengths = draw(padding_lengths(B, Lk)) if not allow_fully_masked else draw(
-            st.lists(st.integers(0, Lk), min_size=B, max_size=B))
+        # A length 0 would mask every row of its sequence: that sequence would compare nothing.
+        lengths = draw(padding_lengths(B, Lk))
         mask = (np.arange(Lk)[None, :] < np.asarray(lengths)[:, None])[:, None, None, :]
     else:
         shape = {"random": (B, h, Lq, Lk), "blog_full": (B, 1, Lq, Lk), "blog_shared": (1, Lq, Lk)}[kind]
-        mask = draw(hnp.arrays(np.bool_, shape))
+        empty_rows = draw(st.sampled_from(EMPTY_ROW_PROBABILITIES)) if allow_fully_masked else 0.0
+        mask = _keep_one_key_in_last_row(draw(dense_bools(shape, empty_rows=empty_rows)),
+                                         key=draw(st.integers(0, Lk - 1)))
     if not allow_fully_masked:
         mask = _keep_one_key(mask)
     return kind, mask
+
+
+def _keep_one_key_in_last_row(mask: np.ndarray, *, key: int) -> np.ndarray:
+    """Unmask ``key`` in the last query row of every slice where that row has no visible key."""
+    mask = mask.copy()
+    last = mask[..., -1, :]  # a view
+    last[..., key] |= ~last.any(axis=-1)
+    return mask
 
 
 def _keep_one_key(mask: np.ndarray) -> np.ndarray:
@@ -174,35 +197,6 @@ class AttentionInputs:
         return {"B": self.cfg.B, "h": self.cfg.h, "d_k": self.cfg.d_k, "d_model": self.cfg.d_model,
                 "Lq": self.cfg.Lq, "Lk": self.cfg.Lk, "scale": self.scale, "mask": self.mask_kind,
                 "self_mask": self.self_mask_kind}
-
-
-@st.composite
-def attention_inputs(draw, *, cross: bool | None = None, decoder: bool = False, max_batch: int = 3,
-                     max_len: int = 64, max_d_model: int = 128, scales: tuple[str, ...] = SCALES,
-                     mask_kinds: tuple[str, ...] = MASK_KINDS, allow_fully_masked: bool = True) -> AttentionInputs:
-    """Shapes (lengths mostly <= 8), a scale, inputs at that scale and masks of the requested kinds.
-
-    ``cross``: memory of its own length (True), self-attention (False) or either (None). ``decoder=True`` implies
-    cross-attention and adds a self-attention mask over x.
-    """
-    h, d_k = draw(heads_and_width(max_d_model=max_d_model))
-    B = draw(st.integers(1, max_batch))
-    Lq = draw(sequence_lengths(max_len))
-    if cross is None:
-        cross = draw(st.booleans())
-    cross = cross or decoder
-    Lk = draw(sequence_lengths(max_len)) if cross else Lq
-    cfg = AttentionConfig(B=B, h=h, d_k=d_k, Lq=Lq, Lk=Lk)
-    scale = draw(st.sampled_from(scales))
-    x = draw(float_arrays((B, Lq, h * d_k), scale=scale))
-    memory = draw(float_arrays((B, Lk, h * d_k), scale=scale)) if cross else None
-    kind, mask = draw(masks(cfg, kind=draw(st.sampled_from(mask_kinds)), allow_fully_masked=allow_fully_masked))
-    if not decoder:
-        return AttentionInputs(cfg, scale, x, memory, kind, mask)
-    self_cfg = AttentionConfig(B=B, h=h, d_k=d_k, Lq=Lq, Lk=Lq)
-    self_kind, self_mask = draw(masks(self_cfg, kind=draw(st.sampled_from(mask_kinds)),
-                                      allow_fully_masked=allow_fully_masked))
-    return AttentionInputs(cfg, scale, x, memory, kind, mask, self_kind, self_mask)
 
 
 #: Source masks a whole model can take: they must broadcast over both [.., Ls, Ls] and [.., Lt, Ls].
@@ -336,7 +330,8 @@ MASK_PATTERNS = ("key_padding", "shared", "per_batch", "per_head")
 @st.composite
 def mask_forms(draw, *, max_batch: int = 3, max_len: int = 8, max_d_model: int = 32
                ) -> tuple[AttentionConfig, str, list[np.ndarray]]:
-    """(cfg, pattern, forms): an attention shape and one random bool mask in every shape the contract accepts.
+    """(cfg, pattern, forms): an attention shape and one random bool mask (``dense_bools``) in every shape the
+    contract accepts.
 
     The last form is always the full [B, h, Lq, Lk] one. key_padding [B, Lk]: [B, 1, 1, Lk], [B, 1, Lq, Lk]
     (and [Lk], [1, Lk], [1, 1, Lk] when B == 1); shared [Lq, Lk]: [Lq, Lk], [1, Lq, Lk], [1, 1, Lq, Lk],
@@ -347,19 +342,19 @@ def mask_forms(draw, *, max_batch: int = 3, max_len: int = 8, max_d_model: int =
     pattern = draw(st.sampled_from(MASK_PATTERNS))
     full = (B, h, Lq, Lk)
     if pattern == "key_padding":
-        base = draw(hnp.arrays(np.bool_, (B, Lk)))
+        base = draw(dense_bools((B, Lk)))
         forms = [base[:, None, None, :], np.broadcast_to(base[:, None, None, :], (B, 1, Lq, Lk))]
         if B == 1:
             forms += [base[0], base, base[:, None, :]]
     elif pattern == "shared":
-        base = draw(hnp.arrays(np.bool_, (Lq, Lk)))
+        base = draw(dense_bools((Lq, Lk)))
         forms = [base, base[None], base[None, None], np.broadcast_to(base, (B, 1, Lq, Lk)),
                  np.broadcast_to(base, (1, h, Lq, Lk))]
     elif pattern == "per_batch":
-        base = draw(hnp.arrays(np.bool_, (B, Lq, Lk)))
+        base = draw(dense_bools((B, Lq, Lk)))
         forms = [base[:, None]]
     else:
-        base = draw(hnp.arrays(np.bool_, (h, Lq, Lk)))
+        base = draw(dense_bools((h, Lq, Lk)))
         forms = [base[None]]
     first = forms[0]
     forms.append(np.broadcast_to(first.reshape((1,) * (4 - first.ndim) + first.shape), full))
@@ -401,10 +396,11 @@ def layer_norm_rows(draw, *, max_rows: int = 6, max_features: int = 64, min_feat
 def dense_arrays(shape: tuple[int, ...], *, scale: str = "unit") -> st.SearchStrategy[np.ndarray]:
     """float64 arrays of ``shape`` with every element drawn, at a magnitude from ``SCALES`` (values float32-exact).
 
-    ``float_arrays`` lets Hypothesis fill most elements with one repeated value (its ``fill``), so rows come out
+    ``hnp.arrays`` lets Hypothesis fill most elements with one repeated value (its ``fill``), so rows come out
     identical, layer norms see zero variance and attention is uniform, which hides a missing 1/sqrt(d_k) or a
     wrong head order. Here a seed is drawn and a NumPy generator fills every element (Hypothesis shrinks the
-    seed, not the elements). offset: 1e4 + float32 noise in [-1, 1], as in ``float_arrays``.
+    seed, not the elements). tiny: |x| <= 1e-3; unit: |x| <= 1; large: |x| <= 1e3 (attention scores far past
+    exp's range); offset: 1e4 + float32 noise in [-1, 1] (a naive E[x^2] - E[x]^2 variance cancels in float32).
     """
     bound = {"tiny": 1e-3, "unit": 1.0, "large": 1e3, "offset": 1.0}[scale]
 
@@ -420,8 +416,12 @@ def dense_attention_inputs(draw, *, cross: bool | None = None, decoder: bool = F
                            max_len: int = 64, max_d_model: int = 128, scales: tuple[str, ...] = SCALES,
                            mask_kinds: tuple[str, ...] = MASK_KINDS, allow_fully_masked: bool = True,
                            even_heads: bool = False) -> AttentionInputs:
-    """``attention_inputs`` with ``dense_arrays`` inputs; ``even_heads`` draws h in {2, 4, 8} (torch's fused paths
-    need an even head count)."""
+    """Shapes (lengths mostly <= 8), a scale, ``dense_arrays`` inputs at that scale and ``masks`` of the requested
+    kinds (each compares at least one query row per batch element and head).
+
+    ``cross``: memory of its own length (True), self-attention (False) or either (None). ``decoder=True`` implies
+    cross-attention and adds a self-attention mask over x. ``even_heads`` draws h in {2, 4, 8} (torch's fused
+    paths need an even head count)."""
     if even_heads:
         h = draw(st.sampled_from((2, 4, 8)))
         d_k = draw(st.integers(1, max(1, max_d_model // h)))
@@ -465,8 +465,8 @@ def attention_masks(draw, *, max_len: int = 12, max_d_model: int = 32, allow_ful
 @st.composite
 def fixed_shape_decoder_inputs(draw, cfg: AttentionConfig, *, scales: tuple[str, ...] = SCALES) -> AttentionInputs:
     """``DecoderBlock`` inputs of the fixed shape ``cfg``: x [B, Lq, d], memory [B, Lk, d], and random bool masks
-    src [B, h, Lq, Lk], tgt [B, h, Lq, Lq] (fully masked rows included). Only values vary between draws, so a
-    compiled block serves them all from one graph."""
+    src [B, h, Lq, Lk], tgt [B, h, Lq, Lq] (fully masked rows included; the last row of each keeps a key). Only
+    values vary between draws, so a compiled block serves them all from one graph."""
     scale = draw(st.sampled_from(scales))
     x = draw(dense_arrays((cfg.B, cfg.Lq, cfg.d_model), scale=scale))
     memory = draw(dense_arrays((cfg.B, cfg.Lk, cfg.d_model), scale=scale))

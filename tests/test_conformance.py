@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,6 @@ def test_suite_runs_against_an_implementation_elsewhere(blog_api_copy) -> None:
     result = _run_suite(name, directory)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"--impl {name} failed:\n{output[-4000:]}"
-    assert " passed" in output and " error" not in output, output[-2000:]
+    assert " passed" in output and not re.search(r"\b\d+ errors?\b", output), output[-2000:]
     assert "implementation lacks causal_mask" in output and "implementation lacks padding_mask" in output
-    assert f"strict_inputs: bad-input hardening is {DEFAULT_IMPL}'s own" in output
+    assert "beyond the contract (strict.bad-inputs)" in output and "--strict-tier runs it" in output

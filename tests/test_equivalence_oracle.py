@@ -13,6 +13,7 @@ left out of the value comparison (the contract only asks them to be finite, and 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from torch import nn
 
+from reference import conditioning
 from reference import numpy_ref as R
 from reference.compare import assert_close
 from reference.contract import build_model, construct, randomize_parameters_
@@ -100,11 +102,18 @@ def _assert_masked_keys_zero(weights: torch.Tensor, mask: np.ndarray | None, row
                                     f"nonzero, largest {np.abs(w[masked]).max():.3e}")
 
 
-def _check(actual: torch.Tensor, expected: np.ndarray, *, component: str, config: dict, dtype: torch.dtype,
-           where: np.ndarray | None = None) -> None:
+def _check(actual: torch.Tensor, oracle: Callable[[], np.ndarray], *, component: str, config: dict,
+           dtype: torch.dtype, where: np.ndarray | None = None) -> None:
+    """``value_tol(dtype)``, widened per element to the conditioning bound in float32/float64: ``oracle`` reads its
+    inputs and weights through ``to_numpy``/``extract_weights`` when called, so its sensitivity to one rounding of
+    them can be measured (``reference.conditioning``)."""
     __tracebackhide__ = True
     assert torch.isfinite(actual).all(), f"{component}: non-finite output {config}"
-    assert_close(actual, expected, component=component, config=config, dtype=dtype, where=where)
+    sensitivity = None
+    if dtype in (torch.float32, torch.float64):
+        sensitivity = lambda: conditioning.sensitivity(oracle, conditioning.unit_roundoff(dtype))  # noqa: E731
+    assert_close(actual, oracle(), component=component, config=config, dtype=dtype, where=where,
+                 sensitivity=sensitivity)
 
 
 def _sequence(case: AttentionInputs, device: str, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
@@ -122,7 +131,7 @@ def test_input_embeddings_matches_oracle(impl, device, dtype, vocab, d_model, B,
     emb = _build(impl.InputEmbeddings, d_model, vocab, device=device, dtype=dtype, mode=mode, seed=seed)
     tokens = np.random.default_rng(data_seed).integers(0, vocab, (B, L))
     out = emb(_tensor(tokens, device))
-    _check(out, R.embedding(tokens, extract_weights(emb)["embedding.weight"]), component="InputEmbeddings",
+    _check(out, lambda: R.embedding(tokens, extract_weights(emb)["embedding.weight"]), component="InputEmbeddings",
            config=config, dtype=dtype)
 
 
@@ -134,8 +143,9 @@ def test_positional_encoding_matches_oracle(impl, device, dtype, case: Attention
     note(config)
     pe = construct(impl.PositionalEncoding, case.cfg.d_model, case.cfg.Lq + extra, mode.p, device=device,
                    dtype=dtype).train(mode.train)
-    x, x64 = _sequence(case, device, dtype)
-    _check(pe(x), R.positional_encoding(x64), component="PositionalEncoding", config=config, dtype=dtype)
+    x, _ = _sequence(case, device, dtype)
+    _check(pe(x), lambda: R.positional_encoding(to_numpy(x)), component="PositionalEncoding", config=config,
+           dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------------------ norm, FFN
@@ -146,10 +156,13 @@ def test_layer_normalization_matches_oracle(impl, device, dtype, case: Attention
     note(config)
     norm = _build(impl.LayerNormalization, case.cfg.d_model, device=device, dtype=dtype, mode=DropoutMode(False, 0),
                   seed=seed)
-    x, x64 = _sequence(case, device, dtype)
-    w = extract_weights(norm)
-    _check(norm(x), R.layer_norm(x64, w["alpha"], w["bias"], component_hparams(norm)["eps"]),
-           component="LayerNormalization", config=config, dtype=dtype)
+    x, _ = _sequence(case, device, dtype)
+
+    def oracle() -> np.ndarray:
+        w = extract_weights(norm)
+        return R.layer_norm(to_numpy(x), w["alpha"], w["bias"], component_hparams(norm)["eps"])
+
+    _check(norm(x), oracle, component="LayerNormalization", config=config, dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -160,8 +173,9 @@ def test_feed_forward_block_matches_oracle(impl, device, dtype, case: AttentionI
     note(config)
     ff = _build(impl.FeedForwardBlock, case.cfg.d_model, d_ff, mode.p, device=device, dtype=dtype, mode=mode,
                 seed=seed)
-    x, x64 = _sequence(case, device, dtype)
-    _check(ff(x), R.feed_forward(x64, extract_weights(ff)), component="FeedForwardBlock", config=config, dtype=dtype)
+    x, _ = _sequence(case, device, dtype)
+    _check(ff(x), lambda: R.feed_forward(to_numpy(x), extract_weights(ff)), component="FeedForwardBlock",
+           config=config, dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------------------ attention
@@ -175,18 +189,22 @@ def test_multi_head_attention_block_matches_oracle(impl, device, dtype, case: At
     cfg = case.cfg
     mha = _build(impl.MultiHeadAttentionBlock, cfg.d_model, cfg.h, mode.p, device=device, dtype=dtype, mode=mode,
                  seed=seed)
-    q, q64 = _sequence(case, device, dtype)
+    q, _ = _sequence(case, device, dtype)
     kv = q if case.memory is None else _tensor(case.memory, device, dtype)
     mask = _tensor(case.mask, device)
     out = mha(q, kv, kv, mask)
-    expected, weights = R.multi_head_attention(q64, to_numpy(kv), to_numpy(kv), case.mask, extract_weights(mha),
-                                               component_hparams(mha)["h"])
+
+    def oracle() -> tuple[np.ndarray, np.ndarray]:
+        return R.multi_head_attention(to_numpy(q), to_numpy(kv), to_numpy(kv), case.mask, extract_weights(mha),
+                                      component_hparams(mha)["h"])
+
     rows = _rows_with_a_key(case.mask, (cfg.B, cfg.h, cfg.Lq, cfg.Lk))
-    _check(out, expected, component="MultiHeadAttentionBlock", config=config, dtype=dtype, where=_all_heads(rows))
+    _check(out, lambda: oracle()[0], component="MultiHeadAttentionBlock", config=config, dtype=dtype,
+           where=_all_heads(rows))
     scores = mha.attention_scores
     assert torch.isfinite(scores).all()
-    _check(scores, weights, component="MultiHeadAttentionBlock.attention_scores", config=config, dtype=dtype,
-           where=rows)
+    _check(scores, lambda: oracle()[1], component="MultiHeadAttentionBlock.attention_scores", config=config,
+           dtype=dtype, where=rows)
     _assert_masked_keys_zero(scores, case.mask, rows)
 
 
@@ -206,10 +224,12 @@ def test_attention_static_matches_oracle(impl, device, dtype, case: AttentionInp
     k = heads(case.x if case.memory is None else case.memory)
     v = heads(rng.permutation(case.x if case.memory is None else case.memory, axis=1))
     out, weights = impl.MultiHeadAttentionBlock.attention(q, k, v, _tensor(case.mask, device), None)
-    expected, expected_w = R.scaled_dot_product_attention(to_numpy(q), to_numpy(k), to_numpy(v), case.mask)
+    def oracle() -> tuple[np.ndarray, np.ndarray]:
+        return R.scaled_dot_product_attention(to_numpy(q), to_numpy(k), to_numpy(v), case.mask)
+
     rows = _rows_with_a_key(case.mask, (cfg.B, cfg.h, cfg.Lq, cfg.Lk))
-    _check(out, expected, component="attention", config=config, dtype=dtype, where=rows)
-    _check(weights, expected_w, component="attention weights", config=config, dtype=dtype, where=rows)
+    _check(out, lambda: oracle()[0], component="attention", config=config, dtype=dtype, where=rows)
+    _check(weights, lambda: oracle()[1], component="attention weights", config=config, dtype=dtype, where=rows)
     _assert_masked_keys_zero(weights, case.mask, rows)
 
 
@@ -224,10 +244,14 @@ def test_residual_connection_matches_oracle(impl, device, dtype, case: Attention
     d = case.cfg.d_model
     res = _build(impl.ResidualConnection, d, mode.p, device=device, dtype=dtype, mode=mode, seed=seed)
     ff = _build(impl.FeedForwardBlock, d, d_ff, mode.p, device=device, dtype=dtype, mode=mode, seed=seed + 1)
-    x, x64 = _sequence(case, device, dtype)
-    w_ff = extract_weights(ff)
-    expected = R.residual(x64, lambda y: R.feed_forward(y, w_ff), extract_weights(res), component_hparams(res)["eps"])
-    _check(res(x, ff), expected, component="ResidualConnection", config=config, dtype=dtype)
+    x, _ = _sequence(case, device, dtype)
+
+    def oracle() -> np.ndarray:
+        w_ff = extract_weights(ff)
+        return R.residual(to_numpy(x), lambda y: R.feed_forward(y, w_ff), extract_weights(res),
+                          component_hparams(res)["eps"])
+
+    _check(res(x, ff), oracle, component="ResidualConnection", config=config, dtype=dtype)
 
 
 def _encoder_block(impl, d: int, h: int, d_ff: int, *, device, dtype, mode: DropoutMode, seed: int) -> nn.Module:
@@ -252,11 +276,11 @@ def test_encoder_block_matches_oracle(impl, device, dtype, case: AttentionInputs
     note(config)
     cfg = case.cfg
     block = _encoder_block(impl, cfg.d_model, cfg.h, d_ff, device=device, dtype=dtype, mode=mode, seed=seed)
-    x, x64 = _sequence(case, device, dtype)
-    expected = R.encoder_block(x64, case.mask, extract_weights(block), **component_hparams(block))
+    x, _ = _sequence(case, device, dtype)
     rows = _all_heads(_rows_with_a_key(case.mask, (cfg.B, cfg.h, cfg.Lq, cfg.Lk)))
-    _check(block(x, _tensor(case.mask, device)), expected, component="EncoderBlock", config=config, dtype=dtype,
-           where=rows)
+    _check(block(x, _tensor(case.mask, device)),
+           lambda: R.encoder_block(to_numpy(x), case.mask, extract_weights(block), **component_hparams(block)),
+           component="EncoderBlock", config=config, dtype=dtype, where=rows)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -269,10 +293,13 @@ def test_decoder_block_matches_oracle(impl, device, dtype, case: AttentionInputs
     note(config)
     cfg = case.cfg
     block = _decoder_block(impl, cfg.d_model, cfg.h, d_ff, device=device, dtype=dtype, mode=mode, seed=seed)
-    x, x64 = _sequence(case, device, dtype)
+    x, _ = _sequence(case, device, dtype)
     memory = _tensor(case.memory, device, dtype)
-    expected = R.decoder_block(x64, to_numpy(memory), case.mask, case.self_mask, extract_weights(block),
+
+    def expected() -> np.ndarray:
+        return R.decoder_block(to_numpy(x), to_numpy(memory), case.mask, case.self_mask, extract_weights(block),
                                **component_hparams(block))
+
     rows = (_all_heads(_rows_with_a_key(case.mask, (cfg.B, cfg.h, cfg.Lq, cfg.Lk)))
             & _all_heads(_rows_with_a_key(case.self_mask, (cfg.B, cfg.h, cfg.Lq, cfg.Lq))))
     out = block(x, memory, _tensor(case.mask, device), _tensor(case.self_mask, device))
@@ -293,9 +320,10 @@ def test_encoder_matches_oracle(impl, device, dtype, case: AttentionInputs, N: i
     layers = nn.ModuleList([_encoder_block(impl, cfg.d_model, cfg.h, d_ff, mode=mode, seed=seed, **kw)
                             for _ in range(N)])
     enc = _build(impl.Encoder, cfg.d_model, layers, mode=mode, seed=seed, **kw)
-    x, x64 = _sequence(case, device, dtype)
-    expected = R.encoder(x64, case.mask, extract_weights(enc), **component_hparams(enc))
-    _check(enc(x, _tensor(case.mask, device)), expected, component="Encoder", config=config, dtype=dtype)
+    x, _ = _sequence(case, device, dtype)
+    _check(enc(x, _tensor(case.mask, device)),
+           lambda: R.encoder(to_numpy(x), case.mask, extract_weights(enc), **component_hparams(enc)),
+           component="Encoder", config=config, dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -310,10 +338,13 @@ def test_decoder_matches_oracle(impl, device, dtype, case: AttentionInputs, N: i
     layers = nn.ModuleList([_decoder_block(impl, cfg.d_model, cfg.h, d_ff, mode=mode, seed=seed, **kw)
                             for _ in range(N)])
     dec = _build(impl.Decoder, cfg.d_model, layers, mode=mode, seed=seed, **kw)
-    x, x64 = _sequence(case, device, dtype)
+    x, _ = _sequence(case, device, dtype)
     memory = _tensor(case.memory, device, dtype)
-    expected = R.decoder(x64, to_numpy(memory), case.mask, case.self_mask, extract_weights(dec),
+
+    def expected() -> np.ndarray:
+        return R.decoder(to_numpy(x), to_numpy(memory), case.mask, case.self_mask, extract_weights(dec),
                          **component_hparams(dec))
+
     out = dec(x, memory, _tensor(case.mask, device), _tensor(case.self_mask, device))
     _check(out, expected, component="Decoder", config=config, dtype=dtype)
 
@@ -325,9 +356,9 @@ def test_projection_layer_matches_oracle(impl, device, dtype, case: AttentionInp
     note(config)
     proj = _build(impl.ProjectionLayer, case.cfg.d_model, vocab, device=device, dtype=dtype,
                   mode=DropoutMode(False, 0.0), seed=seed)
-    x, x64 = _sequence(case, device, dtype)
-    _check(proj(x), R.projection(x64, extract_weights(proj)), component="ProjectionLayer", config=config,
-           dtype=dtype)
+    x, _ = _sequence(case, device, dtype)
+    _check(proj(x), lambda: R.projection(to_numpy(x), extract_weights(proj)), component="ProjectionLayer",
+           config=config, dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------------------ full model
@@ -339,14 +370,14 @@ def test_transformer_matches_oracle(impl, device, dtype, case: ModelInputs, mode
     note(config)
     cfg = dataclasses.replace(case.cfg, dropout=mode.p)
     model = randomize_parameters_(build_model(impl, cfg, device=device, dtype=dtype), seed).train(mode.train)
-    w, hp = extract_weights(model), model_hparams(model)
+    hp = model_hparams(model)
     src, tgt = _tensor(case.src, device), _tensor(case.tgt, device)
     src_mask, tgt_mask = _tensor(case.src_mask, device), _tensor(case.tgt_mask, device)
     memory = model.encode(src, src_mask)
-    _check(memory, R.encode(case.src, case.src_mask, w, **hp), component="Transformer.encode", config=config,
-           dtype=dtype)
+    _check(memory, lambda: R.encode(case.src, case.src_mask, extract_weights(model), **hp),
+           component="Transformer.encode", config=config, dtype=dtype)
     decoded = model.decode(memory, src_mask, tgt, tgt_mask)
-    expected = R.decode(to_numpy(memory), case.src_mask, case.tgt, case.tgt_mask, w, **hp)
-    _check(decoded, expected, component="Transformer.decode", config=config, dtype=dtype)
-    _check(model.project(decoded), R.project(to_numpy(decoded), w), component="Transformer.project", config=config,
-           dtype=dtype)
+    _check(decoded, lambda: R.decode(to_numpy(memory), case.src_mask, case.tgt, case.tgt_mask, extract_weights(model),
+                                     **hp), component="Transformer.decode", config=config, dtype=dtype)
+    _check(model.project(decoded), lambda: R.project(to_numpy(decoded), extract_weights(model)),
+           component="Transformer.project", config=config, dtype=dtype)

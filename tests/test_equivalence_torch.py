@@ -27,12 +27,12 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from torch import nn
 
-from reference import numpy_ref
+from reference import conditioning, numpy_ref
 from reference import torch_adapters as ta
 from reference import tolerances
 from reference.compare import assert_close, assert_error_ratio, to_f64
 from reference.contract import build_model, construct, missing_extras, randomize_parameters_
-from reference.weights import extract_weights
+from reference.weights import extract_weights, to_numpy
 from tests.strategies import (KEY_PADDING_KINDS, AttentionInputs, DropoutMode, ModelInputs, dense_attention_inputs,
                               dropout_modes, feed_forward_widths, model_inputs)
 
@@ -47,12 +47,14 @@ def as_tensor(a: np.ndarray | None, device: str, dtype: torch.dtype | None = Non
 
 
 def f64(t: torch.Tensor | None) -> np.ndarray | None:
-    """The exact float64 values of a (low-precision) tensor, for the NumPy oracle."""
-    return None if t is None else t.detach().cpu().double().numpy()
+    """The exact float64 values of a (low-precision) tensor, for the NumPy oracle (perturbed inside
+    ``reference.conditioning.perturbation``, to measure the oracle's sensitivity)."""
+    return None if t is None else to_numpy(t.double())
 
 
 def assert_float64_close(actual: torch.Tensor, expected: torch.Tensor | np.ndarray, *, component: str,
-                         config: dict, where: torch.Tensor | None = None, grad: bool = False) -> None:
+                         config: dict, where: torch.Tensor | None = None, grad: bool = False,
+                         sensitivity: Callable[[], torch.Tensor] | None = None) -> None:
     """float64 direct comparison: ``VALUE_TOL`` (``GRAD_TOL``) with atol raised to ``floor(float64, scale)``, i.e.
     9.1e-13 times the output's scale, when the scale exceeds 1. Elements outside ``where`` are not compared."""
     __tracebackhide__ = True
@@ -65,7 +67,8 @@ def assert_float64_close(actual: torch.Tensor, expected: torch.Tensor | np.ndarr
     # cancels down to ~10 still carries ~1e-14 of the 1e3 scale (measured up to 6e-14; docs/tolerances.md).
     rtol, atol = (tolerances.grad_tol if grad else tolerances.value_tol)(
         torch.float64, (0.0, tolerances.floor(torch.float64, scale)))
-    assert_close(a, e, rtol=rtol, atol=atol, component=component, config=config, grad=grad)
+    assert_close(a, e, rtol=rtol, atol=atol, component=component, config=config, grad=grad, where=where,
+                 sensitivity=sensitivity)
 
 
 def apply_policy(actual: torch.Tensor, torch_out: torch.Tensor, oracle: Callable[[], np.ndarray], *,
@@ -76,8 +79,11 @@ def apply_policy(actual: torch.Tensor, torch_out: torch.Tensor, oracle: Callable
     the output scale, the ~1e-12 bar, and torch's own float64 error (up to ~5e-11 after a LayerNorm of inputs at
     a 1e4 offset) widens it only where torch itself is that far from the oracle."""
     __tracebackhide__ = True
+    sensitivity = None
+    if dtype in (torch.float32, torch.float64):  # 16-bit stays on the error ratio alone (numerics.low-precision)
+        sensitivity = lambda: conditioning.sensitivity(oracle, conditioning.unit_roundoff(dtype))  # noqa: E731
     impl_err, torch_err = assert_error_ratio(actual, torch_out, oracle(), component=component, dtype=dtype,
-                                             config=config, where=where, label=label)
+                                             config=config, where=where, label=label, sensitivity=sensitivity)
     note(f"{component}: impl err {impl_err.max_abs:.3e}, {label} err {torch_err.max_abs:.3e}")
 
 

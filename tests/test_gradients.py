@@ -21,6 +21,7 @@ import torch
 from hypothesis import given, note
 from torch import nn
 
+from reference import conditioning
 from reference import torch_adapters as ta
 from reference.compare import assert_error_ratio
 from reference.contract import build_model, randomize_parameters_
@@ -35,14 +36,17 @@ Runner = Callable[..., torch.Tensor]  # (module, **floating inputs) -> output
 
 # --------------------------------------------------------------------------------------------------- policy
 def apply_policy(actual: torch.Tensor, torch_out: torch.Tensor, oracle: Callable[[], torch.Tensor], *,
-                 dtype: torch.dtype, component: str, config: dict, where: None, label: str) -> None:
-    """float64: direct (GRAD_TOL); lower precision: the error-ratio rule against torch's float64 gradient."""
+                 dtype: torch.dtype, component: str, config: dict, where: None, label: str,
+                 sensitivity: Callable[[], torch.Tensor] | None = None) -> None:
+    """float64: direct (GRAD_TOL); lower precision: the error-ratio rule against torch's float64 gradient. Both
+    widen to the conditioning bound where the gradient is ill-conditioned (``sensitivity``, float32/float64)."""
     __tracebackhide__ = True
     if dtype == torch.float64:
-        assert_float64_close(actual, torch_out, component=f"{component} vs {label}", config=config, grad=True)
+        assert_float64_close(actual, torch_out, component=f"{component} vs {label}", config=config, grad=True,
+                             sensitivity=sensitivity)
     else:
         assert_error_ratio(actual, torch_out, oracle(), component=f"{component} (gradient)", dtype=dtype,
-                           config=config, label=label)
+                           config=config, label=label, sensitivity=sensitivity)
 
 
 #: The policy every gradient goes through (``python -m tests.test_gradients`` swaps in a recorder).
@@ -82,16 +86,29 @@ def compare_gradients(impl_module: nn.Module, torch_module: nn.Module, impl_run:
     theirs = gradients(torch_module, torch_run, inputs, g, ta.grads_by_contract_name)
     assert set(ours) == set(theirs), f"gradient names differ: {set(ours) ^ set(theirs)}"
     reference: Grads = theirs  # float64: torch's gradient is the oracle
+    torch64 = torch_module
     if dtype != torch.float64:  # torch in float64 on the same (float32-exact) weights and inputs: the oracle
         torch64 = copy.deepcopy(torch_module).to(torch.float64)
         reference = gradients(torch64, torch_run, {k: v.double() for k, v in inputs.items()}, g,
                               ta.grads_by_contract_name)
+    cache: dict[str, Grads] = {}
+
+    def sensitivity(name: str) -> torch.Tensor:
+        """How far one rounding (in ``dtype``) of every weight and input moves the float64 gradient of ``name``."""
+        if not cache:
+            cache.update(conditioning.torch_sensitivities(
+                lambda modules, moved: gradients(modules[0], torch_run, moved, g, ta.grads_by_contract_name),
+                [torch64], {k: v.double() for k, v in inputs.items()}, reference, conditioning.unit_roundoff(dtype)))
+        return cache[name]
+
+    conditioned = dtype in (torch.float32, torch.float64)
     for name, grad in ours.items():
         assert grad is not None and theirs[name] is not None, f"{component}: no gradient for {name}"
         bad = ~torch.isfinite(grad)
         assert not bad.any(), f"{component} {config}: {int(bad.sum())} non-finite gradients of {name}"
         POLICY(grad, theirs[name], lambda name=name: reference[name], dtype=dtype,
-               component=f"{component}: d loss / d {name}", config=config, where=None, label=label)
+               component=f"{component}: d loss / d {name}", config=config, where=None, label=label,
+               sensitivity=(lambda name=name: sensitivity(name)) if conditioned else None)
 
 
 # --------------------------------------------------------------------------------------------------- cases
@@ -288,29 +305,64 @@ def test_transformer_gradients_match_torch(impl, device, dtype, case: ModelInput
                       label="nn.Transformer", seed=seed)
 
 
-@given(case=dense_attention_inputs(cross=True, max_len=16, max_d_model=32, mask_kinds=("key_padding", "random",
-                                                                                        "blog_full", "blog_key")),
-       seed=SEEDS)
-def test_multi_head_attention_block_gradients_where_nothing_may_attend(impl, device, case: AttentionInputs,
-                                                                       seed: int) -> None:
-    """With fully masked rows allowed: every gradient is finite, and a key (value) position no query may attend to
-    in any head gets exactly zero gradient (its weight is exactly zero)."""
+NOTHING_MAY_ATTEND = dense_attention_inputs(cross=True, max_len=16, max_d_model=32,
+                                            mask_kinds=("key_padding", "random", "blog_full", "blog_key"))
+
+
+def _masked_backward(impl, device: str, case: AttentionInputs, seed: int, *, rows: torch.Tensor | None
+                     ) -> tuple[nn.Module, dict[str, torch.Tensor], torch.Tensor]:
+    """float32 block, q/k/v leaves, backward of ``sum(out * g)``; ``rows`` (B, Lq) zeroes g's other query rows.
+    Returns the block, the q/k/v gradients and the (B, Lk) keys that no query row with a nonzero g sees in any head."""
     cfg = case.cfg
-    note(case.describe())
     dtype = torch.float32
     block = randomize_parameters_(mha_block(impl, cfg.d_model, cfg.h, 0.0, device, dtype), seed)
     q, k, v = (as_tensor(a, device, dtype).requires_grad_(True) for a in (case.x, case.memory,
                                                                            case.memory[:, ::-1].copy()))
     out = block(q, k, v, _on(case.mask, q))
-    (out * torch.as_tensor(cotangent(out.shape, seed), dtype=dtype, device=device)).sum().backward()
-    for name, grad in [("q", q.grad), ("k", k.grad), ("v", v.grad), *((n, p.grad) for n, p in
-                                                                     block.named_parameters())]:
+    g = torch.as_tensor(cotangent(out.shape, seed), dtype=dtype, device=device)
+    if rows is not None:
+        g = g * rows[..., None].to(device=device, dtype=dtype)
+    (out * g).sum().backward()
+    full = ta.contract_mask_4d(case.mask, batch=cfg.B, heads=cfg.h, len_q=cfg.Lq, len_k=cfg.Lk)
+    full = full.expand(cfg.B, cfg.h, cfg.Lq, cfg.Lk)
+    live = torch.ones(cfg.B, cfg.Lq, dtype=torch.bool) if rows is None else rows.cpu()
+    unseen = ~(full & live[:, None, :, None]).any(dim=1).any(dim=1)  # (B, Lk): no live query, no head
+    return block, {"q": q.grad, "k": k.grad, "v": v.grad}, unseen
+
+
+@pytest.mark.clause("mask.zero-weight", "mask.fully-masked-finite")
+@given(case=NOTHING_MAY_ATTEND, seed=SEEDS)
+def test_multi_head_attention_block_gradients_where_nothing_may_attend(impl, device, case: AttentionInputs,
+                                                                       seed: int) -> None:
+    """With fully masked rows allowed: every gradient is finite, and a key (value) position that no query row
+    with a visible key in every head attends to gets exactly zero gradient, with the upstream gradient zero on the
+    other rows (masked keys weigh exactly 0 where a row has a key; what a fully masked row holds is free)."""
+    cfg = case.cfg
+    note(case.describe())
+    full = ta.contract_mask_4d(case.mask, batch=cfg.B, heads=cfg.h, len_q=cfg.Lq, len_k=cfg.Lk)
+    rows = full.expand(cfg.B, cfg.h, cfg.Lq, cfg.Lk).any(dim=-1).all(dim=1)  # (B, Lq): a key in every head
+    block, grads, unseen = _masked_backward(impl, device, case, seed, rows=rows)
+    for name, grad in [*grads.items(), *((n, p.grad) for n, p in block.named_parameters())]:
         assert grad is not None, f"no gradient reached {name}"
         assert torch.isfinite(grad).all(), f"non-finite gradient of {name}"
-    full = ta.contract_mask_4d(case.mask, batch=cfg.B, heads=cfg.h, len_q=cfg.Lq, len_k=cfg.Lk)
-    unseen = ~full.expand(cfg.B, cfg.h, cfg.Lq, cfg.Lk).any(dim=1).any(dim=1)  # (B, Lk): no query, no head
-    for name, grad in (("k", k.grad), ("v", v.grad)):
-        leaked = grad.detach().cpu()[unseen]
+    for name in ("k", "v"):
+        leaked = grads[name].detach().cpu()[unseen]
+        assert not leaked.any(), f"masked {name} positions got gradient up to {leaked.abs().max():.3e}"
+
+
+@pytest.mark.strict("a fully masked query row has zero weights, so no gradient reaches any key from it")
+@pytest.mark.clause("strict.fully-masked-zero")
+@given(case=NOTHING_MAY_ATTEND, seed=SEEDS)
+def test_multi_head_attention_block_fully_masked_rows_pass_no_gradient(impl, device, case: AttentionInputs,
+                                                                       seed: int) -> None:
+    """Upstream gradient on every row, fully masked ones included: finite everywhere, and a key (value) position
+    no query may attend to in any head gets exactly zero gradient."""
+    note(case.describe())
+    block, grads, unseen = _masked_backward(impl, device, case, seed, rows=None)
+    for name, grad in [*grads.items(), *((n, p.grad) for n, p in block.named_parameters())]:
+        assert grad is not None and torch.isfinite(grad).all(), f"missing or non-finite gradient of {name}"
+    for name in ("k", "v"):
+        leaked = grads[name].detach().cpu()[unseen]
         assert not leaked.any(), f"masked {name} positions got gradient up to {leaked.abs().max():.3e}"
 
 

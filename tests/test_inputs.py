@@ -7,7 +7,8 @@ import torch
 
 from reference.contract import ModelConfig, build_model
 
-pytestmark = pytest.mark.strict_inputs
+pytestmark = [pytest.mark.strict("bad constructor arguments and inputs raise a specific error early"),
+              pytest.mark.clause("strict.bad-inputs")]
 
 
 @pytest.mark.parametrize(("d_model", "h"), [(10, 3), (64, 5), (6, 4)])

@@ -122,12 +122,12 @@ def test_multi_head_attention_masked_keys_get_zero_weight(impl, device: str, inp
     visible = torch.ones_like(weights, dtype=torch.bool) if mask is None else mask.expand_as(weights).bool()
     assert bool(torch.isfinite(weights).all()), "attention weights are not finite"
     assert bool(torch.isfinite(out).all()), "attention output is not finite"
-    masked_weights = weights[~visible]
+    has_key = visible.any(dim=-1)  # (B, h, Lq)
+    masked_weights = weights[~visible & has_key[..., None]]  # a fully masked row need only be finite
     assert bool((masked_weights == 0).all()), (
         f"masked keys got weight: max {float(masked_weights.abs().max()):.3e} over {masked_weights.numel()} "
-        f"masked entries")
-    assert bool((weights >= 0).all()), f"negative attention weight {float(weights.min()):.3e}"
-    has_key = visible.any(dim=-1)  # (B, h, Lq)
+        f"masked entries of rows with a visible key")
+    assert bool((weights[has_key] >= 0).all()), f"negative attention weight {float(weights[has_key].min()):.3e}"
     sums = weights.sum(dim=-1)
     assert_close(sums[has_key], torch.ones_like(sums[has_key]), component="attention row sums (rows with a key)",
                  config=inp.describe(), dtype=dtype)
@@ -162,8 +162,8 @@ def test_attention_masked_keys_get_zero_weight_in_every_dtype(impl, device: str,
         f"non-finite weights in {int((~torch.isfinite(weights)).sum())} entries, fully masked rows: "
         f"{int((~visible.any(-1)).sum())}")
     assert bool(torch.isfinite(out).all()), "attention output is not finite"
-    assert bool((weights[~visible] == 0).all()), "masked keys got nonzero weight"
     has_key = visible.any(dim=-1)
+    assert bool((weights[~visible & has_key[..., None]] == 0).all()), "masked keys got nonzero weight"
     sums = weights.double().sum(dim=-1)  # each weight rounds by <= eps/2 relative: the sum by <= eps/2
     assert_close(sums[has_key], torch.ones_like(sums[has_key]), component="attention row sums (rows with a key)",
                  config={**inp.describe(), "gain": gain}, dtype=dtype)
@@ -186,10 +186,38 @@ def test_attention_fully_masked_rows_finite_in_every_dtype(impl, device: str, dt
     out, weights = impl.MultiHeadAttentionBlock.attention(query, key, value, mask, None)
     assert bool(torch.isfinite(weights).all() and torch.isfinite(out).all()), (
         f"non-finite weights/output: weights row 0 = {weights[0, 0, 0].tolist()}, out row 0 = {out[0, 0, 0].tolist()}")
-    assert bool((weights[..., 0, :] == 0).all()), f"fully masked row has weights {weights[0, 0, 0].tolist()}"
     if Lq > 1:
         assert_close(weights[..., 1:, :].double().sum(-1), torch.ones(1, h, Lq - 1, dtype=F64),
                      component="row sums", config={"dtype": dtype, "gain": gain}, dtype=dtype)
+
+
+@pytest.mark.strict("a fully masked query row gets all-zero weights, so a zero output")
+@pytest.mark.clause("strict.fully-masked-zero")
+@pytest.mark.parametrize("dtype", tuple(GAINS), ids=str)
+@given(inp=dense_attention_inputs(max_len=10, max_d_model=32, allow_fully_masked=True,
+                                  mask_kinds=("key_padding", "random", "blog_key", "blog_full", "blog_shared")))
+def test_attention_fully_masked_rows_are_zero(impl, device: str, dtype: torch.dtype, inp: AttentionInputs) -> None:
+    """This package's choice: a query row with no visible key gets all-zero weights in ``attention_scores`` (the
+    block) and in the static ``attention``, and a zero output there, in every dtype."""
+    cfg = inp.cfg
+    note({**inp.describe(), "dtype": dtype})
+    mha = _attention(impl, cfg, dtype, device)
+    x = torch.as_tensor(inp.x, dtype=dtype, device=device)
+    memory = x if inp.memory is None else torch.as_tensor(inp.memory, dtype=dtype, device=device)
+    mask = np.array(inp.mask, copy=True)
+    mask[..., 0, :] = False  # at least one fully masked row (every row, for a key-padding shape)
+    mask = torch.as_tensor(mask, device=device)
+    with torch.no_grad():
+        mha(x, memory, memory, mask)
+    weights = mha.attention_scores
+    empty = ~mask.expand_as(weights).bool().any(dim=-1)  # (B, h, Lq)
+    assert bool((weights[empty] == 0).all()), (
+        f"{int(empty.sum())} fully masked rows have weights up to {float(weights[empty].abs().max()):.3e}")
+    heads = lambda t: t.view(cfg.B, t.shape[1], cfg.h, cfg.d_k).transpose(1, 2)  # noqa: E731
+    out, static_weights = impl.MultiHeadAttentionBlock.attention(heads(x), heads(memory), heads(memory).flip(-1),
+                                                                 mask, None)
+    assert bool((static_weights[empty] == 0).all()) and bool((out[empty] == 0).all()), (
+        "static attention: fully masked rows are not all-zero")
 
 
 @given(case=int_mask_twins(), seed=st.integers(0, 2**31 - 1))

@@ -21,7 +21,7 @@ import torch
 
 from reference.contract import DEFAULT_IMPL, ModelConfig, build_model, load_impl
 from tests.negative_controls import EXPECTED_KILLS, control_names, dotted, load_control
-from tests.negative_controls.kill_matrix import COMMAND, ROOT, child_env
+from tests.negative_controls.kill_matrix import COMMAND, ROOT, child_env, tier
 
 #: The issue's list: every one of these components has at least one control.
 REQUIRED_COMPONENTS = frozenset({
@@ -116,7 +116,9 @@ def test_negative_controls_are_caught_and_the_correct_implementation_is_not() ->
     args = ["--device", "cpu", "-q"]
     examples = record.get("max_examples")  # the matrix's own number, so recorded kills reproduce exactly
     entries = [{"impl": DEFAULT_IMPL, "args": [*union, *args], "max_examples": examples}]
-    entries += [{"impl": dotted(n), "args": [*chosen[n], *args, "-x"], "max_examples": examples} for n in names]
+    entries += [{"impl": dotted(n), "args": [*chosen[n], *args, "-x", *(["--strict-tier"] if tier(n) == "strict"
+                                                                        else [])],
+                 "max_examples": examples} for n in names]
     baseline, *results = _run(entries)
 
     hint = f"(exit {{}}; if the recorded tests were renamed, run `{COMMAND}`)"

@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 from reference import numpy_ref as R
 from reference.contract import REQUIRED_NAMES, ModelConfig, build_model, randomize_parameters_
 from reference.weights import extract_weights, model_hparams
-from tests.strategies import AttentionConfig, attention_configs, float_arrays, masks, model_configs
+from tests.strategies import AttentionConfig, attention_configs, dense_arrays, masks, model_configs
 
 #: The oracle's own float64 rounding on these small problems stays within a few hundred eps.
 F64 = dict(rtol=1e-13, atol=1e-13)
@@ -70,9 +70,9 @@ def test_layer_norm_matches_hand_computed_value() -> None:
 @st.composite
 def _attention_arrays(draw, *, mask_kind: str | None = None, allow_fully_masked: bool = True):
     cfg = draw(attention_configs(max_len=8, max_d_model=16))
-    q = draw(float_arrays((cfg.B, cfg.h, cfg.Lq, cfg.d_k)))
-    k = draw(float_arrays((cfg.B, cfg.h, cfg.Lk, cfg.d_k)))
-    v = draw(float_arrays((cfg.B, cfg.h, cfg.Lk, cfg.d_k)))
+    q = draw(dense_arrays((cfg.B, cfg.h, cfg.Lq, cfg.d_k)))
+    k = draw(dense_arrays((cfg.B, cfg.h, cfg.Lk, cfg.d_k)))
+    v = draw(dense_arrays((cfg.B, cfg.h, cfg.Lk, cfg.d_k)))
     kind, mask = draw(masks(cfg, kind=mask_kind, allow_fully_masked=allow_fully_masked))
     return cfg, q, k, v, kind, mask
 
@@ -169,7 +169,7 @@ def test_embedding_scales_rows_by_sqrt_d_model() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ residual
-@given(x=float_arrays((2, 3, 5)))
+@given(x=dense_arrays((2, 3, 5)))
 def test_residual_is_pre_norm(x: np.ndarray) -> None:
     """``x + sublayer(norm(x))``: a zero sublayer returns x exactly; the identity returns x + norm(x)."""
     w = {"norm.alpha": np.linspace(0.5, 1.5, 5), "norm.bias": np.linspace(-0.5, 0.5, 5)}

@@ -144,10 +144,12 @@ def test_positional_encoding_pe_is_a_persistent_buffer(impl) -> None:
     assert not any(name.endswith("pe") for name, _ in model.named_parameters())
 
 
+@pytest.mark.clause("pe.buffer", "pe.formula")
 @given(cfg=pe_configs(max_d_model=64, lengths=st.integers(1, 2100)))
 def test_positional_encoding_follows_to_double_half(impl, device: str, cfg: tuple[int, int]) -> None:
-    """``.to(device)``, ``.double()``, ``.half()``, ``.to(dtype)`` move and convert ``pe``; a float32 module
-    converted with ``.double()`` is float64-accurate (a float32-built table cast to float64 is not)."""
+    """``.to(device)``, ``.double()``, ``.half()``, ``.to(dtype)`` move and convert ``pe``, and forward adds the
+    converted table. The contract asks no more of the values than the float32 table they came from had (the table
+    "computed in float64 and cast once"): a cast keeps that accuracy, a rebuild beats it (``strict.pe-rebuilt``)."""
     d_model, seq_len = cfg
     note(f"d_model={d_model}, seq_len={seq_len}, device={device}")
     table = paper_sinusoid(seq_len, d_model)
@@ -156,8 +158,8 @@ def test_positional_encoding_follows_to_double_half(impl, device: str, cfg: tupl
     assert module.pe.device.type == device and module.pe.dtype == torch.float32
     module.double()
     assert module.pe.dtype == torch.float64 and module.pe.device.type == device
-    assert_table_close(module.pe[0], table, dtype=torch.float64, component="float32 module .double() pe",
-                       config=config)
+    assert_table_close(module.pe[0], table, dtype=torch.float32, angle_dtype=torch.float64,
+                       component="float32 module .double() pe", config=config)
     x = torch.randn(2, seq_len, d_model, dtype=torch.float64, device=device)
     assert torch.equal(module(x), x + module.pe[:, :seq_len]), "forward does not add the converted table"
     for dtype in (torch.float16, torch.bfloat16):
@@ -167,6 +169,20 @@ def test_positional_encoding_follows_to_double_half(impl, device: str, cfg: tupl
                            component=f"pe after conversion to {dtype}", config=config)
 
 
+@pytest.mark.strict("`.double()` rebuilds `pe` from the float64 formula instead of casting the float32 table")
+@pytest.mark.clause("strict.pe-rebuilt")
+@given(cfg=pe_configs(max_d_model=64, lengths=st.integers(1, 2100)))
+def test_positional_encoding_double_rebuilds_the_table(impl, device: str, cfg: tuple[int, int]) -> None:
+    """A float32 module converted with ``.double()`` is float64-accurate (a float32 table cast to float64 is not)."""
+    d_model, seq_len = cfg
+    note(f"d_model={d_model}, seq_len={seq_len}, device={device}")
+    module = construct(impl.PositionalEncoding, d_model, seq_len, 0.0, dtype=torch.float32).to(device).double()
+    assert_table_close(module.pe[0], paper_sinusoid(seq_len, d_model), dtype=torch.float64,
+                       component="float32 module .double() pe", config={"d_model": d_model, "seq_len": seq_len})
+
+
+@pytest.mark.strict("`model.double()` rebuilds both positional tables from the float64 formula")
+@pytest.mark.clause("strict.pe-rebuilt")
 def test_transformer_double_makes_positional_tables_float64_accurate(impl) -> None:
     """A float32 model converted with ``.double()``: both tables float64-accurate, past position 2048."""
     cfg = ModelConfig(src_seq_len=2100, tgt_seq_len=40, d_model=12, N=1, h=2, d_ff=8)

@@ -6,5 +6,5 @@ BUG = "mask polarity inverted: masked_fill(mask == 1, ...) hides the visible key
 COMPONENT = "attention masking"
 
 install(globals(), [
-    ("model.py", "masked_fill_(mask == 0,", "masked_fill_(mask == 1,"),
+    ("model.py", "masked_fill_(mask.logical_not(),", "masked_fill_(mask == 1,"),
 ])

@@ -43,6 +43,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tests import positive_controls
 from tests.negative_controls import EXPECTED_KILLS, control_names, dotted, load_control
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,12 +57,30 @@ PYTEST_ARGS = ("--device", "cpu", "-q")
 NOT_SLOW = ("-m", "not slow")
 #: Hypothesis examples per test in the matrix runs: a quarter of the ci profile's 20, for time (see the docstring).
 DEFAULT_EXAMPLES = 5
+#: Killing tests per control kept in the JSON (the cheapest), for the CI re-check; the document lists them all.
+RECORDED_KILLS = 10
 SNAPSHOT_IGNORE = (".git", ".venv", "venv", "__pycache__", ".hypothesis", ".pytest_cache", ".benchmarks", "*.egg-info",
                    "report-out", "plots", "build", "dist")
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "scratch-transformer-kill-matrix"
 #: Sources every run depends on besides the test modules and the control itself.
 SHARED_SOURCES = ("conftest.py", "pyproject.toml", "scratch_transformer/*.py", "reference/*.py", "tests/strategies.py",
-                  "tests/conformance/*.py", "tests/negative_controls/__init__.py", "tests/negative_controls/_*.py")
+                  "tests/conformance/*.py", "tests/negative_controls/__init__.py", "tests/negative_controls/_*.py",
+                  "tests/positive_controls/__init__.py")
+#: Prefix of a positive control's key in the run table (``+attn_sdpa``).
+POSITIVE = "+"
+#: The CI re-check of a positive control runs a recorded selection of at most this many seconds (by the matrix's
+#: own timings): the cheapest tests of every module, then the tests that killed a negative control of the same
+#: component (the ones a variant of that component is most likely to trip).
+SELECTION_SECONDS = 12.0
+
+
+def tier(name: str) -> str:
+    """``strict`` for a negative control whose bug breaks only a strict clause (run with ``--strict-tier``)."""
+    return getattr(load_control(name), "TIER", "contract")
+
+
+def impl_of(name: str) -> str:
+    return positive_controls.dotted(name[1:]) if name.startswith(POSITIVE) else dotted(name)
 
 
 def suite_modules() -> list[str]:
@@ -112,7 +131,9 @@ def fingerprint(name: str, modules: list[str], mode: dict[str, Any], root: Path 
     import torch
 
     files = {p for pattern in SHARED_SOURCES for p in root.glob(pattern)} | {root / m for m in modules}
-    if name != BASELINE:
+    if name.startswith(POSITIVE):
+        files.add(root / "tests" / "positive_controls" / f"{name[1:]}.py")
+    elif name != BASELINE:
         files.add(root / "tests" / "negative_controls" / f"{name}.py")
     digest = hashlib.sha256(json.dumps([name, modules, mode if name != BASELINE else mode["max_examples"],
                                         mode["include_slow"], torch.__version__, hypothesis.__version__]).encode())
@@ -146,6 +167,25 @@ def module_of(nodeid: str) -> str:
     return nodeid.split("::", 1)[0]
 
 
+def _selection(outcomes: dict[str, dict[str, Any]], controls: dict[str, Any], component: str,
+               modules: list[str]) -> list[str]:
+    """The CI re-check of a positive control: the cheapest passing test of every module, then the tests that killed
+    a negative control of the same component, cheapest first, within ``SELECTION_SECONDS``."""
+    passed = {n: r["duration"] for n, r in outcomes.items() if r["outcome"] == "passed"}
+    chosen: list[str] = []
+    for m in modules:
+        ids = sorted((d, n) for n, d in passed.items() if module_of(n) == m)
+        chosen += [n for _, n in ids[:1]]
+    related = {n for c in controls.values() if c["component"] == component for n in c["kills"]}
+    spent = sum(passed[n] for n in chosen)
+    for d, n in sorted((passed[n], n) for n in related if n in passed and n not in chosen):
+        if spent + d > SELECTION_SECONDS:
+            break
+        chosen.append(n)
+        spent += d
+    return sorted(chosen)
+
+
 def build_report(modules: list[str], names: list[str], results: dict[str, dict[str, Any]], wall: float,
                  mode: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The Markdown document and the expected-kills record."""
@@ -168,20 +208,26 @@ def build_report(modules: list[str], names: list[str], results: dict[str, dict[s
             errors.append(f"- `{name}`: {why}")
             continue
         killed = kills(result, baseline)
-        record["controls"][name] = {
-            "bug": module.BUG, "component": module.COMPONENT,
-            # [exception, seconds on the control, seconds on the correct implementation]
-            "kills": {nodeid: [rec["exception"], rec["duration"], base_out[nodeid]["duration"]]
-                      for nodeid, rec in sorted(killed.items())}}
         per_module = {m: sum(1 for n in killed if module_of(n) == m) for m in modules}
+        # [exception, seconds on the control, seconds on the correct implementation]
+        costs = {nodeid: [rec["exception"], rec["duration"], base_out[nodeid]["duration"]]
+                 for nodeid, rec in killed.items()}
+        cheapest = sorted(costs, key=lambda n: (sum(costs[n][1:]), n))[:RECORDED_KILLS]
+        record["controls"][name] = {
+            "bug": module.BUG, "component": module.COMPONENT, "tier": tier(name), "kill_count": len(killed),
+            "modules": {short(m): c for m, c in per_module.items() if c},
+            "kills": {nodeid: costs[nodeid] for nodeid in sorted(cheapest)}}
         cells = [str(per_module[m]) if per_module[m] else "·" for m in modules]
         rows.append(f"| `{name}` | " + " | ".join(cells) + f" | **{len(killed)}** |")
         if not killed:
             holes.append(name)
         lines = [f"### `{name}` ({module.COMPONENT})", "", module.BUG + ".", ""]
         if killed:
-            for nodeid, rec in sorted(killed.items()):
-                lines.append(f"- `{nodeid}`: {_why(rec)}")
+            for m in modules:
+                ids = sorted(n for n in killed if module_of(n) == m)
+                if ids:
+                    tests = ", ".join(f"`{n.split('::', 1)[1]}`" for n in ids)
+                    lines.append(f"- `{m}` ({len(ids)}): {tests}; e.g. {_why(killed[ids[0]])}")
         else:
             lines.append("- **HOLE: no test fails.**")
         details += lines + [""]
@@ -191,6 +237,24 @@ def build_report(modules: list[str], names: list[str], results: dict[str, dict[s
             errors.append(f"- `{name}`: `{nodeid}`: {rec['message']}")
     record["baseline"] = {"counts": counts,
                           "not_passing": sorted(n for n, r in base_out.items() if r["outcome"] in ("failed", "error"))}
+    positive_rows, false_alarms = [], []
+    record["positive"] = {}
+    for key in sorted(k for k in results if k.startswith(POSITIVE)):
+        name, result = key[1:], results[key]
+        module = positive_controls.load_control(name)
+        out = result["outcomes"]
+        tally = {k: sum(1 for r in out.values() if r["outcome"] == k) for k in ("passed", "failed", "error",
+                                                                               "skipped")}
+        failed = {n: r["message"] for n, r in sorted(out.items()) if r["outcome"] in ("failed", "error")}
+        failed.update({n: m for n, m in result["collect_errors"].items()})
+        if result["exit"] == -1:
+            failed["<run>"] = "did not finish: " + result.get("output", "")[-200:]
+        record["positive"][name] = {"variant": module.VARIANT, "component": module.COMPONENT, **tally,
+                                    "failed": failed, "selection": _selection(out, record["controls"],
+                                                                              module.COMPONENT, modules)}
+        positive_rows.append(f"| `{name}` | {module.COMPONENT} | {module.VARIANT} | {tally['passed']} | "
+                             f"{tally['skipped']} | {'**' + str(len(failed)) + '**' if failed else 0} |")
+        false_alarms += [f"- `{name}`: `{n}`: {_why({'message': m})}" for n, m in failed.items()]
 
     doc = [
         "# Kill matrix: which property catches which bug", "",
@@ -206,22 +270,44 @@ def build_report(modules: list[str], names: list[str], results: dict[str, dict[s
         "tests of that module that kill the control (`·`: none). A control that nothing kills is a hole in the "
         "suite, to be closed with a new property, never by dropping the control. "
         "`tests/test_negative_controls.py` re-checks every control in CI against the fastest of the tests listed "
-        "here (recorded in `tests/negative_controls/expected_kills.json`).", "",
+        f"here (the {RECORDED_KILLS} cheapest of each are recorded in `tests/negative_controls/expected_kills.json`).",
+        "",
         f"**{len(names)} controls; {len(names) - len(holes) - len(not_run)} caught, {len(holes)} holes"
         + (f", {len(not_run)} not run" if not_run else "") + ".** "
         f"Correct implementation: {counts['passed']} passed, {counts['skipped']} skipped, "
         f"{counts['failed']} failed, {counts['error']} errors.", "",
     ]
+    if positive_rows:
+        doc += [f"**{len(positive_rows)} positive controls; {len(positive_rows) - len({a.split('`')[1] for a in false_alarms})}"
+                f" pass every test, {len(false_alarms)} false alarms.**", ""]
     if holes:
         doc += ["## Holes", ""] + [f"- `{n}`: {load_control(n).BUG}" for n in holes] + [""]
+    if positive_rows:
+        doc += ["## Positive controls (specificity: every correct implementation passes)", "",
+                "Each **positive control** in `tests/positive_controls/` is correct under the README's contract but "
+                "written differently from `scratch_transformer`, the way real code is (one patch to the shared base, "
+                "or written independently). It runs the same tests as a negative control, without `--strict-tier` "
+                "(the strict tier is this package's own choices): every failure is a false alarm, a bug of the "
+                "suite. `tests/test_positive_controls.py` re-checks each in CI on a recorded selection of tests "
+                "(every module's cheapest, and those that kill negative controls of the same component).", "",
+                "| positive control | component | how it differs | passed | skipped | false alarms |",
+                "|---|---|---|---|---|---|", *positive_rows, ""]
+        if false_alarms:
+            doc += ["### False alarms", "", *false_alarms, ""]
     header = "first test that kills it" if mode["first_kill"] else "tests that kill it"
-    doc += ["## Controls", "", f"| control | component | bug | {header} |", "|---|---|---|---|"]
+    doc += ["## Negative controls (sensitivity: every bug is caught)", "",
+            "A control marked *strict* breaks only a strict clause (this package's own choice beyond the contract): "
+            "it is run with `--strict-tier` and killed by strict tests; every other control is run on the contract "
+            "tier alone, as any `--impl` is.", "",
+            f"| control | tier | component | bug | {header} |", "|---|---|---|---|---|"]
     for name in names:
         module = load_control(name)
-        killed = record["controls"].get(name, {}).get("kills", {})
+        entry = record["controls"].get(name, {})
+        killed = entry.get("kills", {})
         cell = "not run" if name in not_run else (
-            ", ".join(f"`{n.split('::', 1)[1]}`" for n in killed) or "**none**" if mode["first_kill"] else len(killed))
-        doc.append(f"| `{name}` | {module.COMPONENT} | {module.BUG} | {cell} |")
+            ", ".join(f"`{n.split('::', 1)[1]}`" for n in killed) or "**none**" if mode["first_kill"]
+            else entry["kill_count"])
+        doc.append(f"| `{name}` | {tier(name)} | {module.COMPONENT} | {module.BUG} | {cell} |")
     doc += ["", "## Matrix (failing tests per control and module)", "",
             "| control | " + " | ".join(short(m) for m in modules) + " | total |",
             "|---" * (len(modules) + 2) + "|", *rows, "",
@@ -244,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--max-examples", type=int, default=DEFAULT_EXAMPLES,
                         help=f"Hypothesis examples per test (default {DEFAULT_EXAMPLES}; the ci profile has 20)")
+    parser.add_argument("--no-positives", action="store_true", help="leave the positive controls out")
     parser.add_argument("--first-kill", action="store_true",
                         help="stop each control at its first killing test, cheapest tests first (a partial matrix)")
     parser.add_argument("--include-slow", action="store_true", help="also run tests marked slow")
@@ -257,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown controls: {', '.join(unknown)}")
     modules = args.modules or suite_modules()
-    full = not args.controls and not args.modules
+    full = not args.controls and not args.modules and not args.no_positives
+    positives = [] if args.controls or args.no_positives else [POSITIVE + n for n in positive_controls.control_names()]
     console = Console(stderr=True)
     for name in names:  # import errors surface here, before any run
         load_control(name)
@@ -267,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tree = snapshot(Path(tempfile.mkdtemp(prefix="kill-matrix-tree-")))
     atexit.register(shutil.rmtree, tree, True)
-    keys = {name: fingerprint(name, modules, mode, tree) for name in [BASELINE, *names]}
+    keys = {name: fingerprint(name, modules, mode, tree) for name in [BASELINE, *names, *positives]}
 
     def cache_file(name: str) -> Path:
         return args.cache / f"{name}-{keys[name]}.json"
@@ -275,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     def entry(name: str, baseline: dict[str, Any]) -> dict[str, Any]:
         """The run of a control: only tests that see the implementation and pass on the correct one."""
         outcomes = baseline["outcomes"]
-        record = {"impl": dotted(name), "args": list(common), "max_examples": args.max_examples, "impl_only": True,
+        extra = ["--strict-tier"] if not name.startswith(POSITIVE) and tier(name) == "strict" else []
+        record = {"impl": impl_of(name), "args": [*common, *extra], "max_examples": args.max_examples,
+                  "impl_only": True,
                   "deselect": sorted(n for n, r in outcomes.items() if r["outcome"] in ("failed", "error"))}
         if args.first_kill:
             record["args"].append("-x")
@@ -287,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console) as progress, ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        task = progress.add_task("kill matrix", total=len(names) + 1)
+        task = progress.add_task("kill matrix", total=len(names) + len(positives) + 1)
 
         def finish(name: str, result: dict[str, Any], cached: bool = False) -> None:
             results[name] = result
@@ -299,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             progress.console.log(f"{name}: {status} ({took})")
             progress.advance(task)
 
-        queue = [BASELINE, *names]
+        queue = [BASELINE, *names, *positives]
         for name in list(queue):
             if cache_file(name).exists() and not args.no_cache:
                 finish(name, json.loads(cache_file(name).read_text()), cached=True)
@@ -309,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             progress.update(task, description="correct implementation")
             finish(BASELINE, run_impls([{"impl": BASELINE, "args": common, "max_examples": args.max_examples}],
                                        timeout=args.timeout, root=tree)[0])
-        progress.update(task, description="negative controls")
+        progress.update(task, description="controls")
         pending: dict[Future, str] = {}
         while queue or pending:
             while queue and len(pending) < max(1, args.jobs) and time.perf_counter() - start < args.budget:
@@ -332,9 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     doc, record = build_report(modules, names, results, wall, mode)
     table = Table("control", "kills", "modules")
     for name in names:
-        killed = record["controls"].get(name, {}).get("kills", {})
-        table.add_row(name, str(len(killed)) if name in record["controls"] else "not run",
-                      ", ".join(sorted({short(module_of(n)) for n in killed})))
+        entry = record["controls"].get(name)
+        table.add_row(name, str(entry["kill_count"]) if entry else "not run", ", ".join(entry["modules"]) if entry else "")
     console.print(table)
     if full and not args.no_write:
         DOC.parent.mkdir(exist_ok=True)
@@ -344,7 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     uncaught = [n for n in names if not record["controls"].get(n, {}).get("kills")]
     if uncaught:
         console.log(f"[red]not caught: {', '.join(uncaught)}")
-    return 1 if uncaught else 0
+    alarms = [n for n, e in record["positive"].items() if e["failed"]]
+    if alarms:
+        console.log(f"[red]false alarms on positive controls: {', '.join(alarms)}")
+    if record["baseline"]["not_passing"]:
+        console.log(f"[red]failing on the correct implementation: {', '.join(record['baseline']['not_passing'])}")
+    return 1 if uncaught or alarms or record["baseline"]["not_passing"] else 0
 
 
 if __name__ == "__main__":
