@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import random
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +21,7 @@ from types import ModuleType
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+from hypothesis import core as hypothesis_core
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # run from a bare working tree (e.g. the GPU machine) without installing
@@ -35,6 +37,12 @@ settings.register_profile("dev", max_examples=40, **_common)
 settings.register_profile("thorough", max_examples=400, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
                                      "ci" if os.environ.get("CI", "").lower() == "true" else "dev"))
+
+#: Random profiles (dev, thorough) run from one seed per session, drawn here unless ``--hypothesis-seed`` is given,
+#: shared with xdist workers through the environment and printed in the header and after a failure, so every
+#: failing run can be replayed exactly: ``pytest --hypothesis-seed=N``.
+SEED_ENV = "SCRATCH_TRANSFORMER_HYPOTHESIS_SEED"
+SESSION_SEED = int(os.environ.setdefault(SEED_ENV, str(random.SystemRandom().randrange(2**32))))
 
 DEVICES = ("cpu", "cuda")
 
@@ -61,14 +69,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="torch.compile backend for --compile (default inductor; aot_eager/eager compile faster)")
 
 
+def _profile_name() -> str:
+    getter = getattr(settings, "get_current_profile_name", None)  # Hypothesis 6.100+
+    return getter() if getter else str(getattr(settings, "_current_profile", "?"))
+
+
+def _random_profile() -> bool:
+    return not settings.default.derandomize
+
+
+@pytest.hookimpl(trylast=True)  # after Hypothesis' own plugin has read --hypothesis-seed
 def pytest_configure(config: pytest.Config) -> None:
     contract.compile_backend = config.getoption("--compile-backend") if config.getoption("--compile") else None
+    if _random_profile() and config.getoption("hypothesis_seed", None) is None:
+        hypothesis_core.global_force_seed = SESSION_SEED
+
+
+def _seed_line(config: pytest.Config) -> str:
+    if not _random_profile():
+        return "hypothesis seed: derandomized (profile ci)"
+    seed = config.getoption("hypothesis_seed", None)
+    return f"hypothesis seed: {seed if seed is not None else SESSION_SEED} (replay: --hypothesis-seed=" \
+           f"{seed if seed is not None else SESSION_SEED})"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if exitstatus == pytest.ExitCode.TESTS_FAILED:
+        terminalreporter.write_line(f"{_seed_line(config)}; profile {_profile_name()}")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (f"scratch-transformer: impl={config.getoption('--impl')}, torch {torch.__version__}, cuda: {cuda}, "
-            f"hypothesis profile: {settings._current_profile}, compile: {contract.compile_backend or 'no'}")
+            f"hypothesis profile: {_profile_name()}, {_seed_line(config)}, "
+            f"strict tier: {'on' if strict_tier(config) else 'off'}, compile: {contract.compile_backend or 'no'}")
 
 
 def strict_tier(config: pytest.Config) -> bool:

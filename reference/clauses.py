@@ -12,9 +12,9 @@
 * **kit** is not a clause of the implementation: tests of the suite's own machinery (oracles, adapters, report,
   localiser, controls) that happen to run on the implementation under test.
 
-``python -m reference.clauses`` prints the README's clause table (clause, tier, what, tests) from the markers;
-``tests/test_clauses.py`` fails when a conformance test names no clause, names an unknown one, or the README's
-table is stale.
+``python -m reference.clauses --write`` regenerates the README's clause table (clause, tier, what, tests) from the
+markers; ``tests/test_clauses.py`` fails when a test names no clause or an unknown one, when a strict test and its
+clauses disagree, when a clause has no test, or when the README's table is stale.
 """
 
 from __future__ import annotations
@@ -103,21 +103,26 @@ def tier(clause_id: str) -> str:
     return CLAUSES[clause_id].tier
 
 
-def readme_table(tests_by_clause: dict[str, list[str]]) -> str:
+def readme_table(by_clause: dict[str, list[str]]) -> str:
     """The README's clause table: clause, tier, what it says, and the tests that check it."""
     lines = ["| clause | tier | what | tests |", "|---|---|---|---|"]
     for clause in _CLAUSES:
-        tests = tests_by_clause.get(clause.id, [])
+        tests = by_clause.get(clause.id, [])
         lines.append(f"| `{clause.id}` | {clause.tier} | {clause.text} | {len(tests)}: "
                      + (", ".join(f"`{t}`" for t in tests) if tests else "—") + " |")
     return "\n".join(lines)
 
 
-def collect_tests_by_clause(root: str = ".") -> dict[str, list[str]]:
-    """Map each clause id to the test functions (``module::name``) that carry it, by collecting the suite."""
+README = "README.md"
+TABLE_START, TABLE_END = "<!-- clause-table:start -->", "<!-- clause-table:end -->"
+
+
+def collect(root: str = ".") -> dict[str, list[str]]:
+    """Collect the suite (``pytest --collect-only`` in a subprocess) and return, per test function
+    (``module::name``), its clause ids and whether it carries the ``strict`` marker (as the id ``@strict``)."""
+    import json
     import subprocess
     import sys
-    import json
 
     code = ("import json, pytest\n"
             "class P:\n"
@@ -125,18 +130,50 @@ def collect_tests_by_clause(root: str = ".") -> dict[str, list[str]]:
             "    def pytest_collection_modifyitems(self, items):\n"
             "        for item in items:\n"
             "            name = item.nodeid.split('[')[0].replace('tests/', '')\n"
-            "            for m in item.iter_markers('clause'):\n"
-            "                for c in m.args:\n"
-            "                    self.out.setdefault(c, set()).add(name)\n"
+            "            ids = self.out.setdefault(name, set())\n"
+            "            ids.update(c for m in item.iter_markers('clause') for c in m.args)\n"
+            "            if item.get_closest_marker('strict'): ids.add('@strict')\n"
             "p = P()\n"
-            "pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', '--device', 'cpu'], plugins=[p])\n"
+            "pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', '--device', 'all'], plugins=[p])\n"
             "print('@@' + json.dumps({k: sorted(v) for k, v in p.out.items()}))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                         env=env).stdout
     return json.loads(out.split("@@", 1)[1])
 
 
-def main() -> int:
-    print(readme_table(collect_tests_by_clause()))
+def tests_by_clause(tests: dict[str, list[str]]) -> dict[str, list[str]]:
+    by: dict[str, list[str]] = {}
+    for test, ids in sorted(tests.items()):
+        for c in ids:
+            if not c.startswith("@"):
+                by.setdefault(c, []).append(test)
+    return by
+
+
+def readme_block(tests: dict[str, list[str]]) -> str:
+    """The README's generated table, between its markers."""
+    return f"{TABLE_START}\n{readme_table(tests_by_clause(tests))}\n{TABLE_END}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m reference.clauses [--write]``: print the README's clause table, or rewrite it in place."""
+    import re
+    import sys
+    from pathlib import Path
+
+    args = sys.argv[1:] if argv is None else argv
+    block = readme_block(collect())
+    if "--write" in args:
+        path = Path(README)
+        text = path.read_text()
+        pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"{README} has no {TABLE_START} ... {TABLE_END} block")
+        path.write_text(pattern.sub(lambda _: block, text))
+        print(f"wrote the clause table of {README}")
+    else:
+        print(block)
     return 0
 
 

@@ -6,6 +6,8 @@ abs/rel error), the tolerance broken, and, under the error-ratio rule, the imple
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -64,6 +66,19 @@ def error_stats(actual: ArrayLike, expected: ArrayLike, where: ArrayLike | None 
     return ErrorStats(max_abs=float(diff.max()), max_rel=float(rel.max()), index=index,
                       actual=float(a.reshape(-1)[flat]), expected=float(e.reshape(-1)[flat]),
                       scale=float(e_abs.max()), numel=diff.numel())
+
+
+def _log_conditioning(component: str, dtype: Any, used: torch.Tensor, sens: torch.Tensor, ok: bool) -> None:
+    """With ``SCRATCH_TRANSFORMER_COND_LOG=file``, append one JSON line per comparison the conditioning bound
+    decided: the largest ``error / sensitivity`` (what ``COND_FACTOR`` must cover), for docs/tolerances.md."""
+    path = os.environ.get("SCRATCH_TRANSFORMER_COND_LOG")
+    if not path:
+        return
+    ratio = (used / sens.clamp_min(torch.finfo(torch.float64).tiny)).nan_to_num(nan=float("inf"))
+    with open(path, "a") as log:
+        log.write(json.dumps({"impl": os.environ.get("SCRATCH_TRANSFORMER_IMPL", ""), "component": component,
+                              "dtype": str(dtype), "ratio": float(ratio.max()) if ratio.numel() else 0.0,
+                              "ok": ok}) + "\n")
 
 
 class NonFiniteReference(AssertionError):
@@ -126,7 +141,9 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
         sens = to_f64(sensitivity()).expand_as(a)
         check_reference_finite(sens, what="oracle sensitivity", component=component, config=config, where=where)
         allowed = torch.maximum(atol + rtol * e.abs(), conditioning.COND_FACTOR * sens)
-        if bool(((a - e).abs() <= allowed).all()):
+        passed = bool(((a - e).abs() <= allowed).all())
+        _log_conditioning(component, dtype, ((a - e).abs() - atol - rtol * e.abs()).clamp_min(0), sens, passed)
+        if passed:
             return
         excess = ((a - e).abs() / allowed).nan_to_num(nan=float("inf"))
         worst = tuple(int(i) for i in np.unravel_index(int(torch.argmax(excess)), tuple(a.shape)))
@@ -172,7 +189,10 @@ def assert_error_ratio(actual: ArrayLike, torch_out: ArrayLike, oracle: ArrayLik
             if where is not None:
                 keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
                 diff = torch.where(keep.to(torch.bool).expand_as(diff), diff, torch.zeros_like(diff))
-            if bool((diff <= per_element).all()):
+            passed = bool((diff <= per_element).all())
+            _log_conditioning(component, dtype, (diff - tolerances.floor(dtype, impl_err.scale)).clamp_min(0), sens,
+                              passed)
+            if passed:
                 return impl_err, torch_err
             worst = tuple(int(i) for i in np.unravel_index(int(torch.argmax(diff / per_element)), tuple(diff.shape)))
             cond_line = (f"\n  conditioning bound broken too: at {worst} error {float(diff[worst]):.3e} > "

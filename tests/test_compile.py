@@ -97,6 +97,8 @@ CAPTURE_CASES = [pytest.param(name, masked, id=f"{name}-{'mask' if masked else '
 
 
 # ----------------------------------------------------------------------------------------------- capture
+@pytest.mark.strict("each module compiles to one graph without breaks")
+@pytest.mark.clause("strict.one-graph")
 @pytest.mark.parametrize(("component", "masked"), CAPTURE_CASES)
 def test_component_forward_compiles_to_one_graph(impl, device: str, component: str, masked: bool) -> None:
     """Dynamo captures the component's forward as exactly one graph: no graph break, so fullgraph=True works."""
@@ -109,6 +111,8 @@ def test_component_forward_compiles_to_one_graph(impl, device: str, component: s
         f"{explanation.graph_count} graphs with {len(explanation.break_reasons)} breaks:\n{reasons}")
 
 
+@pytest.mark.strict("the whole encode/decode/project pipeline compiles to one graph")
+@pytest.mark.clause("strict.one-graph")
 def test_transformer_pipeline_compiles_to_one_graph(impl, device: str) -> None:
     """``project(decode(encode(src, src_mask), src_mask, tgt, tgt_mask))`` is one graph (N=2, both masks): the
     Encoder and Decoder stacks, embeddings, positional encodings and projection included."""
@@ -154,6 +158,7 @@ def _forward_backward(fn: Callable, block, inputs: AttentionInputs, device: str)
     return out.detach(), grads
 
 
+@pytest.mark.clause("module.compile", "decoder.block")
 @given(inputs=fixed_shape_decoder_inputs(BLOCK))
 def test_decoder_block_compiled_matches_eager(compiled_decoder_block, device: str, inputs: AttentionInputs) -> None:
     """The aot_eager-compiled DecoderBlock gives eager's outputs and gradients (inputs and every parameter)."""
@@ -168,6 +173,7 @@ def test_decoder_block_compiled_matches_eager(compiled_decoder_block, device: st
         assert_close(grads_c[name], grad, component=f"compiled DecoderBlock d/d{name}", config=cfg, grad=True)
 
 
+@pytest.mark.clause("module.compile", "transformer.compose")
 @pytest.mark.slow
 def test_transformer_inductor_error_is_within_eager_error_ratio(impl, device: str) -> None:
     """Inductor-compiled float32 forward and gradients: error vs float64 <= K * eager float32 error + floor."""

@@ -13,6 +13,8 @@ import pytest
 from reference.contract import DEFAULT_IMPL, missing_extras
 from tests.conformance.blog_api import write_blog_api_impl
 
+pytestmark = pytest.mark.clause("kit")
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Modules run against the copies: quick ones that together touch every component.
 MODULES = ["tests/test_contract.py", "tests/test_shapes.py", "tests/test_init.py", "tests/test_inputs.py"]

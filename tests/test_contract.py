@@ -35,17 +35,20 @@ def _positional(obj) -> list[str]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
 
 
+@pytest.mark.clause("api.names", "api.signatures")
 @pytest.mark.parametrize("name", REQUIRED_NAMES)
 def test_contract_name_has_the_blogs_signature(impl, name: str) -> None:
     assert _positional(getattr(impl, name)) == SIGNATURES[name]
 
 
+@pytest.mark.clause("build.structure")
 def test_build_transformer_defaults_are_the_papers_base_model(impl) -> None:
     params = inspect.signature(impl.build_transformer).parameters
     assert {k: params[k].default for k in BUILD_DEFAULTS} == BUILD_DEFAULTS
     assert inspect.signature(impl.LayerNormalization).parameters["eps"].default == 1e-6
 
 
+@pytest.mark.clause("api.attributes")
 def test_model_attributes_are_the_contracts(impl) -> None:
     model = build_model(impl, ModelConfig(d_model=8, N=1, h=2, d_ff=16, dropout=0.1))
     for attr in ("encoder", "decoder", "src_embed", "tgt_embed", "src_pos", "tgt_pos", "projection_layer"):
@@ -72,6 +75,7 @@ def test_model_attributes_are_the_contracts(impl) -> None:
     assert isinstance(inspect.getattr_static(impl.MultiHeadAttentionBlock, "attention"), staticmethod)
 
 
+@pytest.mark.clause("extra.factory-kwargs")
 def test_factory_kwargs_place_parameters_and_buffers(impl) -> None:
     """device=/dtype= keywords (an extra) create every parameter and buffer there."""
     params = inspect.signature(impl.build_transformer).parameters

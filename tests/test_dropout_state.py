@@ -38,6 +38,7 @@ def _logits(model: nn.Module, batch: ModelBatch, device: str) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ eval mode
+@pytest.mark.clause("dropout.semantics")
 @given(batch=model_batches(), p=dropout_rates(), seed=st.integers(0, 2**31 - 1))
 def test_transformer_eval_is_deterministic_and_equals_p0(impl, device: str, batch: ModelBatch, p: float,
                                                          seed: int) -> None:
@@ -102,6 +103,7 @@ SITES: dict[str, Callable] = {"positional_encoding": _positional_site, "attentio
                               "feed_forward": _feed_forward_site, "residual": _residual_site}
 
 
+@pytest.mark.clause("dropout.semantics")
 @pytest.mark.parametrize("site", tuple(SITES))
 @given(p=dropout_rates(), seed=st.integers(0, 2**31 - 1))
 def test_dropout_zeroes_a_binomial_fraction_and_scales_survivors(impl, device: str, site: str, p: float,
@@ -127,6 +129,7 @@ def test_dropout_zeroes_a_binomial_fraction_and_scales_survivors(impl, device: s
 
 
 # ------------------------------------------------------------------------------------------------ seeds, state
+@pytest.mark.clause("dropout.semantics")
 @given(batch=model_batches(max_N=1), p=dropout_rates(), seed=st.integers(0, 2**31 - 1))
 def test_transformer_same_seed_same_outputs(impl, device: str, batch: ModelBatch, p: float, seed: int) -> None:
     """``torch.manual_seed(s)``, build, forward in train mode (dropout p): twice, bit for bit the same."""
@@ -143,6 +146,7 @@ def test_transformer_same_seed_same_outputs(impl, device: str, batch: ModelBatch
     assert torch.equal(out_a, out_b), f"train-mode outputs differ between two runs from seed {seed}"
 
 
+@pytest.mark.clause("module.state")
 @given(batch=model_batches(), seed=st.integers(0, 2**31 - 1))
 def test_transformer_state_dict_round_trip_is_bit_exact(impl, device: str, batch: ModelBatch, seed: int) -> None:
     """A ``state_dict`` loaded (strict) into a freshly built model, initialised from another seed, reproduces the
@@ -171,6 +175,7 @@ def _held_tensors(model: nn.Module):
                 yield f"{prefix}.{name}".lstrip("."), value
 
 
+@pytest.mark.clause("module.state")
 @given(batch=model_batches(), dtype=st.sampled_from((F32, torch.float64)), seed=st.integers(0, 2**31 - 1))
 def test_transformer_moves_every_tensor_and_agrees_across_devices(impl, device: str, batch: ModelBatch,
                                                                   dtype: torch.dtype, seed: int) -> None:

@@ -122,6 +122,7 @@ def _sequence(case: AttentionInputs, device: str, dtype: torch.dtype) -> tuple[t
 
 
 # ------------------------------------------------------------------------------------------------ embeddings
+@pytest.mark.clause("embed.scaled-lookup", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(vocab=st.integers(1, 50), d_model=st.integers(1, 128), B=st.integers(1, 3), L=sequence_lengths(64),
        mode=dropout_modes(), seed=seeds, data_seed=seeds)
@@ -135,6 +136,7 @@ def test_input_embeddings_matches_oracle(impl, device, dtype, vocab, d_model, B,
            config=config, dtype=dtype)
 
 
+@pytest.mark.clause("pe.add", "pe.formula", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=_sequences(ALL_SCALES), extra=st.integers(0, 8), mode=dropout_modes())
 def test_positional_encoding_matches_oracle(impl, device, dtype, case: AttentionInputs, extra: int,
@@ -149,6 +151,7 @@ def test_positional_encoding_matches_oracle(impl, device, dtype, case: Attention
 
 
 # ------------------------------------------------------------------------------------------------ norm, FFN
+@pytest.mark.clause("ln.biased-variance", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=_sequences(ALL_SCALES), seed=seeds)
 def test_layer_normalization_matches_oracle(impl, device, dtype, case: AttentionInputs, seed: int) -> None:
@@ -165,6 +168,7 @@ def test_layer_normalization_matches_oracle(impl, device, dtype, case: Attention
     _check(norm(x), oracle, component="LayerNormalization", config=config, dtype=dtype)
 
 
+@pytest.mark.clause("ffn.formula", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=_sequences(LINEAR_SCALES), d_ff=feed_forward_widths(256), mode=dropout_modes(), seed=seeds)
 def test_feed_forward_block_matches_oracle(impl, device, dtype, case: AttentionInputs, d_ff: int,
@@ -179,6 +183,7 @@ def test_feed_forward_block_matches_oracle(impl, device, dtype, case: AttentionI
 
 
 # ------------------------------------------------------------------------------------------------ attention
+@pytest.mark.clause("mha.formula", "mha.static-attention", "mask.semantics", "mask.zero-weight", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(scales=LINEAR_SCALES), mode=dropout_modes(), seed=seeds)
 def test_multi_head_attention_block_matches_oracle(impl, device, dtype, case: AttentionInputs, mode: DropoutMode,
@@ -208,6 +213,7 @@ def test_multi_head_attention_block_matches_oracle(impl, device, dtype, case: At
     _assert_masked_keys_zero(scores, case.mask, rows)
 
 
+@pytest.mark.clause("mha.static-attention", "mask.zero-weight", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(scales=LINEAR_SCALES), seed=seeds)
 def test_attention_static_matches_oracle(impl, device, dtype, case: AttentionInputs, seed: int) -> None:
@@ -234,6 +240,7 @@ def test_attention_static_matches_oracle(impl, device, dtype, case: AttentionInp
 
 
 # ------------------------------------------------------------------------------------------------ residual, blocks
+@pytest.mark.clause("residual.pre-norm", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=_sequences(PRE_NORM_SCALES), d_ff=feed_forward_widths(128), mode=dropout_modes(), seed=seeds)
 def test_residual_connection_matches_oracle(impl, device, dtype, case: AttentionInputs, d_ff: int,
@@ -267,6 +274,7 @@ def _decoder_block(impl, d: int, h: int, d_ff: int, *, device, dtype, mode: Drop
                   construct(impl.FeedForwardBlock, d, d_ff, mode.p, **kw), mode.p, mode=mode, seed=seed, **kw)
 
 
+@pytest.mark.clause("encoder.block", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(scales=PRE_NORM_SCALES, cross=False, max_d_model=64, max_len=32),
        d_ff=feed_forward_widths(128), mode=dropout_modes(), seed=seeds)
@@ -283,6 +291,7 @@ def test_encoder_block_matches_oracle(impl, device, dtype, case: AttentionInputs
            component="EncoderBlock", config=config, dtype=dtype, where=rows)
 
 
+@pytest.mark.clause("decoder.block", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(scales=LINEAR_SCALES, decoder=True, max_d_model=64, max_len=32),
        d_ff=feed_forward_widths(128), mode=dropout_modes(), seed=seeds)
@@ -307,6 +316,7 @@ def test_decoder_block_matches_oracle(impl, device, dtype, case: AttentionInputs
 
 
 # ------------------------------------------------------------------------------------------------ stacks
+@pytest.mark.clause("encoder.stack", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(scales=PRE_NORM_SCALES, cross=False, max_d_model=64, max_len=16,
                                   allow_fully_masked=False),
@@ -326,6 +336,7 @@ def test_encoder_matches_oracle(impl, device, dtype, case: AttentionInputs, N: i
            component="Encoder", config=config, dtype=dtype)
 
 
+@pytest.mark.clause("decoder.stack", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(scales=LINEAR_SCALES, decoder=True, max_d_model=64, max_len=16,
                                   allow_fully_masked=False),
@@ -349,6 +360,7 @@ def test_decoder_matches_oracle(impl, device, dtype, case: AttentionInputs, N: i
     _check(out, expected, component="Decoder", config=config, dtype=dtype)
 
 
+@pytest.mark.clause("projection.logits", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=_sequences(LINEAR_SCALES), vocab=st.integers(1, 64), seed=seeds)
 def test_projection_layer_matches_oracle(impl, device, dtype, case: AttentionInputs, vocab: int, seed: int) -> None:
@@ -362,6 +374,7 @@ def test_projection_layer_matches_oracle(impl, device, dtype, case: AttentionInp
 
 
 # ------------------------------------------------------------------------------------------------ full model
+@pytest.mark.clause("transformer.compose", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=model_inputs(max_d_model=64, max_N=3, max_len=16), mode=dropout_modes(), seed=seeds)
 def test_transformer_matches_oracle(impl, device, dtype, case: ModelInputs, mode: DropoutMode, seed: int) -> None:

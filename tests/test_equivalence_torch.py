@@ -176,6 +176,7 @@ def rows(case: AttentionInputs, mask: np.ndarray | None, len_k: int) -> torch.Te
 
 
 # --------------------------------------------------------------------------------------------------- attention
+@pytest.mark.clause("mha.formula", "mask.semantics", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(), mode=dropout_modes(), seed=SEEDS)
 def test_multi_head_attention_block_matches_torch_mha(impl, device, dtype, case: AttentionInputs,
@@ -202,6 +203,7 @@ def test_multi_head_attention_block_matches_torch_mha(impl, device, dtype, case:
                   where=rows(case, case.mask, cfg.Lk), label="nn.MultiheadAttention")
 
 
+@pytest.mark.clause("mha.formula", "mask.semantics", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(), seed=SEEDS)
 def test_multi_head_attention_block_matches_sdpa(impl, device, dtype, case: AttentionInputs, seed: int) -> None:
@@ -225,6 +227,7 @@ def test_multi_head_attention_block_matches_sdpa(impl, device, dtype, case: Atte
 
 
 # --------------------------------------------------------------------------------------------------- layers
+@pytest.mark.clause("encoder.block", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(cross=False), d_ff=feed_forward_widths(), mode=dropout_modes(), seed=SEEDS)
 def test_encoder_block_matches_torch_encoder_layer(impl, device, dtype, case: AttentionInputs, d_ff: int,
@@ -247,6 +250,7 @@ def test_encoder_block_matches_torch_encoder_layer(impl, device, dtype, case: At
                   where=rows(case, case.mask, cfg.Lq), label="nn.TransformerEncoderLayer")
 
 
+@pytest.mark.clause("decoder.block", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(decoder=True), d_ff=feed_forward_widths(), mode=dropout_modes(), seed=SEEDS)
 def test_decoder_block_matches_torch_decoder_layer(impl, device, dtype, case: AttentionInputs, d_ff: int,
@@ -279,6 +283,7 @@ def test_decoder_block_matches_torch_decoder_layer(impl, device, dtype, case: At
 STACKS = {"max_len": 32, "allow_fully_masked": False}
 
 
+@pytest.mark.clause("encoder.stack", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(cross=False, **STACKS), n=LAYERS, d_ff=feed_forward_widths(),
        mode=dropout_modes(), seed=SEEDS)
@@ -301,6 +306,7 @@ def test_encoder_matches_torch_encoder(impl, device, dtype, case: AttentionInput
     check_forward(out, ref, oracle, dtype=dtype, component="Encoder", config=config, label="nn.TransformerEncoder")
 
 
+@pytest.mark.clause("decoder.stack", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(decoder=True, **STACKS), n=LAYERS, d_ff=feed_forward_widths(),
        mode=dropout_modes(), seed=SEEDS)
@@ -326,6 +332,7 @@ def test_decoder_matches_torch_decoder(impl, device, dtype, case: AttentionInput
 
 
 # --------------------------------------------------------------------------------------------------- torch's fast paths
+@pytest.mark.clause("encoder.stack", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(cross=False, even_heads=True, **STACKS), n=LAYERS,
        d_ff=feed_forward_widths(), p=st.sampled_from((0.0, 0.1)), seed=SEEDS)
@@ -351,6 +358,7 @@ def test_encoder_matches_torch_fused_encoder_layers(impl, device, dtype, case: A
                   label="nn.TransformerEncoder (fused layers)")
 
 
+@pytest.mark.clause("encoder.stack", "mask.semantics", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=dense_attention_inputs(cross=False, even_heads=True, mask_kinds=KEY_PADDING_KINDS, **STACKS), n=LAYERS,
        d_ff=feed_forward_widths(), seed=SEEDS)
@@ -383,6 +391,7 @@ def test_encoder_matches_torch_nested_tensor_path(impl, device, dtype, case: Att
 
 
 # --------------------------------------------------------------------------------------------------- the model
+@pytest.mark.clause("transformer.compose", "extra.forward", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=model_inputs(), mode=dropout_modes(), seed=SEEDS)
 def test_transformer_matches_torch_transformer(impl, device, dtype, case: ModelInputs, mode: DropoutMode,

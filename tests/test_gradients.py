@@ -213,6 +213,7 @@ LAYER_CASES = {"max_len": 32, "max_d_model": 64, "allow_fully_masked": False}
 STACK_CASES = {"max_len": 16, "max_d_model": 64, "allow_fully_masked": False}
 
 
+@pytest.mark.clause("mha.formula", "numerics.float64")
 @given(case=dense_attention_inputs(scales=WELL_CONDITIONED_SCALES, **MHA_CASES), mode=dropout_modes(), seed=SEEDS)
 def test_multi_head_attention_block_gradients_match_torch_float64(impl, device, case: AttentionInputs,
                                                                   mode: DropoutMode, seed: int) -> None:
@@ -220,12 +221,14 @@ def test_multi_head_attention_block_gradients_match_torch_float64(impl, device, 
     mha_gradients(impl, device, torch.float64, case, mode, seed)
 
 
+@pytest.mark.clause("mha.formula", "numerics.float32")
 @given(case=dense_attention_inputs(scales=FLOAT32_GRADIENT_SCALES, **MHA_CASES), mode=dropout_modes(), seed=SEEDS)
 def test_multi_head_attention_block_gradients_match_torch_float32(impl, device, case: AttentionInputs,
                                                                   mode: DropoutMode, seed: int) -> None:
     mha_gradients(impl, device, torch.float32, case, mode, seed)
 
 
+@pytest.mark.clause("encoder.block", "numerics.float64")
 @given(case=dense_attention_inputs(cross=False, scales=WELL_CONDITIONED_SCALES, **LAYER_CASES),
        d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=SEEDS)
 def test_encoder_block_gradients_match_torch_float64(impl, device, case: AttentionInputs, d_ff: int,
@@ -233,6 +236,7 @@ def test_encoder_block_gradients_match_torch_float64(impl, device, case: Attenti
     encoder_block_gradients(impl, device, torch.float64, case, d_ff, mode, seed)
 
 
+@pytest.mark.clause("encoder.block", "numerics.float32")
 @given(case=dense_attention_inputs(cross=False, scales=FLOAT32_GRADIENT_SCALES, **LAYER_CASES),
        d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=SEEDS)
 def test_encoder_block_gradients_match_torch_float32(impl, device, case: AttentionInputs, d_ff: int,
@@ -240,6 +244,7 @@ def test_encoder_block_gradients_match_torch_float32(impl, device, case: Attenti
     encoder_block_gradients(impl, device, torch.float32, case, d_ff, mode, seed)
 
 
+@pytest.mark.clause("decoder.block", "numerics.float64")
 @given(case=dense_attention_inputs(decoder=True, scales=WELL_CONDITIONED_SCALES, **LAYER_CASES),
        d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=SEEDS)
 def test_decoder_block_gradients_match_torch_float64(impl, device, case: AttentionInputs, d_ff: int,
@@ -248,6 +253,7 @@ def test_decoder_block_gradients_match_torch_float64(impl, device, case: Attenti
     decoder_block_gradients(impl, device, torch.float64, case, d_ff, mode, seed)
 
 
+@pytest.mark.clause("decoder.block", "numerics.float32")
 @given(case=dense_attention_inputs(decoder=True, scales=FLOAT32_GRADIENT_SCALES, **LAYER_CASES),
        d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=SEEDS)
 def test_decoder_block_gradients_match_torch_float32(impl, device, case: AttentionInputs, d_ff: int,
@@ -255,6 +261,7 @@ def test_decoder_block_gradients_match_torch_float32(impl, device, case: Attenti
     decoder_block_gradients(impl, device, torch.float32, case, d_ff, mode, seed)
 
 
+@pytest.mark.clause("encoder.stack", "numerics.float64")
 @given(case=dense_attention_inputs(cross=False, scales=WELL_CONDITIONED_SCALES, **STACK_CASES), n=LAYERS,
        d_ff=feed_forward_widths(64), seed=SEEDS)
 def test_encoder_gradients_match_torch_float64(impl, device, case: AttentionInputs, n: int, d_ff: int,
@@ -262,6 +269,7 @@ def test_encoder_gradients_match_torch_float64(impl, device, case: AttentionInpu
     encoder_gradients(impl, device, torch.float64, case, n, d_ff, seed)
 
 
+@pytest.mark.clause("encoder.stack", "numerics.float32")
 @given(case=dense_attention_inputs(cross=False, scales=FLOAT32_GRADIENT_SCALES, **STACK_CASES), n=LAYERS,
        d_ff=feed_forward_widths(64), seed=SEEDS)
 def test_encoder_gradients_match_torch_float32(impl, device, case: AttentionInputs, n: int, d_ff: int,
@@ -269,6 +277,7 @@ def test_encoder_gradients_match_torch_float32(impl, device, case: AttentionInpu
     encoder_gradients(impl, device, torch.float32, case, n, d_ff, seed)
 
 
+@pytest.mark.clause("decoder.stack", "numerics.float64")
 @given(case=dense_attention_inputs(decoder=True, scales=WELL_CONDITIONED_SCALES, **STACK_CASES), n=LAYERS,
        d_ff=feed_forward_widths(64), seed=SEEDS)
 def test_decoder_gradients_match_torch_float64(impl, device, case: AttentionInputs, n: int, d_ff: int,
@@ -276,6 +285,7 @@ def test_decoder_gradients_match_torch_float64(impl, device, case: AttentionInpu
     decoder_gradients(impl, device, torch.float64, case, n, d_ff, seed)
 
 
+@pytest.mark.clause("decoder.stack", "numerics.float32")
 @given(case=dense_attention_inputs(decoder=True, scales=FLOAT32_GRADIENT_SCALES, **STACK_CASES), n=LAYERS,
        d_ff=feed_forward_widths(64), seed=SEEDS)
 def test_decoder_gradients_match_torch_float32(impl, device, case: AttentionInputs, n: int, d_ff: int,
@@ -283,6 +293,7 @@ def test_decoder_gradients_match_torch_float32(impl, device, case: AttentionInpu
     decoder_gradients(impl, device, torch.float32, case, n, d_ff, seed)
 
 
+@pytest.mark.clause("transformer.compose", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=model_inputs(max_d_model=32, max_N=2), mode=dropout_modes(), seed=SEEDS)
 def test_transformer_gradients_match_torch(impl, device, dtype, case: ModelInputs, mode: DropoutMode,

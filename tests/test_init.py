@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import math
 
 import torch
@@ -27,12 +29,14 @@ def expected_parameter_count(cfg: ModelConfig) -> int:
             + d * cfg.tgt_vocab_size + cfg.tgt_vocab_size)
 
 
+@pytest.mark.clause("build.structure")
 @given(cfg=model_configs())
 def test_build_transformer_parameter_count_matches_closed_form(impl, cfg: ModelConfig) -> None:
     model = build_model(impl, cfg)
     assert sum(p.numel() for p in model.parameters()) == expected_parameter_count(cfg)
 
 
+@pytest.mark.clause("build.xavier")
 @given(cfg=model_configs(max_d_model=64))
 def test_build_transformer_matrices_are_xavier_uniform(impl, cfg: ModelConfig) -> None:
     """Every parameter with dim > 1 lies within sqrt(6 / (fan_in + fan_out)) and fills that range."""
@@ -52,6 +56,7 @@ def test_build_transformer_matrices_are_xavier_uniform(impl, cfg: ModelConfig) -
                 f"{bound:.4g}: not drawn from U(-bound, bound)")
 
 
+@pytest.mark.clause("build.xavier")
 @given(cfg=model_configs())
 def test_build_transformer_norms_and_biases_as_specified(impl, cfg: ModelConfig) -> None:
     """Norm gains are ones and shifts zeros; linear biases keep nn.Linear's U(+-1/sqrt(fan_in)); MHA has none."""

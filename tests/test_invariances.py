@@ -7,6 +7,8 @@ large-offset accuracy check, which is about float32.
 
 from __future__ import annotations
 
+import pytest
+
 import math
 
 import numpy as np
@@ -42,6 +44,7 @@ def _attention(impl, d_model: int, h: int, device: str, seed: int = 0):
 
 
 # ------------------------------------------------------------------------------------------------ attention
+@pytest.mark.clause("mha.formula")
 @given(case=permuted_attentions(self_attention=True))
 def test_multi_head_attention_self_attention_is_permutation_equivariant(impl, device: str,
                                                                        case: PermutedAttention) -> None:
@@ -59,6 +62,7 @@ def test_multi_head_attention_self_attention_is_permutation_equivariant(impl, de
                  config=config)
 
 
+@pytest.mark.clause("mha.formula", "mask.semantics")
 @given(case=permuted_attentions(self_attention=False), masked=st.booleans())
 def test_multi_head_attention_invariant_to_permuting_key_value_pairs(impl, device: str, case: PermutedAttention,
                                                                      masked: bool) -> None:
@@ -81,6 +85,7 @@ def test_multi_head_attention_invariant_to_permuting_key_value_pairs(impl, devic
     assert_close(weights_p, weights[..., perm], component="weights over permuted key/value pairs", config=config)
 
 
+@pytest.mark.clause("mha.static-attention")
 @given(inp=dense_attention_inputs(max_len=10, max_d_model=32, scales=("tiny", "unit")),
        shift_seed=st.integers(0, 2**32 - 1), magnitude=st.sampled_from((1.0, 1e2, 1e4)))
 def test_attention_softmax_invariant_to_a_constant_added_to_a_score_row(impl, device: str, inp: AttentionInputs,
@@ -109,6 +114,7 @@ def test_attention_softmax_invariant_to_a_constant_added_to_a_score_row(impl, de
                  config={**inp.describe(), "magnitude": magnitude}, rtol=rtol, atol=atol)
 
 
+@pytest.mark.clause("transformer.compose")
 @given(batch=model_batches(min_batch=2))
 def test_transformer_batch_independence(impl, device: str, batch: ModelBatch) -> None:
     """Each sequence's encoder output, decoder output and logits are the same alone as inside the batch."""
@@ -156,6 +162,7 @@ def _assert_within_rounding(actual: torch.Tensor, expected: torch.Tensor, x: tor
         f"{float(err.max()):.3e}, worst excess {float((err - allowed).max()):.3e} over the rounding bound")
 
 
+@pytest.mark.clause("ln.biased-variance")
 @given(rows=layer_norm_rows(), alpha=st.floats(0.25, 4.0), bias=st.floats(-2.0, 2.0))
 def test_layer_normalization_row_mean_is_bias_and_std_is_alpha(impl, device: str, rows, alpha: float,
                                                                bias: float) -> None:
@@ -187,6 +194,7 @@ def test_layer_normalization_row_mean_is_bias_and_std_is_alpha(impl, device: str
         f"lower bounds {low.tolist()}, alpha {alpha}")
 
 
+@pytest.mark.clause("ln.biased-variance")
 @given(rows=layer_norm_rows(), shift=st.floats(-1e3, 1e3), seed=st.integers(0, 2**31 - 1))
 def test_layer_normalization_invariant_to_adding_a_constant(impl, device: str, rows, shift: float,
                                                             seed: int) -> None:
@@ -201,6 +209,7 @@ def test_layer_normalization_invariant_to_adding_a_constant(impl, device: str, r
                             component="LN(x + c) vs LN(x)", config={"scale": scale, "c": shift})
 
 
+@pytest.mark.clause("ln.biased-variance")
 @given(rows=layer_norm_rows(), log_s=st.floats(math.log(1e-2), math.log(1e2)), seed=st.integers(0, 2**31 - 1))
 def test_layer_normalization_invariant_to_positive_scaling_up_to_eps(impl, device: str, rows, log_s: float,
                                                                      seed: int) -> None:
@@ -219,6 +228,7 @@ def test_layer_normalization_invariant_to_positive_scaling_up_to_eps(impl, devic
                             component="LN_eps(s x) vs LN_{eps/s^2}(x)", config={"scale": scale, "s": s})
 
 
+@pytest.mark.clause("ln.biased-variance", "numerics.float32")
 @given(rows=layer_norm_rows(scales_=("offset",)), seed=st.integers(0, 2**31 - 1))
 def test_layer_normalization_accurate_with_large_offset_in_float32(impl, device: str, rows, seed: int) -> None:
     """float32 rows 1e4 + noise: error against the float64 LayerNorm at most K times torch's own float32
@@ -242,6 +252,7 @@ def test_layer_normalization_accurate_with_large_offset_in_float32(impl, device:
 
 
 # ------------------------------------------------------------------------------------------------ embedding
+@pytest.mark.clause("embed.scaled-lookup")
 @given(d_model=st.integers(1, 64), vocab=st.integers(1, 50),
        shape=st.tuples(st.integers(1, 3), st.integers(1, 8)), dtype=st.sampled_from((torch.float32, F64)),
        token_seed=st.integers(0, 2**31 - 1))

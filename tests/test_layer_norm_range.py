@@ -21,6 +21,7 @@ from reference.weights import extract_weights
 from tests.strategies import layer_norm_rows
 
 
+@pytest.mark.clause("ln.biased-variance", "numerics.low-precision")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
 @given(rows=layer_norm_rows(), seed=st.integers(0, 2**16))
 def test_layer_norm_low_precision_within_torch_error_at_every_scale(impl, device: str, dtype: torch.dtype,

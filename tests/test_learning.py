@@ -7,6 +7,8 @@ mask that differs between training (teacher forcing, whole target at once) and i
 
 from __future__ import annotations
 
+import pytest
+
 from dataclasses import replace
 
 import torch
@@ -16,6 +18,8 @@ from hypothesis import strategies as st
 
 from reference.contract import ModelConfig, build_model, missing_extras
 from tests.strategies import ModelBatch, model_batches
+
+pytestmark = pytest.mark.clause("model.learns")
 
 PAD, SOS, EOS = 0, 1, 2
 #: The copy task: 16 sequences of 3..6 symbols from 9, learned by d=32, N=2, h=4 with Adam.

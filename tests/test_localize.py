@@ -25,6 +25,8 @@ from reference.localize import CONTRACT_CLASSES, Case, Localization, judge, loca
 from tests.negative_controls import load_control
 from tests.strategies import ModelInputs, dense_arrays, model_inputs
 
+pytestmark = pytest.mark.clause("kit")
+
 DTYPES = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32, id="float32")]
 CFG = ModelConfig(src_vocab_size=11, tgt_vocab_size=13, src_seq_len=7, tgt_seq_len=6, d_model=16, N=2, h=2,
                   dropout=0.0, d_ff=32)

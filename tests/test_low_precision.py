@@ -64,6 +64,7 @@ def _config(precision: tuple[torch.dtype, bool], device: str, **sizes) -> dict:
     return {"device": device, "dtype": str(dtype).removeprefix("torch."), "tf32": tf32, **sizes}
 
 
+@pytest.mark.clause("mha.formula", "numerics.low-precision")
 @given(cfg=attention_configs(max_len=10, max_d_model=32), seed=st.integers(0, 2**16))
 def test_multi_head_attention_low_precision_within_torch_error(impl, device, precision, cfg, seed) -> None:
     """Forward and backward of the attention block vs ``nn.MultiheadAttention`` in the same precision."""
@@ -101,6 +102,7 @@ def test_multi_head_attention_low_precision_within_torch_error(impl, device, pre
                        dtype=dtype, config=config, label="nn.MultiheadAttention")
 
 
+@pytest.mark.clause("ln.biased-variance", "ffn.formula", "numerics.low-precision")
 @given(cfg=attention_configs(max_len=10, max_d_model=32), seed=st.integers(0, 2**16))
 def test_layer_norm_and_feed_forward_low_precision_within_torch_error(impl, device, precision, cfg, seed) -> None:
     dtype, tf32 = precision
@@ -164,6 +166,7 @@ def _transformer_run(impl, device: str, dtype: torch.dtype, tf32: bool, seed: in
             "grads_torch": ta.grads_by_contract_name(reference), "grads64": ta.grads_by_contract_name(reference64)}
 
 
+@pytest.mark.clause("transformer.compose", "numerics.low-precision")
 @pytest.mark.parametrize("seed", [0, 1])
 def test_transformer_low_precision_within_torch_error(impl, device, precision, seed: int) -> None:
     """The whole model (eval, dropout built in) vs ``nn.Transformer`` in the same precision: logits, and in
@@ -183,6 +186,7 @@ def test_transformer_low_precision_within_torch_error(impl, device, precision, s
 GRAD_16BIT_SEEDS = 5
 
 
+@pytest.mark.clause("transformer.compose", "numerics.low-precision")
 def test_transformer_16bit_gradients_within_torch_error(impl, device, precision) -> None:
     """Every parameter's gradient in float16/bfloat16, as one relative-L2 error, median over seeds.
 
@@ -210,6 +214,7 @@ def test_transformer_16bit_gradients_within_torch_error(impl, device, precision)
         + "\n".join(failures))
 
 
+@pytest.mark.clause("transformer.compose", "numerics.low-precision")
 @pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
 def test_transformer_under_autocast_within_torch_error(impl, device, autocast_dtype: torch.dtype) -> None:
     """A float32 model under ``torch.autocast`` vs ``nn.Transformer`` under the same autocast."""
@@ -238,6 +243,7 @@ def _sdpa_backends() -> list:
     return [pytest.param(getattr(SDPBackend, n), id=n.lower()) for n in names if hasattr(SDPBackend, n)]
 
 
+@pytest.mark.clause("mha.static-attention", "numerics.low-precision")
 @pytest.mark.parametrize("backend", _sdpa_backends())
 @given(cfg=attention_configs(max_len=12, max_d_model=64, self_attention=False), seed=st.integers(0, 2**16))
 def test_attention_within_error_of_each_sdpa_backend(impl, device, precision, backend, cfg, seed) -> None:
@@ -267,6 +273,7 @@ def test_attention_within_error_of_each_sdpa_backend(impl, device, precision, ba
                        label=f"SDPA[{backend.name}]")
 
 
+@pytest.mark.clause("mha.formula", "numerics.low-precision")
 @given(cfg=attention_configs(max_len=12, max_d_model=64, self_attention=True), seed=st.integers(0, 2**16))
 def test_attention_within_error_of_multihead_attention_fast_path(impl, device, precision, cfg, seed) -> None:
     """Self-attention with a key padding mask in eval/no-grad: ``nn.MultiheadAttention``'s fused fast path."""
@@ -287,6 +294,7 @@ def test_attention_within_error_of_multihead_attention_fast_path(impl, device, p
                        label="nn.MultiheadAttention fast path")
 
 
+@pytest.mark.clause("mask.zero-weight", "mask.fully-masked-finite", "numerics.low-precision")
 @given(cfg=attention_configs(max_len=10, max_d_model=32), seed=st.integers(0, 2**16), scale=st.sampled_from([1.0, 1e3]))
 def test_attention_masks_in_half_precision_stay_finite(impl, device, cfg, seed, scale) -> None:
     """float16/bfloat16 masks: no overflow, no NaN; masked keys of a row with a visible key weigh exactly 0; fully
@@ -308,6 +316,7 @@ def test_attention_masks_in_half_precision_stay_finite(impl, device, cfg, seed, 
 
 
 # --------------------------------------------------------------------------------------------------- CUDA only
+@pytest.mark.clause("module.state", "numerics.float32")
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")
 def test_transformer_cpu_and_cuda_agree(impl) -> None:
@@ -325,6 +334,7 @@ def test_transformer_cpu_and_cuda_agree(impl) -> None:
                        label="the same model on CPU")
 
 
+@pytest.mark.clause("module.state", "pe.buffer")
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")
 def test_model_moved_to_cuda_carries_every_buffer(impl) -> None:

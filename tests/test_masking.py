@@ -49,6 +49,7 @@ def _tokens(array: np.ndarray, device: str) -> torch.Tensor:
     return torch.as_tensor(array, device=device)
 
 
+@pytest.mark.clause("mask.zero-weight", "decoder.block")
 @given(batch=model_batches())
 def test_decoder_is_causal(impl, device: str, batch: ModelBatch) -> None:
     """Changing target tokens after position t changes no decoder output nor logit at positions <= t."""
@@ -69,6 +70,7 @@ def test_decoder_is_causal(impl, device: str, batch: ModelBatch) -> None:
                  component="logits at positions <= t", config=cfg)
 
 
+@pytest.mark.clause("mask.zero-weight", "encoder.block", "decoder.block")
 @given(batch=model_batches())
 def test_encoder_and_decoder_ignore_padded_source_tokens(impl, device: str, batch: ModelBatch) -> None:
     """Changing source tokens at padded positions changes no encoder output at a real position, and no decoder
@@ -103,6 +105,7 @@ def _inputs(cfg: AttentionConfig, seed: int, dtype: torch.dtype, device: str) ->
     return x.to(device), memory.to(device)
 
 
+@pytest.mark.clause("mask.zero-weight", "mask.fully-masked-finite")
 @given(inp=dense_attention_inputs(max_len=10, max_d_model=32, allow_fully_masked=True),
        dtype=st.sampled_from((torch.float32, F64)))
 def test_multi_head_attention_masked_keys_get_zero_weight(impl, device: str, inp: AttentionInputs,
@@ -138,6 +141,7 @@ GAINS = {torch.float64: (1.0, 30.0, 1e3), torch.float32: (1.0, 30.0, 1e3), torch
          torch.float16: (1.0, 8.0, 30.0)}
 
 
+@pytest.mark.clause("mask.zero-weight", "mask.fully-masked-finite")
 @given(inp=dense_attention_inputs(max_len=10, max_d_model=32, allow_fully_masked=True, scales=("unit",)),
        dtype_gain=st.sampled_from(tuple(GAINS)).flatmap(lambda dt: st.tuples(st.just(dt), st.sampled_from(GAINS[dt]))))
 def test_attention_masked_keys_get_zero_weight_in_every_dtype(impl, device: str, inp: AttentionInputs,
@@ -169,6 +173,7 @@ def test_attention_masked_keys_get_zero_weight_in_every_dtype(impl, device: str,
                  config={**inp.describe(), "gain": gain}, dtype=dtype)
 
 
+@pytest.mark.clause("mask.fully-masked-finite")
 @pytest.mark.parametrize("dtype", tuple(GAINS), ids=str)
 @given(h=st.integers(1, 3), d_k=st.integers(1, 8), Lq=st.integers(1, 4), Lk=st.integers(1, 6),
        sign=st.sampled_from((-1.0, 1.0)), gain_index=st.integers(0, 2))
@@ -220,6 +225,7 @@ def test_attention_fully_masked_rows_are_zero(impl, device: str, dtype: torch.dt
         "static attention: fully masked rows are not all-zero")
 
 
+@pytest.mark.clause("mask.semantics")
 @given(case=int_mask_twins(), seed=st.integers(0, 2**31 - 1))
 def test_multi_head_attention_bool_and_int_masks_identical(impl, device: str, case, seed: int) -> None:
     """A bool mask and an integer mask holding arbitrary nonzero values where it is True give identical outputs
@@ -237,6 +243,7 @@ def test_multi_head_attention_bool_and_int_masks_identical(impl, device: str, ca
     assert torch.equal(weights_int, weights_bool), f"{twin.dtype} mask gives other weights than the bool mask"
 
 
+@pytest.mark.clause("mask.semantics")
 @given(case=mask_forms(), seed=st.integers(0, 2**31 - 1))
 def test_multi_head_attention_mask_broadcast_forms_identical(impl, device: str, case, seed: int) -> None:
     """One mask written in each accepted shape ([Lk], [Lq, Lk], [1, Lq, Lk], [B, 1, 1, Lk], [B, 1, Lq, Lk],
@@ -256,6 +263,7 @@ def test_multi_head_attention_mask_broadcast_forms_identical(impl, device: str, 
         assert torch.equal(weights, full_weights), f"mask of shape {shape} gives other weights than {full_shape}"
 
 
+@pytest.mark.clause("extra.mask-helpers")
 @given(size=st.integers(1, 64))
 def test_causal_mask_matches_numpy_tril(impl, size: int) -> None:
     """``causal_mask(size)`` is exactly Bool[1, size, size] = ``np.tril(ones)``: position t sees keys <= t."""
@@ -268,6 +276,7 @@ def test_causal_mask_matches_numpy_tril(impl, size: int) -> None:
     assert np.array_equal(got, expected), f"causal_mask({size}) differs from tril at {np.argwhere(got != expected)[:5]}"
 
 
+@pytest.mark.clause("extra.mask-helpers")
 @given(tokens=st.integers(1, 4).flatmap(lambda B: st.integers(1, 16).flatmap(
            lambda L: token_batches(B, L, 6))), pad_id=st.integers(0, 5))
 def test_padding_mask_matches_comparison(impl, tokens: np.ndarray, pad_id: int) -> None:

@@ -23,6 +23,8 @@ from reference.contract import DEFAULT_IMPL, ModelConfig, build_model, load_impl
 from tests.negative_controls import EXPECTED_KILLS, control_names, dotted, load_control
 from tests.negative_controls.kill_matrix import COMMAND, ROOT, child_env, tier
 
+pytestmark = pytest.mark.clause("kit")
+
 #: The issue's list: every one of these components has at least one control.
 REQUIRED_COMPONENTS = frozenset({
     "embeddings", "positional table", "layer norm", "feed-forward", "attention scaling", "attention softmax",

@@ -18,6 +18,8 @@ from reference.contract import REQUIRED_NAMES, ModelConfig, build_model, randomi
 from reference.weights import extract_weights, model_hparams
 from tests.strategies import AttentionConfig, attention_configs, dense_arrays, masks, model_configs
 
+pytestmark = pytest.mark.clause("kit")
+
 #: The oracle's own float64 rounding on these small problems stays within a few hundred eps.
 F64 = dict(rtol=1e-13, atol=1e-13)
 CONTRACT_CLASSES = frozenset(REQUIRED_NAMES) - {"build_transformer"}

@@ -58,6 +58,7 @@ def _table(impl, d_model: int, seq_len: int, dtype: torch.dtype, device: str = "
     return module.pe[0]
 
 
+@pytest.mark.clause("pe.formula")
 @given(cfg=pe_configs(max_d_model=520), dtype=st.sampled_from(DTYPES))
 def test_positional_encoding_matches_paper_formula(impl, cfg: tuple[int, int], dtype: torch.dtype) -> None:
     """Every entry, positions past 2048, even and odd d_model, float32 and float64 tables."""
@@ -69,6 +70,7 @@ def test_positional_encoding_matches_paper_formula(impl, cfg: tuple[int, int], d
                        config={"d_model": d_model, "seq_len": seq_len, "dtype": dtype})
 
 
+@pytest.mark.clause("pe.formula", "pe.buffer")
 @given(cfg=pe_configs(lengths=st.integers(2, 300)), dtype=st.sampled_from(DTYPES))
 def test_positional_encoding_layout(impl, cfg: tuple[int, int], dtype: torch.dtype) -> None:
     """Row 0 is [0, 1, 0, 1, ...]; |pe| <= 1; sin^2 + cos^2 = 1 per column pair; frequencies 10000^(-2i/d).
@@ -96,6 +98,7 @@ def test_positional_encoding_layout(impl, cfg: tuple[int, int], dtype: torch.dty
                                msg=lambda m: f"frequencies are not 10000^(-2i/d), 1 down towards 1/10000\n{m}")
 
 
+@pytest.mark.clause("pe.formula")
 @given(cfg=pe_configs(max_d_model=64, lengths=st.integers(3, 600)), offset=st.integers(1, 599),
        dtype=st.sampled_from(DTYPES))
 def test_positional_encoding_offset_is_a_fixed_rotation(impl, cfg: tuple[int, int], offset: int,
@@ -128,6 +131,7 @@ def test_positional_encoding_offset_is_a_fixed_rotation(impl, cfg: tuple[int, in
         f"max error {float(err.max()):.3e} (allowed {float(allowed.min()):.3e}..{float(allowed.max()):.3e})")
 
 
+@pytest.mark.clause("pe.buffer", "pe.add")
 def test_positional_encoding_pe_is_a_persistent_buffer(impl) -> None:
     """``pe`` is in ``state_dict`` and ``named_buffers``, not a parameter, and takes no gradient."""
     module = construct(impl.PositionalEncoding, 6, 5, 0.0)

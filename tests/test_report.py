@@ -16,6 +16,8 @@ from reference import report
 from reference.contract import DEFAULT_IMPL
 from tests.conformance.blog_api import write_blog_api_impl
 
+pytestmark = pytest.mark.clause("kit")
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Two of the report's configurations (N = 2; odd d_model) keep the in-process sweeps short (CI runs the full
 #: report from the command line).

@@ -17,6 +17,7 @@ def _randn(*shape: int, device: str) -> torch.Tensor:
     return torch.randn(*shape, device=device, dtype=DTYPE)
 
 
+@pytest.mark.clause("embed.scaled-lookup", "api.signatures")
 @given(cfg=attention_configs(), vocab=st.integers(1, 50))
 def test_input_embeddings_shape(impl, device, cfg: AttentionConfig, vocab: int) -> None:
     emb = construct(impl.InputEmbeddings, cfg.d_model, vocab, device=device, dtype=DTYPE)
@@ -24,6 +25,7 @@ def test_input_embeddings_shape(impl, device, cfg: AttentionConfig, vocab: int) 
     assert emb(tokens).shape == (cfg.B, cfg.Lq, cfg.d_model)
 
 
+@pytest.mark.clause("pe.add", "pe.buffer")
 @given(cfg=attention_configs(), extra=st.integers(0, 5))
 def test_positional_encoding_shape(impl, device, cfg: AttentionConfig, extra: int) -> None:
     pe = construct(impl.PositionalEncoding, cfg.d_model, cfg.Lq + extra, 0.0, device=device, dtype=DTYPE)
@@ -31,6 +33,7 @@ def test_positional_encoding_shape(impl, device, cfg: AttentionConfig, extra: in
     assert pe(_randn(cfg.B, cfg.Lq, cfg.d_model, device=device)).shape == (cfg.B, cfg.Lq, cfg.d_model)
 
 
+@pytest.mark.clause("ln.biased-variance")
 @given(cfg=attention_configs())
 def test_layer_normalization_shape(impl, device, cfg: AttentionConfig) -> None:
     norm = construct(impl.LayerNormalization, cfg.d_model, device=device, dtype=DTYPE)
@@ -38,6 +41,7 @@ def test_layer_normalization_shape(impl, device, cfg: AttentionConfig) -> None:
     assert norm(_randn(cfg.B, cfg.Lq, cfg.d_model, device=device)).shape == (cfg.B, cfg.Lq, cfg.d_model)
 
 
+@pytest.mark.clause("ffn.formula")
 @given(cfg=attention_configs(), d_ff=st.integers(1, 96))
 def test_feed_forward_block_shape(impl, device, cfg: AttentionConfig, d_ff: int) -> None:
     ff = construct(impl.FeedForwardBlock, cfg.d_model, d_ff, 0.0, device=device, dtype=DTYPE)
@@ -46,6 +50,7 @@ def test_feed_forward_block_shape(impl, device, cfg: AttentionConfig, d_ff: int)
     assert ff(_randn(cfg.B, cfg.Lq, cfg.d_model, device=device)).shape == (cfg.B, cfg.Lq, cfg.d_model)
 
 
+@pytest.mark.clause("mha.formula", "mask.semantics")
 @given(cfg=attention_configs())
 def test_multi_head_attention_block_shape(impl, device, cfg: AttentionConfig) -> None:
     note(cfg)
@@ -60,6 +65,7 @@ def test_multi_head_attention_block_shape(impl, device, cfg: AttentionConfig) ->
     assert tuple(mha.attention_scores.shape) == (cfg.B, cfg.h, cfg.Lq, cfg.Lk)
 
 
+@pytest.mark.clause("mha.static-attention")
 @given(cfg=attention_configs())
 def test_attention_static_shape(impl, device, cfg: AttentionConfig) -> None:
     q = _randn(cfg.B, cfg.h, cfg.Lq, cfg.d_k, device=device)
@@ -70,6 +76,7 @@ def test_attention_static_shape(impl, device, cfg: AttentionConfig) -> None:
     assert weights.shape == (cfg.B, cfg.h, cfg.Lq, cfg.Lk)
 
 
+@pytest.mark.clause("transformer.compose", "projection.logits")
 @given(cfg=model_configs(), B=st.integers(1, 3), src_len=st.integers(1, 16), tgt_len=st.integers(1, 16))
 def test_transformer_shapes(impl, device, cfg, B: int, src_len: int, tgt_len: int) -> None:
     """encode -> [B, Ls, d], decode -> [B, Lt, d], project -> [B, Lt, tgt_vocab]; blocks and stacks as built."""
@@ -93,6 +100,7 @@ def test_transformer_shapes(impl, device, cfg, B: int, src_len: int, tgt_len: in
         assert model(src, tgt, src_mask, tgt_mask).shape == logits.shape
 
 
+@pytest.mark.clause("extra.mask-helpers")
 @given(size=st.integers(1, 32))
 def test_causal_mask_shape(impl, size: int) -> None:
     if missing := missing_extras(impl, "causal_mask"):
@@ -101,6 +109,7 @@ def test_causal_mask_shape(impl, size: int) -> None:
     assert mask.shape == (1, size, size) and mask.dtype == torch.bool
 
 
+@pytest.mark.clause("extra.mask-helpers")
 @given(B=st.integers(1, 4), L=st.integers(1, 16))
 def test_padding_mask_shape(impl, B: int, L: int) -> None:
     if missing := missing_extras(impl, "padding_mask"):

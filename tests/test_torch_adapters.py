@@ -22,6 +22,8 @@ from tests.strategies import (WELL_CONDITIONED_SCALES, AttentionConfig, Attentio
 from tests.test_equivalence_torch import (LAYERS, SEEDS, as_tensor, assert_float64_close, counting, decoder,
                                           decoder_block, encoder, encoder_block, eps_of, keys_values, mha_block, rows)
 
+pytestmark = pytest.mark.clause("kit")
+
 DTYPE = torch.float64
 #: The adapters' wiring (which weight goes where, mask shape and polarity) is scale-free and shows as O(1) relative
 #: errors on well-conditioned inputs; the other scales are exercised against torch's own error in

@@ -1,0 +1,91 @@
+"""Positive controls: every implementation that is correct under the contract passes the suite (specificity).
+
+Each control in ``tests/positive_controls/`` differs from ``scratch_transformer`` the way real code does (fused
+attention, another LayerNorm algorithm, the blog's table, the blog-only API, an independently written model) and
+breaks no contract clause. The kill matrix (``python -m tests.negative_controls.kill_matrix``) runs the whole
+non-slow suite on each and records, in ``expected_kills.json``, that none fails and a selection of tests for this
+re-check: the cheapest test of every module plus the tests that kill negative controls of the same component. A
+failure here is a false alarm: the suite asserts more than the contract, or a tolerance no correct algorithm meets.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from reference.contract import DEFAULT_IMPL, ModelConfig, build_model, load_impl
+from tests import positive_controls
+from tests.negative_controls import EXPECTED_KILLS
+from tests.negative_controls.kill_matrix import COMMAND, ROOT
+from tests.test_negative_controls import _run
+
+pytestmark = pytest.mark.clause("kit")
+#: The issue's floor on the catalogue.
+MIN_CONTROLS = 10
+#: Variants the catalogue must keep (each a way real code differs that once raised a false alarm).
+REQUIRED = ("attn_sdpa", "attn_neg_inf_nan_to_num", "attn_blog_fill_dtype_safe", "ln_functional", "ln_textbook",
+            "ln_var_mean", "pe_blog_float64", "attn_heads_einsum", "attn_softmax_float64", "blog_api", "independent")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _default_impl_only(impl_name: str) -> None:
+    if impl_name != DEFAULT_IMPL:
+        pytest.skip(f"the positive-control meta-tests judge the suite, not --impl {impl_name}")
+
+
+def recorded() -> dict:
+    if not EXPECTED_KILLS.exists():
+        pytest.fail(f"{EXPECTED_KILLS.relative_to(ROOT)} is missing: run `{COMMAND}`")
+    return json.loads(EXPECTED_KILLS.read_text()).get("positive", {})
+
+
+def test_positive_controls_catalogue() -> None:
+    names = positive_controls.control_names()
+    assert len(names) >= MIN_CONTROLS, f"only {len(names)} positive controls; at least {MIN_CONTROLS} wanted"
+    assert set(REQUIRED) <= set(names), f"missing: {sorted(set(REQUIRED) - set(names))}"
+
+
+@pytest.mark.parametrize("name", positive_controls.control_names())
+def test_positive_control_imports_builds_and_runs(name: str) -> None:
+    module = load_impl(positive_controls.dotted(name))
+    assert isinstance(module.VARIANT, str) and module.VARIANT and "\n" not in module.VARIANT
+    assert isinstance(module.COMPONENT, str) and module.COMPONENT
+    torch.manual_seed(0)
+    model = build_model(module, ModelConfig(), dtype=torch.float32).eval()
+    src, tgt = torch.randint(1, 11, (2, 5)), torch.randint(1, 13, (2, 5))
+    logits = model.project(model.decode(model.encode(src, None), None, tgt,
+                                        torch.tril(torch.ones(1, 5, 5, dtype=torch.bool))))
+    assert logits.shape == (2, 5, 13) and bool(torch.isfinite(logits).all())
+
+
+def test_kill_matrix_records_every_positive_control_passing() -> None:
+    """The full non-slow suite ran on every positive control and failed nowhere (``expected_kills.json``)."""
+    record = recorded()
+    stale = sorted(set(positive_controls.control_names()) ^ set(record))
+    assert not stale, f"expected_kills.json is stale for positive controls {stale}: run `{COMMAND}`"
+    alarms = {name: entry["failed"] for name, entry in record.items() if entry["failed"]}
+    assert not alarms, f"false alarms recorded by the kill matrix (docs/kill-matrix.md): {alarms}"
+    for name, entry in record.items():
+        assert entry["passed"] > 100 and entry["selection"], f"{name}: too little of the suite ran ({entry})"
+        modules = {n.split("::")[0] for n in entry["selection"]}
+        assert len(modules) >= 10, f"{name}: the recorded selection covers only {sorted(modules)}"
+
+
+def test_positive_controls_pass_their_recorded_selection() -> None:
+    """Every positive control passes the recorded selection of tests, the way the kill matrix ran them."""
+    record = recorded()
+    examples = json.loads(EXPECTED_KILLS.read_text()).get("max_examples")
+    names = [n for n in positive_controls.control_names() if record.get(n, {}).get("selection")]
+    if not names:
+        pytest.skip("no recorded selection (see test_kill_matrix_records_every_positive_control_passing)")
+    entries = [{"impl": positive_controls.dotted(n), "args": [*record[n]["selection"], "--device", "cpu", "-q"],
+                "max_examples": examples} for n in names]
+    alarms = []
+    for name, result in zip(names, _run(entries)):
+        bad = {k: v["message"] for k, v in result["outcomes"].items() if v["outcome"] in ("failed", "error")}
+        bad.update(result["collect_errors"])
+        if bad or result["exit"] not in (0, 5):
+            alarms.append(f"{name} ({record[name]['variant']}): exit {result['exit']}, {bad}")
+    assert not alarms, "false alarms on correct implementations:\n" + "\n".join(alarms)
