@@ -102,7 +102,10 @@ def pytest_report_header(config: pytest.Config) -> str:
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (f"scratch-transformer: impl={config.getoption('--impl')}, torch {torch.__version__}, cuda: {cuda}, "
             f"hypothesis profile: {_profile_name()}, {_seed_line(config)}, "
-            f"strict tier: {'on' if strict_tier(config) else 'off'}, compile: {contract.compile_backend or 'no'}")
+            f"strict tier: {'on' if strict_tier(config) else 'off'}, compile: {contract.compile_backend or 'no'}"
+            + ("" if torch.cuda.is_available() or config.getoption("--device") != "all" else
+               "\nscratch-transformer: no CUDA device, so device-parametrised tests are generated for cpu only "
+               "(--device cuda collects their CUDA cases, as skips)"))
 
 
 def strict_tier(config: pytest.Config) -> bool:
@@ -134,6 +137,8 @@ def strict(pytestconfig: pytest.Config) -> bool:
 def _device_params(config: pytest.Config) -> list:
     chosen = config.getoption("--device")
     names = DEVICES if chosen == "all" else (chosen,)
+    if chosen == "all" and not torch.cuda.is_available():
+        names = ("cpu",)  # no CUDA case is generated (the header says so), rather than hundreds of skips
     params = []
     for name in names:
         marks = []

@@ -13,8 +13,8 @@ def _attention(query, key, value, mask, dropout):
     if dropout is not None and dropout.training and dropout.p > 0:
         return None  # dropout on the weights: keep the explicit path, so attention_scores shows what was dropped
     bool_mask = None if mask is None else (mask != 0)
-    if bool_mask is not None and bool_mask.dim() == 3:
-        bool_mask = bool_mask.unsqueeze(1)
+    while bool_mask is not None and bool_mask.dim() < 4:  # SDPA rejects a 1-D [Lk] mask (the contract takes it);
+        bool_mask = bool_mask.unsqueeze(0)                # a 3-D one is [1, Lq, Lk], so this is the heads axis
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=bool_mask)
     work = torch.promote_types(query.dtype, torch.float32)  # 16-bit weights computed in float32
     scores = (query.to(work) @ key.to(work).transpose(-2, -1)) / query.shape[-1] ** 0.5
