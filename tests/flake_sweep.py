@@ -28,7 +28,7 @@ BASE_SEED = 20261129
 
 
 def run(impl: str, seed: int, profile: str, modules: list[str], jobs: int) -> dict:
-    env = {**os.environ, "HYPOTHESIS_PROFILE": profile, "CI": ""}
+    env = {**os.environ, "HYPOTHESIS_PROFILE": profile, "CI": "", "SCRATCH_TRANSFORMER_IMPL": impl}
     env.pop("SCRATCH_TRANSFORMER_HYPOTHESIS_SEED", None)
     args = [sys.executable, "-m", "pytest", *modules, "--impl", impl, "--device", "cpu", "-q", "-p", "no:cacheprovider",
             "--hypothesis-seed", str(seed), "-m", "not slow", *(["-n", str(jobs)] if jobs > 1 else [])]

@@ -176,7 +176,8 @@ def _selection(outcomes: dict[str, dict[str, Any]], controls: dict[str, Any], co
     for m in modules:
         ids = sorted((d, n) for n, d in passed.items() if module_of(n) == m)
         chosen += [n for _, n in ids[:1]]
-    related = {n for c in controls.values() if c["component"] == component for n in c["kills"]}
+    word = component.split()[0]  # "attention" relates to "attention masking", "positional encoding" to "... table"
+    related = {n for c in controls.values() if c["component"].split()[0] == word for n in c["kills"]}
     spent = sum(passed[n] for n in chosen)
     for d, n in sorted((passed[n], n) for n in related if n in passed and n not in chosen):
         if spent + d > SELECTION_SECONDS:
