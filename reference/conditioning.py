@@ -64,8 +64,9 @@ TRIALS: int = 3
 #: A correct implementation may differ from the float64 oracle by this many times the Monte Carlo spread. The
 #: constant covers another algorithm's different order of operations (a fused kernel, another summation order: the
 #: same roundings, other signs), dot products whose ``n`` roundings add up (~sqrt(n)), and the estimator's
-#: underestimate from few trials. Measured over the positive controls (docs/tolerances.md); every negative control
-#: that breaks a formula errs by orders of magnitude more.
+#: underestimate from few trials. Measured (docs/tolerances.md): over 45 random-seed runs of the equivalence,
+#: gradient and masking modules on scratch_transformer and the 12 positive controls, and one thorough run, the
+#: largest error / spread among the 1259 comparisons the bound decided was 6.2; every negative control stays killed.
 COND_FACTOR: float = 32.0
 
 _ACTIVE: list[tuple[float, np.random.Generator]] = []
