@@ -26,6 +26,12 @@ def to_f64(x: ArrayLike) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x, dtype=np.float64))
 
 
+def keep_mask(where: ArrayLike, like: torch.Tensor) -> torch.Tensor:
+    """``where`` (bool/int array or tensor, broadcastable) as a CPU bool tensor of ``like``'s shape."""
+    keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
+    return keep.to(torch.bool).expand_as(like)
+
+
 @dataclass(frozen=True)
 class ErrorStats:
     """Max abs/rel error of ``actual`` against ``expected`` and where the worst one sits."""
@@ -51,8 +57,7 @@ def error_stats(actual: ArrayLike, expected: ArrayLike, where: ArrayLike | None 
     diff = (a - e).abs()
     diff = torch.where(torch.isnan(diff), torch.full_like(diff, float("inf")), diff)
     if where is not None:
-        keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
-        keep = keep.to(torch.bool).expand_as(diff)
+        keep = keep_mask(where, diff)
         diff = torch.where(keep, diff, torch.zeros_like(diff))
         e_abs = torch.where(keep, e.abs(), torch.zeros_like(e))
     else:
@@ -93,8 +98,7 @@ def check_reference_finite(reference: ArrayLike, *, what: str, component: str,
     r = to_f64(reference)
     bad = ~torch.isfinite(r)
     if where is not None:
-        keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
-        bad = bad & keep.to(torch.bool).expand_as(bad)
+        bad = bad & keep_mask(where, bad)
     if bool(bad.any()):
         first = tuple(int(i) for i in bad.nonzero()[0])
         raise NonFiniteReference(
@@ -131,8 +135,7 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
         raise AssertionError(f"{describe(component, config)}: shape {tuple(a.shape)} != expected {tuple(e.shape)}")
     check_reference_finite(e, what="expected value", component=component, config=config, where=where)
     if where is not None:
-        keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
-        keep = keep.to(torch.bool).expand_as(a)
+        keep = keep_mask(where, a)
         a = torch.where(keep, a, torch.zeros_like(a))  # excluded positions may hold NaN on either side
         e = torch.where(keep, e, torch.zeros_like(e))
     stats = error_stats(a, e)
@@ -187,8 +190,7 @@ def assert_error_ratio(actual: ArrayLike, torch_out: ArrayLike, oracle: ArrayLik
                                       min=allowed)
             diff = (a - e).abs().nan_to_num(nan=float("inf"))
             if where is not None:
-                keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
-                diff = torch.where(keep.to(torch.bool).expand_as(diff), diff, torch.zeros_like(diff))
+                diff = torch.where(keep_mask(where, diff), diff, torch.zeros_like(diff))
             passed = bool((diff <= per_element).all())
             _log_conditioning(component, dtype, (diff - tolerances.floor(dtype, impl_err.scale)).clamp_min(0), sens,
                               passed)

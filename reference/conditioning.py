@@ -17,8 +17,8 @@ Two instruments: NumPy oracles (``reference.numpy_ref``) receive their inputs th
 ``reference.weights.to_numpy``, which inside :func:`perturbation` hands out :class:`MCArray` views whose ufuncs
 (``+ - * / exp sqrt matmul``, reductions) perturb their operands and results; torch float64 references (the
 gradient oracle) run under :class:`MonteCarloMode`, a ``TorchDispatchMode`` that perturbs the result of every aten
-op, with fused kernels (LayerNorm, softmax and their backward, SDPA) decomposed into elementary ops first so their
-internal cancellations are seen too.
+op, with fused kernels (LayerNorm, softmax and their backward) decomposed into elementary ops first and attention
+on the math backend, so their internal cancellations are seen too.
 """
 
 from __future__ import annotations

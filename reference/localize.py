@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import conditioning, numpy_ref, tolerances
-from .compare import error_stats, to_f64
+from .compare import error_stats, keep_mask, to_f64
 from .contract import ModelConfig, build_model, randomize_parameters_
 from .weights import component_hparams, extract_weights, to_numpy
 
@@ -122,8 +122,7 @@ def judge(actual: Any, expected: Any, *, dtype: torch.dtype, torch_out: Any = No
     diff = (a - e).abs().nan_to_num(nan=math.inf)
     ratio = (diff / allowance).nan_to_num(nan=math.inf)
     if where is not None:
-        keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
-        ratio = torch.where(keep.to(torch.bool).expand_as(ratio), ratio, torch.zeros_like(ratio))
+        ratio = torch.where(keep_mask(where, ratio), ratio, torch.zeros_like(ratio))
     worst = int(torch.argmax(ratio))
     margin = float(ratio.reshape(-1)[worst])
     if margin > 1:
@@ -159,8 +158,7 @@ def _judge(actual: Any, expected: Any, *, dtype: torch.dtype, torch_out: Any, ru
     within = diff <= allowance
     ratio = diff / allowance
     if where is not None:
-        keep = torch.as_tensor(np.asarray(where) if not isinstance(where, torch.Tensor) else where.cpu())
-        keep = keep.to(torch.bool).expand_as(ratio)
+        keep = keep_mask(where, ratio)
         ratio = torch.where(keep, ratio, torch.zeros_like(ratio))
         within = within | ~keep
     if ratio.numel() == 0:
