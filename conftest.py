@@ -5,7 +5,12 @@
 * ``--strict-tier`` (env ``SCRATCH_TRANSFORMER_STRICT=1``): run the strict tier (this package's own choices beyond the README's contract, ``@pytest.mark.strict``)
   on a foreign ``--impl`` too; it always runs for ``scratch_transformer`` (see ``reference/clauses.py``).
 * ``--device {cpu,cuda,all}``: narrow the ``device`` fixture (default: all; CUDA cases skip without a GPU).
-* ``--hypothesis-profile {ci,dev,thorough}``: ``ci`` is the default when ``CI=true``, else ``dev``.
+* ``--hypothesis-profile {ci,dev,thorough}``: ``ci`` is the default when ``CI=true``, else ``dev``. ``ci`` does not
+  shrink a failing example (it prints the first one it found, and runs are derandomized); nor does any profile when
+  ``--impl`` names another implementation, unless ``--hypothesis-profile`` is given explicitly: a broken model fails
+  as fast as a correct one passes (``dev`` and ``thorough`` shrink for this package, for the minimal example).
+* ``-m smoke``: the smoke tier, a few fast tests that together kill every negative control (chosen by the kill
+  matrix, ``tests/negative_controls/expected_kills.json``).
 * ``--compile`` (``--compile-backend NAME``, default inductor; or env ``SCRATCH_TRANSFORMER_COMPILE=NAME``): every
   module the suite builds through ``reference.contract.construct``/``build_model`` runs under ``torch.compile``.
 """
@@ -20,7 +25,7 @@ from types import ModuleType
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import core as hypothesis_core
 
 ROOT = Path(__file__).resolve().parent
@@ -29,10 +34,14 @@ if str(ROOT) not in sys.path:  # run from a bare working tree (e.g. the GPU mach
 
 from reference import contract  # noqa: E402
 from reference.contract import DEFAULT_IMPL, load_impl  # noqa: E402
+from tests import COLLECTED_CLAUSES, COLLECTED_NODEIDS  # noqa: E402
 
 _common = dict(deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("ci", derandomize=True, database=None, max_examples=20, **_common)
+#: No shrink (and so no explain) phase: a failing test stops at its first failing example, printed with its
+#: reproduction blob, so a run on a broken model takes no longer than a green one (issue 14).
+NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
+settings.register_profile("ci", derandomize=True, database=None, max_examples=20, phases=NO_SHRINK, **_common)
 settings.register_profile("dev", max_examples=40, **_common)
 settings.register_profile("thorough", max_examples=400, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
@@ -83,6 +92,13 @@ def pytest_configure(config: pytest.Config) -> None:
     contract.compile_backend = config.getoption("--compile-backend") if config.getoption("--compile") else None
     if _random_profile() and config.getoption("hypothesis_seed", None) is None:
         hypothesis_core.global_force_seed = SESSION_SEED
+    if config.getoption("--impl") != DEFAULT_IMPL and config.getoption("hypothesis_profile", None) is None \
+            and Phase.shrink in settings.default.phases:
+        # A conformance run on foreign code: report the first failing example instead of shrinking it (minutes per
+        # failing test); `--hypothesis-profile dev` asks for shrinking explicitly.
+        name = f"{_profile_name()}-no-shrink"
+        settings.register_profile(name, parent=settings.default, phases=NO_SHRINK)
+        settings.load_profile(name)
 
 
 def _seed_line(config: pytest.Config) -> str:
@@ -113,9 +129,55 @@ def strict_tier(config: pytest.Config) -> bool:
     return config.getoption("--impl") == DEFAULT_IMPL or config.getoption("--strict-tier")
 
 
+#: Where the kill matrix records the smoke tier (``"smoke"``: the node ids of its tests).
+EXPECTED_KILLS = ROOT / "tests" / "negative_controls" / "expected_kills.json"
+CUDA_LEFT_OUT = pytest.StashKey[int]()
+
+
+def smoke_tests() -> frozenset[str]:
+    """Node ids of the smoke tier (``-m smoke``), as the kill matrix recorded them."""
+    import json
+
+    try:
+        return frozenset(json.loads(EXPECTED_KILLS.read_text()).get("smoke", {}))
+    except (OSError, ValueError):
+        return frozenset()
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m/-k deselect anything
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if strict_tier(config):
-        return
+    smoke = smoke_tests()
+    clause_map: dict[str, set[str]] = {}
+    for item in items:
+        if item.nodeid in smoke:
+            item.add_marker(pytest.mark.smoke)
+        ids = clause_map.setdefault(item.nodeid.split("[")[0].replace("tests/", "", 1), set())
+        ids.update(c for m in item.iter_markers("clause") for c in m.args)
+        if item.get_closest_marker("strict"):
+            ids.add("@strict")
+    config.stash[COLLECTED_CLAUSES] = {k: sorted(v) for k, v in clause_map.items()}
+    config.stash[COLLECTED_NODEIDS] = frozenset(item.nodeid for item in items)
+    if CUDA_LEFT_OUT in config.stash:
+        config.stash[CUDA_LEFT_OUT] = sum(1 for item in items if getattr(item, "callspec", None) is not None
+                                          and item.callspec.params.get("device") == "cpu")
+    _order(items)
+    if not strict_tier(config):
+        _skip_strict(config, items)
+
+
+def _order(items: list[pytest.Item]) -> None:
+    """The contract checks first (``-x`` stops at the root cause: a missing class or a wrong signature), then the
+    long-running ``slow`` tests (so ``-n 2`` starts them at once instead of waiting for them at the end), then the
+    rest in pytest's order."""
+    def rank(item: pytest.Item) -> int:
+        if item.nodeid.startswith("tests/test_contract.py"):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable
+
+
+def _skip_strict(config: pytest.Config, items: list[pytest.Item]) -> None:
     impl = config.getoption("--impl")
     for item in items:
         marker = item.get_closest_marker("strict")
@@ -126,6 +188,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.skip(
             reason=f"beyond the contract ({', '.join(clause_ids) or 'strict'}): {what}; {DEFAULT_IMPL}'s own "
                    f"choice, not required of impl={impl} (--strict-tier runs it)"))
+
+
+def pytest_report_collectionfinish(config: pytest.Config, start_path: Path, items: list[pytest.Item]) -> str:
+    left_out = config.stash.get(CUDA_LEFT_OUT, None)
+    if not left_out:
+        return ""
+    return (f"scratch-transformer: {left_out} CUDA cases left out (no CUDA device on this machine; "
+            "--device cuda collects them as skips)")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    """Under ``-n N`` the workers collect: the controller counts the left-out CUDA cases from the first one's ids."""
+    import re
+
+    config = node.config
+    if CUDA_LEFT_OUT in config.stash or torch.cuda.is_available() or config.getoption("--device") != "all":
+        return
+    config.stash[CUDA_LEFT_OUT] = sum(1 for i in ids if re.search(r"\[(?:[^\]]*-)?cpu(?:-[^\]]*)?\]$", i))
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and config.stash[CUDA_LEFT_OUT]:
+        reporter.write_line(pytest_report_collectionfinish(config, config.rootpath, []))
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +223,7 @@ def _device_params(config: pytest.Config) -> list:
     names = DEVICES if chosen == "all" else (chosen,)
     if chosen == "all" and not torch.cuda.is_available():
         names = ("cpu",)  # no CUDA case is generated (the header says so), rather than hundreds of skips
+        config.stash[CUDA_LEFT_OUT] = 0  # counted after collection: one per cpu case
     params = []
     for name in names:
         marks = []

@@ -9,13 +9,20 @@ import pytest
 
 from reference import clauses
 from reference.contract import DEFAULT_IMPL
+from tests import COLLECTED_CLAUSES
 
 pytestmark = pytest.mark.clause("kit")
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def collected() -> dict[str, list[str]]:
+def collected(pytestconfig: pytest.Config) -> dict[str, list[str]]:
+    """Every test function's clause ids: from this session's own collection when it collected the whole suite
+    (the usual run), else from a ``--collect-only`` subprocess."""
+    here = pytestconfig.stash.get(COLLECTED_CLAUSES, {})
+    modules = {p.name for p in (ROOT / "tests").glob("test_*.py")}
+    if {name.split("::", 1)[0] for name in here} >= modules:
+        return here
     return clauses.collect(str(ROOT))
 
 
@@ -51,15 +58,23 @@ def test_readme_clause_table_is_current(collected) -> None:
 
 
 def test_strict_tier_skips_for_a_foreign_impl_unless_asked(pytestconfig) -> None:
-    """The tier switch itself: strict tests run for this package, skip as "beyond the contract" elsewhere."""
+    """The tier switch itself: strict tests run for this package, skip as "beyond the contract" elsewhere.
+
+    Both sessions (without and with ``--strict-tier``) run in one subprocess, one ``pytest.main`` after the other.
+    """
     import subprocess
     import sys
 
-    args = [sys.executable, "-m", "pytest", "tests/test_inputs.py", "-q", "-p", "no:cacheprovider", "-rs",
-            "--impl", "tests.positive_controls.ln_textbook"]
-    skipped = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
-    assert skipped.returncode == 0 and "beyond the contract (strict.bad-inputs)" in skipped.stdout, skipped.stdout[-800:]
-    assert " passed" not in skipped.stdout
-    opted = subprocess.run([*args, "--strict-tier"], cwd=ROOT, capture_output=True, text=True)
-    assert opted.returncode == 0 and " passed" in opted.stdout and "skipped" not in opted.stdout, opted.stdout[-800:]
+    args = ["tests/test_inputs.py", "-q", "-p", "no:cacheprovider", "-rs", "--impl",
+            "tests.positive_controls.ln_textbook"]
+    code = ("import sys, pytest\n"
+            f"a = {args!r}\n"
+            "codes = [pytest.main(a), (print('@@opted', flush=True), pytest.main(a + ['--strict-tier']))[1]]\n"
+            "print('@@codes', [int(c) for c in codes])\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout
+    assert "@@codes [0, 0]" in out, out[-1500:]
+    skipped, opted = out.split("@@opted", 1)
+    assert "beyond the contract (strict.bad-inputs)" in skipped, skipped[-800:]
+    assert " passed" not in skipped
+    assert " passed" in opted and "skipped" not in opted, opted[-800:]
     assert DEFAULT_IMPL == "scratch_transformer"

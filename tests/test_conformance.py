@@ -20,12 +20,18 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["tests/test_contract.py", "tests/test_shapes.py", "tests/test_init.py", "tests/test_inputs.py"]
 
 
-def _run_suite(impl_name: str, pythonpath: Path) -> subprocess.CompletedProcess:
+#: The numerical modules, run on the blog-only copy in the slow tier: every equivalence and gradient property must
+#: reach a model built through the blog's own ``build_transformer`` (no device=/dtype= keywords).
+NUMERICAL_MODULES = ["tests/test_equivalence_oracle.py", "tests/test_equivalence_torch.py", "tests/test_gradients.py",
+                     "tests/test_masking.py", "tests/test_invariances.py", "tests/test_positional.py"]
+
+
+def _run_suite(impl_name: str, pythonpath: Path, modules: list[str] = MODULES) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{pythonpath}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "CI": "true", "HYPOTHESIS_PROFILE": "ci"}
-    return subprocess.run([sys.executable, "-m", "pytest", *MODULES, "--impl", impl_name, "--device", "cpu",
+    return subprocess.run([sys.executable, "-m", "pytest", *modules, "--impl", impl_name, "--device", "cpu",
                            "-q", "-rs", "-p", "no:cacheprovider"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, env=env, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +52,8 @@ def test_blog_api_copy_lacks_the_extras(blog_api_copy, monkeypatch: pytest.Monke
         "causal_mask", "padding_mask", "Transformer.forward", "device=/dtype= constructor keywords"]
     with pytest.raises(TypeError):
         module.LayerNormalization(4, dtype=None)
+    with pytest.raises(TypeError):
+        module.build_transformer(5, 5, 4, 4, 8, 1, 2, 0.0, 16, dtype=None)
 
 
 def test_suite_runs_against_an_implementation_elsewhere(blog_api_copy) -> None:
@@ -57,3 +65,18 @@ def test_suite_runs_against_an_implementation_elsewhere(blog_api_copy) -> None:
     assert " passed" in output and not re.search(r"\b\d+ errors?\b", output), output[-2000:]
     assert "implementation lacks causal_mask" in output and "implementation lacks padding_mask" in output
     assert "beyond the contract (strict.bad-inputs)" in output and "--strict-tier runs it" in output
+
+
+@pytest.mark.slow  # ~1-2 min: the numerical modules in a subprocess
+def test_blog_only_copy_runs_the_equivalence_and_gradient_modules(blog_api_copy) -> None:
+    """The equivalence, gradient, masking, invariance and positional modules judge a blog-only implementation (built
+    by its own keyword-free ``build_transformer``): they pass, and only what needs an extra is skipped."""
+    name, directory = blog_api_copy
+    result = _run_suite(name, directory, NUMERICAL_MODULES)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"--impl {name} failed:\n{output[-4000:]}"
+    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|skipped|failed|errors?)", output.splitlines()[-1])}
+    reasons = set(re.findall(r"SKIPPED \[\d+\] [^:]+:\d+: (.*)", output))
+    allowed = ("implementation lacks", "beyond the contract", "CUDA", "float16", "TF32")
+    unexplained = sorted(r for r in reasons if not any(a in r for a in allowed))
+    assert counts.get("passed", 0) >= 50 and not unexplained, f"{counts}; skips not due to a missing extra: {unexplained}"

@@ -73,6 +73,7 @@ def test_kill_matrix_records_every_positive_control_passing() -> None:
         assert len(modules) >= 10, f"{name}: the recorded selection covers only {sorted(modules)}"
 
 
+@pytest.mark.slow  # ~75 s: twelve pytest sessions
 def test_positive_controls_pass_their_recorded_selection() -> None:
     """Every positive control passes the recorded selection of tests, the way the kill matrix ran them."""
     record = recorded()

@@ -94,7 +94,7 @@ def test_report_cli_exit_status_json_and_reproduction(tmp_path: Path) -> None:
     args = ["--impl", CROSS_KV, "--device", "cpu", "--dtype", "float64", "--component", "transformer",
             "--component", "mha/cross", "--json", str(out), "--no-progress"]
     result = subprocess.run([sys.executable, "-m", "reference.report", *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True)
     text = result.stdout + result.stderr
     assert result.returncode == 1, text
     command = (f"python -m reference.report --impl {CROSS_KV} --component transformer --device cpu "

@@ -2,7 +2,8 @@
 
 ``write_blog_api_impl(dir, name)`` copies a correct implementation's source to ``dir/name/`` (so it lives
 elsewhere, imported from ``PYTHONPATH``), then strips the extras this project adds: the constructors lose their
-``device=``/``dtype=`` keywords, ``causal_mask``/``padding_mask`` are gone and ``Transformer`` has no ``forward``.
+``device=``/``dtype=`` keywords, ``build_transformer`` is the blog's (positional calls, no keywords),
+``causal_mask``/``padding_mask`` are gone and ``Transformer`` has no ``forward``.
 The suite must still judge its numbers, skipping (with a reason naming the part) what needs an extra.
 """
 
@@ -35,6 +36,26 @@ for _name in ("InputEmbeddings", "PositionalEncoding", "LayerNormalization", "Fe
     globals()[_name] = _blog_signature(globals()[_name])
 Transformer.forward = _nn.Module.forward  # the blog's Transformer has encode/decode/project only
 del causal_mask, padding_mask
+
+
+def build_transformer(src_vocab_size, tgt_vocab_size, src_seq_len, tgt_seq_len, d_model=512, N=6, h=8,
+                      dropout=0.1, d_ff=2048):
+    """The blog's builder: positional constructor calls, no device=/dtype= keywords, Xavier on every matrix."""
+    src_embed, tgt_embed = InputEmbeddings(d_model, src_vocab_size), InputEmbeddings(d_model, tgt_vocab_size)
+    src_pos = PositionalEncoding(d_model, src_seq_len, dropout)
+    tgt_pos = PositionalEncoding(d_model, tgt_seq_len, dropout)
+    encoder = Encoder(d_model, _nn.ModuleList([
+        EncoderBlock(d_model, MultiHeadAttentionBlock(d_model, h, dropout), FeedForwardBlock(d_model, d_ff, dropout),
+                     dropout) for _ in range(N)]))
+    decoder = Decoder(d_model, _nn.ModuleList([
+        DecoderBlock(d_model, MultiHeadAttentionBlock(d_model, h, dropout), MultiHeadAttentionBlock(d_model, h, dropout),
+                     FeedForwardBlock(d_model, d_ff, dropout), dropout) for _ in range(N)]))
+    transformer = Transformer(encoder, decoder, src_embed, tgt_embed, src_pos, tgt_pos,
+                              ProjectionLayer(d_model, tgt_vocab_size))
+    for p in transformer.parameters():
+        if p.dim() > 1:
+            _nn.init.xavier_uniform_(p)
+    return transformer
 '''
 
 

@@ -59,6 +59,15 @@ NOT_SLOW = ("-m", "not slow")
 DEFAULT_EXAMPLES = 5
 #: Killing tests per control kept in the JSON (the cheapest), for the CI re-check; the document lists them all.
 RECORDED_KILLS = 10
+#: Modules that test the kit itself (oracles, adapters, report, localiser, strategies), not a property of the
+#: implementation; every other module is a *property module*. Each control's cheapest kill in a property module is
+#: recorded too, so the CI re-check runs a property, not only the fastest (often kit) test that trips over the bug.
+KIT_MODULES = ("tests/test_clauses.py", "tests/test_localize.py", "tests/test_numpy_ref.py", "tests/test_report.py",
+               "tests/test_strategies.py", "tests/test_torch_adapters.py")
+
+
+def is_property_test(nodeid: str) -> bool:
+    return module_of(nodeid) not in KIT_MODULES and module_of(nodeid) not in EXCLUDED_MODULES
 SNAPSHOT_IGNORE = (".git", ".venv", "venv", "__pycache__", ".hypothesis", ".pytest_cache", ".benchmarks", "*.egg-info",
                    "report-out", "plots", "build", "dist")
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "scratch-transformer-kill-matrix"
@@ -72,6 +81,27 @@ POSITIVE = "+"
 #: own timings): the cheapest tests of every module, then the tests that killed a negative control of the same
 #: component (the ones a variant of that component is most likely to trip).
 SELECTION_SECONDS = 12.0
+#: Seconds charged to every smoke test on top of its recorded duration (setup, reporting) in the set cover.
+SMOKE_OVERHEAD = 0.02
+#: Rounds of the smoke check: a control the chosen set fails to kill under the ``ci`` profile's own example count
+#: gets its next-cheapest killing test added, and is checked again.
+SMOKE_ROUNDS = 3
+
+
+def smoke_cover(killed: dict[str, set[str]], cost: dict[str, float]) -> dict[str, list[str]]:
+    """A small, fast set of tests that together kill every control: greedy weighted set cover over the recorded
+    kills (``killed[test] = {controls}``), each step taking the test with the most not-yet-killed controls per
+    second on the correct implementation (``cost``). Returns {test: [controls it is counted for]}."""
+    left = set().union(*killed.values()) if killed else set()
+    chosen: dict[str, list[str]] = {}
+    while left:
+        test = max(killed, key=lambda t: (len(killed[t] & left) / (cost[t] + SMOKE_OVERHEAD), -cost[t], t))
+        gain = killed[test] & left
+        if not gain:
+            break
+        chosen[test] = sorted(gain)
+        left -= gain
+    return chosen
 
 
 def tier(name: str) -> str:
@@ -200,6 +230,7 @@ def build_report(modules: list[str], names: list[str], results: dict[str, dict[s
                               "torch": torch.__version__, **mode, "modules": modules,
                               "controls": {}}
     holes, not_run, rows, details, errors = [], [], [], [], []
+    killers: dict[str, set[str]] = {}  # test -> controls it kills (all of them, not only the recorded ones)
     for name in names:
         module = load_control(name)
         result = results.get(name)
@@ -209,15 +240,18 @@ def build_report(modules: list[str], names: list[str], results: dict[str, dict[s
             errors.append(f"- `{name}`: {why}")
             continue
         killed = kills(result, baseline)
+        for nodeid in killed:
+            killers.setdefault(nodeid, set()).add(name)
         per_module = {m: sum(1 for n in killed if module_of(n) == m) for m in modules}
         # [exception, seconds on the control, seconds on the correct implementation]
         costs = {nodeid: [rec["exception"], rec["duration"], base_out[nodeid]["duration"]]
                  for nodeid, rec in killed.items()}
-        cheapest = sorted(costs, key=lambda n: (sum(costs[n][1:]), n))[:RECORDED_KILLS]
+        by_cost = sorted(costs, key=lambda n: (sum(costs[n][1:]), n))
+        cheapest = by_cost[:RECORDED_KILLS] + [n for n in by_cost if is_property_test(n)][:1]
         record["controls"][name] = {
             "bug": module.BUG, "component": module.COMPONENT, "tier": tier(name), "kill_count": len(killed),
             "modules": {short(m): c for m, c in per_module.items() if c},
-            "kills": {nodeid: costs[nodeid] for nodeid in sorted(cheapest)}}
+            "kills": {nodeid: costs[nodeid] for nodeid in sorted(set(cheapest))}}
         cells = [str(per_module[m]) if per_module[m] else "·" for m in modules]
         rows.append(f"| `{name}` | " + " | ".join(cells) + f" | **{len(killed)}** |")
         if not killed:
@@ -236,6 +270,7 @@ def build_report(modules: list[str], names: list[str], results: dict[str, dict[s
         bad.update({n: {"message": m} for n, m in result["collect_errors"].items()})
         for nodeid, rec in sorted(bad.items()):
             errors.append(f"- `{name}`: `{nodeid}`: {rec['message']}")
+    record["smoke"] = smoke_cover(killers, {n: base_out[n]["duration"] for n in killers})
     record["baseline"] = {"counts": counts,
                           "not_passing": sorted(n for n, r in base_out.items() if r["outcome"] in ("failed", "error"))}
     positive_rows, false_alarms = [], []
@@ -319,6 +354,63 @@ def build_report(modules: list[str], names: list[str], results: dict[str, dict[s
     if errors:
         doc += ["## Errors, not kills (controls must import and construct cleanly)", "", *errors, ""]
     return "\n".join(doc).rstrip() + "\n", record
+
+
+def smoke_check(record: dict[str, Any], names: list[str], root: Path, *, timeout: float,
+                console: Console) -> dict[str, Any]:
+    """Run the smoke tier as users will (``ci`` profile, its own example count, cheapest test first, ``-x``) on
+    the correct implementation and on every control; a control it misses gets its next-cheapest recorded kill
+    added to the tier, and is run again (at most ``SMOKE_ROUNDS`` rounds). Updates ``record["smoke"]``."""
+    smoke: dict[str, list[str]] = record["smoke"]
+    cost = {n: c[2] for entry in record["controls"].values() for n, c in entry["kills"].items()}
+    todo = [n for n in names if n in record["controls"] and record["controls"][n]["kills"]]
+    caught: dict[str, str | None] = {}
+    for _ in range(SMOKE_ROUNDS):
+        ids = sorted(smoke, key=lambda n: (cost.get(n, 0.0), n))
+        entries = [{"impl": BASELINE, "args": [*ids, *PYTEST_ARGS]}]
+        entries += [{"impl": dotted(n), "args": [*ids, *PYTEST_ARGS, "-x",
+                                                 *(["--strict-tier"] if tier(n) == "strict" else [])],
+                     "order": cost} for n in todo]
+        baseline, *results = run_impls(entries, timeout=timeout, root=root)
+        bad = {k: v["message"] for k, v in baseline["outcomes"].items() if v["outcome"] in ("failed", "error")}
+        if baseline["exit"] != 0 or bad:
+            raise SystemExit(f"the smoke tier fails on the correct implementation: {bad or baseline}")
+        missed = []
+        for name, result in zip(todo, results):
+            failed = sorted(k for k, v in result["outcomes"].items() if v["outcome"] == "failed")
+            caught[name] = failed[0] if failed else None
+            if not failed:
+                missed.append(name)
+        for name in missed:  # the next-cheapest recorded kill not yet in the tier
+            spare = sorted((n for n in record["controls"][name]["kills"] if n not in smoke),
+                           key=lambda n: (cost[n], n))
+            if spare:
+                smoke[spare[0]] = [name]
+        console.log(f"smoke tier: {len(smoke)} tests, {len(todo) - len(missed)}/{len(todo)} controls caught, "
+                    f"correct implementation {baseline['wall']:.1f} s in-process")
+        if not missed:
+            break
+        todo = missed
+    return {"caught": dict(sorted(caught.items())), "missed": sorted(n for n, t in caught.items() if t is None),
+            "tests": len(smoke), "seconds_on_correct": round(sum(cost.get(n, 0.0) for n in smoke), 2)}
+
+
+def smoke_section(record: dict[str, Any]) -> str:
+    """The document's account of the smoke tier."""
+    check = record["smoke_check"]
+    lines = ["## Smoke tier (`pytest -m smoke`)", "",
+             f"{check['tests']} tests chosen by a greedy weighted set cover over the kills above (most "
+             "not-yet-killed controls per second on the correct implementation), then run as users run them "
+             "(`ci` profile, its own 20 examples, `-x`) on every control; a control the set missed got its "
+             "next-cheapest kill added. The tier is recorded in `expected_kills.json` (`smoke`), the root conftest "
+             "marks those tests `smoke`, and `tests/test_negative_controls.py` re-checks it in CI. "
+             f"Test time on the correct implementation: {check['seconds_on_correct']:.1f} s (collection not "
+             "counted).", "",
+             f"**{len(check['caught']) - len(check['missed'])} of {len(check['caught'])} controls caught by the "
+             "smoke tier.**" + (f" Missed: {', '.join(check['missed'])}." if check["missed"] else ""), "",
+             "| smoke test | counted for |", "|---|---|"]
+    lines += [f"| `{t}` | {', '.join(f'`{c}`' for c in cs)} |" for t, cs in sorted(record["smoke"].items())]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,6 +513,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     doc, record = build_report(modules, names, results, wall, mode)
+    if full and not args.first_kill:
+        check = smoke_check(record, names, tree, timeout=args.timeout, console=console)
+        record["smoke_check"] = check
+        doc = doc.rstrip() + "\n\n" + smoke_section(record) + "\n"
     table = Table("control", "kills", "modules")
     for name in names:
         entry = record["controls"].get(name)
@@ -439,7 +535,10 @@ def main(argv: list[str] | None = None) -> int:
         console.log(f"[red]false alarms on positive controls: {', '.join(alarms)}")
     if record["baseline"]["not_passing"]:
         console.log(f"[red]failing on the correct implementation: {', '.join(record['baseline']['not_passing'])}")
-    return 1 if uncaught or alarms or record["baseline"]["not_passing"] else 0
+    smoke_missed = record.get("smoke_check", {}).get("missed")
+    if smoke_missed:
+        console.log(f"[red]the smoke tier misses: {', '.join(smoke_missed)}")
+    return 1 if uncaught or alarms or record["baseline"]["not_passing"] or smoke_missed else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Implementations the benchmarks time the suite on (``--impl benchmarks.impls.<name>``); not part of the suite."""
