@@ -44,14 +44,14 @@ def heads_and_width(draw, *, max_d_model: int = 128, max_h: int = 8) -> tuple[in
 
 @st.composite
 def attention_configs(draw, *, max_batch: int = 3, max_len: int = 12, max_d_model: int = 64,
-                      self_attention: bool | None = None, min_len: int = 1) -> AttentionConfig:
+                      self_attention: bool | None = None) -> AttentionConfig:
     """An attention shape; ``Lq != Lk`` (cross-attention) unless ``self_attention`` is True."""
     h, d_k = draw(heads_and_width(max_d_model=max_d_model))
     B = draw(st.integers(1, max_batch))
-    Lq = draw(st.integers(min_len, max_len))
+    Lq = draw(st.integers(1, max_len))
     if self_attention is None:
         self_attention = draw(st.booleans())
-    Lk = Lq if self_attention else draw(st.integers(min_len, max_len))
+    Lk = Lq if self_attention else draw(st.integers(1, max_len))
     return AttentionConfig(B=B, h=h, d_k=d_k, Lq=Lq, Lk=Lk)
 
 

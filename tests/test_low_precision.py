@@ -276,30 +276,35 @@ def test_attention_within_error_of_each_sdpa_backend(impl, device, precision, ba
 
 #: Query and key entries ~ N(0, SHARPNESS^2): scores of standard deviation SHARPNESS^2 = 16, so each row's softmax
 #: is peaked, as in trained models. There the softmax backward, P * (dP - sum(P * dP)), cancels, and attention
-#: computed in 16 bits itself loses digits that float32 accumulation keeps (median 3x torch's error, measured).
+#: computed in 16 bits itself loses digits that float32 accumulation keeps.
 SHARPNESS = 4.0
+#: Fixed sizes, large enough that a relative L2 error over ~3 * 4 * 4 * 28 * 8 elements measures accuracy rather
+#: than luck: over 120 draws (Lq, Lk in [24, 32]) correct implementations stay <= 0.53x torch's error, attention in
+#: 16 bits itself >= 2.41x (float16) and >= 2.91x (bfloat16).
+SHARP = AttentionConfig(B=4, h=4, d_k=8, Lq=0, Lk=0)
 
 
 @pytest.mark.clause("mha.static-attention", "numerics.low-precision")
-@given(cfg=attention_configs(min_len=8, max_len=32, max_d_model=64), seed=st.integers(0, 2**16))
-def test_attention_16bit_gradients_within_sdpa_error(impl, device, precision, cfg, seed) -> None:
+@given(len_q=st.integers(24, 32), len_k=st.integers(24, 32), seed=st.integers(0, 2**16))
+def test_attention_16bit_gradients_within_sdpa_error(impl, device, precision, len_q, len_k, seed) -> None:
     """The attention core's gradients d/d(query, key, value) in float16/bfloat16, over sharp attention with key
     padding, against float64: relative L2 error at most ``K`` times ``F.scaled_dot_product_attention``'s own in
-    the same dtype on the same inputs, plus the floor. Every example counts (no median, no retries): attention
-    has no ReLU gate to flip, so the ratio is stable (correct implementations: <= 1.0 over 240 draws)."""
+    the same dtype on the same inputs. Every example counts (no median, no retries): attention has no ReLU gate to
+    flip, so the ratio is stable. No floor: the floor exists for a torch error that happens to vanish, and this one
+    cannot (every gradient is rounded to the 16-bit dtype: torch's relative L2 error measured 0.4-1.0 eps)."""
     dtype, tf32 = precision
     if dtype == torch.float32:
         pytest.skip("float32 attention gradients are compared element by element in tests/test_gradients.py")
-    config = _config(precision, device, B=cfg.B, h=cfg.h, d_k=cfg.d_k, Lq=cfg.Lq, Lk=cfg.Lk, seed=seed,
-                     sharpness=SHARPNESS)
+    B, h, d_k = SHARP.B, SHARP.h, SHARP.d_k
+    config = _config(precision, device, B=B, h=h, d_k=d_k, Lq=len_q, Lk=len_k, seed=seed, sharpness=SHARPNESS)
     note(config)
     gen = torch.Generator().manual_seed(seed)
-    shapes = [(cfg.B, cfg.h, cfg.Lq, cfg.d_k), (cfg.B, cfg.h, cfg.Lk, cfg.d_k), (cfg.B, cfg.h, cfg.Lk, cfg.d_k)]
-    q, k, v = (torch.randn(s, generator=gen, dtype=torch.float64) * (SHARPNESS if i < 2 else 1.0)
-               for i, s in enumerate(shapes))
-    lengths = torch.randint(1, cfg.Lk + 1, (cfg.B,), generator=gen)
-    mask = (torch.arange(cfg.Lk)[None, :] < lengths[:, None])[:, None, None, :].to(device)
-    g = torch.randn(cfg.B, cfg.h, cfg.Lq, cfg.d_k, generator=gen, dtype=torch.float64)
+    q = torch.randn(B, h, len_q, d_k, generator=gen, dtype=torch.float64) * SHARPNESS
+    k = torch.randn(B, h, len_k, d_k, generator=gen, dtype=torch.float64) * SHARPNESS
+    v = torch.randn(B, h, len_k, d_k, generator=gen, dtype=torch.float64)
+    lengths = torch.randint(1, len_k + 1, (B,), generator=gen)
+    mask = (torch.arange(len_k)[None, :] < lengths[:, None])[:, None, None, :].to(device)
+    g = torch.randn(B, h, len_q, d_k, generator=gen, dtype=torch.float64)
     # Inputs rounded to the 16-bit dtype first, so all three runs start from the same values.
     q, k, v = (t.to(dtype).to(torch.float64) for t in (q, k, v))
 
@@ -316,7 +321,7 @@ def test_attention_16bit_gradients_within_sdpa_error(impl, device, precision, cf
     theirs = grads(sdpa, dtype)
     oracle = grads(sdpa, torch.float64)
     assert_l2_error_ratio(ours, theirs, oracle, component="MultiHeadAttentionBlock.attention d/d(query, key, value)",
-                          dtype=dtype, config=config, label="F.scaled_dot_product_attention")
+                          dtype=dtype, config=config, label="F.scaled_dot_product_attention", floor_eps=0.0)
 
 
 @pytest.mark.clause("mha.formula", "numerics.low-precision")
