@@ -23,7 +23,7 @@ MODULES = ["tests/test_contract.py", "tests/test_shapes.py", "tests/test_init.py
 #: The numerical modules, run on the blog-only copy in the slow tier: every equivalence and gradient property must
 #: reach a model built through the blog's own ``build_transformer`` (no device=/dtype= keywords).
 NUMERICAL_MODULES = ["tests/test_equivalence_oracle.py", "tests/test_equivalence_torch.py", "tests/test_gradients.py",
-                     "tests/test_masking.py", "tests/test_invariances.py", "tests/test_positional.py"]
+                     "tests/test_masking.py"]
 
 
 def _run_suite(impl_name: str, pythonpath: Path, modules: list[str] = MODULES) -> subprocess.CompletedProcess:
@@ -69,7 +69,7 @@ def test_suite_runs_against_an_implementation_elsewhere(blog_api_copy) -> None:
 
 @pytest.mark.slow  # ~1-2 min: the numerical modules in a subprocess
 def test_blog_only_copy_runs_the_equivalence_and_gradient_modules(blog_api_copy) -> None:
-    """The equivalence, gradient, masking, invariance and positional modules judge a blog-only implementation (built
+    """The equivalence, gradient and masking modules judge a blog-only implementation (built
     by its own keyword-free ``build_transformer``): they pass, and only what needs an extra is skipped."""
     name, directory = blog_api_copy
     result = _run_suite(name, directory, NUMERICAL_MODULES)

@@ -80,7 +80,7 @@ POSITIVE = "+"
 #: The CI re-check of a positive control runs a recorded selection of at most this many seconds (by the matrix's
 #: own timings): the cheapest tests of every module, then the tests that killed a negative control of the same
 #: component (the ones a variant of that component is most likely to trip).
-SELECTION_SECONDS = 12.0
+SELECTION_SECONDS = 6.0
 #: Seconds charged to every smoke test on top of its recorded duration (setup, reporting) in the set cover.
 SMOKE_OVERHEAD = 0.02
 #: Rounds of the smoke check: a control the chosen set fails to kill under the ``ci`` profile's own example count
