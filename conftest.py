@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:  # run from a bare working tree (e.g. the GPU mach
 from reference import contract  # noqa: E402
 from reference.contract import DEFAULT_IMPL, load_impl  # noqa: E402
 from tests import COLLECTED_CLAUSES, COLLECTED_NODEIDS  # noqa: E402
+from tests.negative_controls import EXPECTED_KILLS  # noqa: E402  (the kill matrix's record: "smoke")
 
 _common = dict(deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -129,8 +130,6 @@ def strict_tier(config: pytest.Config) -> bool:
     return config.getoption("--impl") == DEFAULT_IMPL or config.getoption("--strict-tier")
 
 
-#: Where the kill matrix records the smoke tier (``"smoke"``: the node ids of its tests).
-EXPECTED_KILLS = ROOT / "tests" / "negative_controls" / "expected_kills.json"
 CUDA_LEFT_OUT = pytest.StashKey[int]()
 
 

@@ -13,16 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.suite_times import ROOT, time_pytest
+
 #: The green runs (this package, and a correct implementation written differently) and the broken ones: three
 #: negative controls of different components and the blog-like combination.
 DEFAULT_IMPLS = ("scratch_transformer", "tests.positive_controls.independent",
@@ -34,14 +31,7 @@ COMMAND = ("-m", "pytest", "-n", "2", "-m", "not slow", "-q", "-p", "no:cachepro
 def run(impl: str, profile: str) -> dict:
     env = {**os.environ, "CI": "true" if profile == "ci" else "", "HYPOTHESIS_PROFILE": profile}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, *COMMAND, "--impl", impl], cwd=ROOT, env=env, capture_output=True,
-                          text=True)
-    wall = time.perf_counter() - start
-    last = (proc.stdout.strip().splitlines() or [""])[-1]
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", last)}
-    return {"impl": impl, "profile": profile, "exit": proc.returncode, "wall_s": round(wall, 1), **counts,
-            "summary": last}
+    return {"impl": impl, "profile": profile, **time_pytest([*COMMAND, "--impl", impl], env)}
 
 
 def main(argv: list[str] | None = None) -> int:

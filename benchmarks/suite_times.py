@@ -33,17 +33,22 @@ COMMANDS = {
 }
 
 
+def time_pytest(args: list[str], env: dict[str, str]) -> dict:
+    """Run ``python ARGS`` (a pytest command) in a fresh process at the repository root: its exit status, wall
+    time, the outcome counts of pytest's last line, and that line."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    last = (proc.stdout.strip().splitlines() or [""])[-1]
+    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", last)}
+    return {"exit": proc.returncode, "wall_s": round(wall, 1), **counts, "summary": last}
+
+
 def run(name: str) -> dict:
     args, goal = COMMANDS[name]
     with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache:
-        env = {**os.environ, "CI": "true", "TORCHINDUCTOR_CACHE_DIR": cache}
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-    last = (proc.stdout.strip().splitlines() or [""])[-1]
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", last)}
-    return {"command": name, "argv": " ".join(["python", *args]), "exit": proc.returncode, "wall_s": round(wall, 1),
-            "goal_s": goal, **counts}
+        timed = time_pytest(args, {**os.environ, "CI": "true", "TORCHINDUCTOR_CACHE_DIR": cache})
+    return {"command": name, "argv": " ".join(["python", *args]), "goal_s": goal, **timed}
 
 
 def main(argv: list[str] | None = None) -> int:

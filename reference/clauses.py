@@ -124,18 +124,14 @@ def collect(root: str = ".") -> dict[str, list[str]]:
     import subprocess
     import sys
 
+    # The root conftest builds the clause map while it collects (tests.COLLECTED_CLAUSES); this only reads it.
     code = ("import json, pytest\n"
+            "from tests import COLLECTED_CLAUSES\n"
             "class P:\n"
-            "    def __init__(self): self.out = {}\n"
-            "    def pytest_collection_modifyitems(self, items):\n"
-            "        for item in items:\n"
-            "            name = item.nodeid.split('[')[0].replace('tests/', '')\n"
-            "            ids = self.out.setdefault(name, set())\n"
-            "            ids.update(c for m in item.iter_markers('clause') for c in m.args)\n"
-            "            if item.get_closest_marker('strict'): ids.add('@strict')\n"
+            "    def pytest_collection_finish(self, session): self.out = session.config.stash[COLLECTED_CLAUSES]\n"
             "p = P()\n"
             "pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', '--device', 'all'], plugins=[p])\n"
-            "print('@@' + json.dumps({k: sorted(v) for k, v in p.out.items()}))\n")
+            "print('@@' + json.dumps(p.out))\n")
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS")}
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
                          env=env).stdout

@@ -23,7 +23,7 @@ from reference.contract import DEFAULT_IMPL, ModelConfig, build_model, load_impl
 from conftest import smoke_tests
 from tests import COLLECTED_NODEIDS
 from tests.negative_controls import EXPECTED_KILLS, control_names, dotted, load_control
-from tests.negative_controls.kill_matrix import COMMAND, ROOT, child_env, is_property_test, tier
+from tests.negative_controls.kill_matrix import COMMAND, ROOT, child_env, is_property_test, kill_costs, tier_args
 
 pytestmark = pytest.mark.clause("kit")
 
@@ -125,7 +125,7 @@ def test_smoke_tier_names_tests_that_exist(pytestconfig: pytest.Config) -> None:
 
 def _smoke_kills(record: dict, name: str) -> list[str]:
     """The smoke tests counted for one control, cheapest first (at most ``KILLS_PER_CONTROL``)."""
-    cost = {n: c[2] for entry in record["controls"].values() for n, c in entry["kills"].items()}
+    cost = kill_costs(record)
     ids = [t for t, controls in record.get("smoke", {}).items() if name in controls]
     return sorted(ids, key=lambda n: (cost.get(n, 0.0), n))[:KILLS_PER_CONTROL]
 
@@ -174,11 +174,10 @@ def test_negative_controls_are_caught_and_the_correct_implementation_is_not() ->
     args = ["--device", "cpu", "-q"]
     examples = record.get("max_examples")  # the matrix's own number, so recorded kills reproduce exactly
     entries = [{"impl": DEFAULT_IMPL, "args": [*union, *args]}]
-    strict_args = {n: ["--strict-tier"] if tier(n) == "strict" else [] for n in names}
     # One session per control, without -x: its smoke tests, then its property kill. The property kill was recorded
     # at the matrix's example count and runs here at the ci profile's own 20 (a kill that stops reproducing fails
     # this test).
-    entries += [{"impl": dotted(n), "args": [*chosen[n], *([prop[n]] if prop[n] else []), *args, *strict_args[n]],
+    entries += [{"impl": dotted(n), "args": [*chosen[n], *([prop[n]] if prop[n] else []), *args, *tier_args(n)],
                  **({} if smoke[n] else {"max_examples": examples})} for n in names]
     baseline, *results = _run(entries)
 

@@ -65,9 +65,6 @@ RECORDED_KILLS = 10
 KIT_MODULES = ("tests/test_clauses.py", "tests/test_localize.py", "tests/test_numpy_ref.py", "tests/test_report.py",
                "tests/test_strategies.py", "tests/test_torch_adapters.py")
 
-
-def is_property_test(nodeid: str) -> bool:
-    return module_of(nodeid) not in KIT_MODULES and module_of(nodeid) not in EXCLUDED_MODULES
 SNAPSHOT_IGNORE = (".git", ".venv", "venv", "__pycache__", ".hypothesis", ".pytest_cache", ".benchmarks", "*.egg-info",
                    "report-out", "plots", "build", "dist")
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "scratch-transformer-kill-matrix"
@@ -199,6 +196,20 @@ def short(module: str) -> str:
 
 def module_of(nodeid: str) -> str:
     return nodeid.split("::", 1)[0]
+
+
+def is_property_test(nodeid: str) -> bool:
+    return module_of(nodeid) not in KIT_MODULES and module_of(nodeid) not in EXCLUDED_MODULES
+
+
+def tier_args(name: str) -> list[str]:
+    """Extra pytest arguments of a control's runs: ``--strict-tier`` for a strict negative control."""
+    return ["--strict-tier"] if not name.startswith(POSITIVE) and tier(name) == "strict" else []
+
+
+def kill_costs(record: dict[str, Any]) -> dict[str, float]:
+    """Seconds each recorded killing test took on the correct implementation (``expected_kills.json``)."""
+    return {n: c[2] for entry in record["controls"].values() for n, c in entry["kills"].items()}
 
 
 def _selection(outcomes: dict[str, dict[str, Any]], controls: dict[str, Any], component: str,
@@ -368,15 +379,14 @@ def smoke_check(record: dict[str, Any], names: list[str], root: Path, *, timeout
     the correct implementation and on every control; a control it misses gets its next-cheapest recorded kill
     added to the tier, and is run again (at most ``SMOKE_ROUNDS`` rounds). Updates ``record["smoke"]``."""
     smoke: dict[str, list[str]] = record["smoke"]
-    cost = {n: c[2] for entry in record["controls"].values() for n, c in entry["kills"].items()}
+    cost = kill_costs(record)
     todo = [n for n in names if n in record["controls"] and record["controls"][n]["kills"]]
     caught: dict[str, str | None] = {}
     for _ in range(SMOKE_ROUNDS):
         ids = sorted(smoke, key=lambda n: (cost.get(n, 0.0), n))
         entries = [{"impl": BASELINE, "args": [*ids, *PYTEST_ARGS]}]
-        entries += [{"impl": dotted(n), "args": [*ids, *PYTEST_ARGS, "-x",
-                                                 *(["--strict-tier"] if tier(n) == "strict" else [])],
-                     "order": cost} for n in todo]
+        entries += [{"impl": dotted(n), "args": [*ids, *PYTEST_ARGS, "-x", *tier_args(n)], "order": cost}
+                    for n in todo]
         baseline, *results = run_impls(entries, timeout=timeout, root=root)
         bad = {k: v["message"] for k, v in baseline["outcomes"].items() if v["outcome"] in ("failed", "error")}
         if baseline["exit"] != 0 or bad:
@@ -462,8 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     def entry(name: str, baseline: dict[str, Any]) -> dict[str, Any]:
         """The run of a control: only tests that see the implementation and pass on the correct one."""
         outcomes = baseline["outcomes"]
-        extra = ["--strict-tier"] if not name.startswith(POSITIVE) and tier(name) == "strict" else []
-        record = {"impl": impl_of(name), "args": [*common, *extra], "max_examples": args.max_examples,
+        record = {"impl": impl_of(name), "args": [*common, *tier_args(name)], "max_examples": args.max_examples,
                   "impl_only": True,
                   "deselect": sorted(n for n, r in outcomes.items() if r["outcome"] in ("failed", "error"))}
         if args.first_kill:
