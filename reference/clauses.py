@@ -90,6 +90,10 @@ _CLAUSES = [
     Clause("strict.pe-rebuilt", STRICT, "`.double()`/`.to(dtype)` rebuild `pe` from the float64 formula instead of "
            "casting the old table"),
     Clause("strict.bad-inputs", STRICT, "bad constructor arguments and inputs raise a specific error early"),
+    Clause("strict.dtype-kept", STRICT, "every output of a module, and the weights in `attention_scores`, are in the "
+           "input's dtype (16-bit work done in float32 internally is cast back)"),
+    Clause("strict.any-leading-shape", STRICT, "`LayerNormalization`, `FeedForwardBlock` and `ProjectionLayer` act on "
+           "the last dim of any `[..., d]` input, as `nn.LayerNorm`/`nn.Linear` do"),
     Clause("strict.one-graph", STRICT, "each module compiles to one graph without breaks"),
     # ---------------------------------------------------------------- the kit itself
     Clause("kit", KIT, "the suite's own machinery (oracles, torch adapters, report, localiser, controls)"),

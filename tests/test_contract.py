@@ -84,3 +84,69 @@ def test_factory_kwargs_place_parameters_and_buffers(impl) -> None:
     model = impl.build_transformer(5, 6, 4, 4, d_model=8, N=1, h=2, d_ff=16, dtype=torch.float64, device="cpu")
     tensors = list(model.parameters()) + list(model.buffers())
     assert tensors and all(t.dtype == torch.float64 and t.device.type == "cpu" for t in tensors)
+
+
+def _module_factories(impl) -> dict[str, object]:
+    """Each contract constructor with small arguments, called with the given factory keywords."""
+    def mha(**kw):
+        return impl.MultiHeadAttentionBlock(8, 2, 0.0, **kw)
+
+    def ff(**kw):
+        return impl.FeedForwardBlock(8, 16, 0.0, **kw)
+
+    return {
+        "InputEmbeddings": lambda **kw: impl.InputEmbeddings(8, 10, **kw),
+        "PositionalEncoding": lambda **kw: impl.PositionalEncoding(8, 4, 0.0, **kw),
+        "LayerNormalization": lambda **kw: impl.LayerNormalization(8, **kw),
+        "FeedForwardBlock": ff,
+        "MultiHeadAttentionBlock": mha,
+        "ResidualConnection": lambda **kw: impl.ResidualConnection(8, 0.0, **kw),
+        "EncoderBlock": lambda **kw: impl.EncoderBlock(8, mha(**kw), ff(**kw), 0.0, **kw),
+        "Encoder": lambda **kw: impl.Encoder(8, nn.ModuleList([impl.EncoderBlock(8, mha(**kw), ff(**kw), 0.0, **kw)]),
+                                             **kw),
+        "DecoderBlock": lambda **kw: impl.DecoderBlock(8, mha(**kw), mha(**kw), ff(**kw), 0.0, **kw),
+        "Decoder": lambda **kw: impl.Decoder(
+            8, nn.ModuleList([impl.DecoderBlock(8, mha(**kw), mha(**kw), ff(**kw), 0.0, **kw)]), **kw),
+        "ProjectionLayer": lambda **kw: impl.ProjectionLayer(8, 7, **kw),
+        "build_transformer": lambda **kw: impl.build_transformer(5, 6, 4, 4, 8, 1, 2, 0.0, 16, **kw),
+    }
+
+
+@pytest.mark.clause("extra.factory-kwargs")
+@pytest.mark.parametrize("name", ["InputEmbeddings", "PositionalEncoding", "LayerNormalization", "FeedForwardBlock",
+                                  "MultiHeadAttentionBlock", "ResidualConnection", "EncoderBlock", "Encoder",
+                                  "DecoderBlock", "Decoder", "ProjectionLayer", "build_transformer"])
+def test_factory_kwargs_place_every_tensor_on_the_given_device_and_dtype(impl, name: str) -> None:
+    """``device=``/``dtype=`` on each constructor put all of its tensors there: checked on the ``meta`` device, which
+    every build of torch has, so a dropped ``device=`` fails on a CPU-only machine too."""
+    if "dtype" not in inspect.signature(impl.build_transformer).parameters:
+        pytest.skip("implementation lacks device=/dtype= constructor keywords")
+    for kw in ({"device": "meta"}, {"device": "meta", "dtype": torch.float16}, {"dtype": torch.float64}):
+        module = _module_factories(impl)[name](**kw)
+        tensors = dict(module.named_parameters()) | dict(module.named_buffers())
+        want_device = torch.device(kw.get("device", "cpu"))
+        want_dtype = kw.get("dtype", torch.get_default_dtype())
+        wrong = {k: (t.device, t.dtype) for k, t in tensors.items() if t.device != want_device or t.dtype != want_dtype}
+        assert tensors and not wrong, f"{name}(**{kw}): tensors not on {want_device}/{want_dtype}: {wrong}"
+
+
+@pytest.mark.clause("extra.factory-kwargs")
+def test_transformer_factory_kwargs_move_the_parts_it_is_given(impl) -> None:
+    """``Transformer(parts..., device=, dtype=)`` takes the keywords as every constructor does; it has no tensors of
+    its own, so they place the parts it holds."""
+    if "dtype" not in inspect.signature(impl.Transformer).parameters:
+        pytest.skip("implementation lacks device=/dtype= constructor keywords")
+    for kw in ({"device": "meta"}, {"dtype": torch.float64}, {"device": "meta", "dtype": torch.float16}):
+        parts = impl.build_transformer(5, 6, 4, 4, 8, 1, 2, 0.0, 16)
+        model = impl.Transformer(parts.encoder, parts.decoder, parts.src_embed, parts.tgt_embed, parts.src_pos,
+                                 parts.tgt_pos, parts.projection_layer, **kw)
+        tensors = list(model.parameters()) + list(model.buffers())
+        want_device, want_dtype = torch.device(kw.get("device", "cpu")), kw.get("dtype", torch.float32)
+        assert all(t.device == want_device and t.dtype == want_dtype for t in tensors), kw
+
+
+@pytest.mark.clause("extra.mask-helpers")
+def test_causal_mask_device_keyword_places_the_mask(impl) -> None:
+    if not hasattr(impl, "causal_mask") or "device" not in inspect.signature(impl.causal_mask).parameters:
+        pytest.skip("implementation lacks causal_mask(size, device=)")
+    assert impl.causal_mask(3, device="meta").device.type == "meta"

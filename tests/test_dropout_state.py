@@ -58,40 +58,40 @@ def test_transformer_eval_is_deterministic_and_equals_p0(impl, device: str, batc
 
 
 # ------------------------------------------------------------------------------------------------ train mode
-def _positional_site(impl, p: float, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _positional_site(impl, p: float, device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """PositionalEncoding: dropout(x + pe) with x = 2, so every pre-dropout value lies in [1, 3]."""
-    module = construct(impl.PositionalEncoding, 64, 64, p, device=device, dtype=F32)
-    x = torch.full((4, 64, 64), 2.0, device=device)
+    module = construct(impl.PositionalEncoding, 64, 64, p, device=device, dtype=dtype)
+    x = torch.full((4, 64, 64), 2.0, device=device, dtype=dtype)
     return module.train()(x), module.eval()(x)
 
 
-def _attention_site(impl, p: float, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _attention_site(impl, p: float, device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """MultiHeadAttentionBlock: the weights kept in ``attention_scores`` (unmasked, all > 0 before dropout)."""
-    module = construct(impl.MultiHeadAttentionBlock, 32, 4, p, device=device, dtype=F32)
-    x = torch.randn(4, 32, 32, generator=torch.Generator().manual_seed(1)).to(device)
+    module = construct(impl.MultiHeadAttentionBlock, 32, 4, p, device=device, dtype=dtype)
+    x = torch.randn(4, 32, 32, generator=torch.Generator().manual_seed(1)).to(device=device, dtype=dtype)
     module.train()(x, x, x, None)
     dropped = module.attention_scores
     module.eval()(x, x, x, None)
     return dropped, module.attention_scores
 
 
-def _feed_forward_site(impl, p: float, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _feed_forward_site(impl, p: float, device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """FeedForwardBlock with linear_1 = 0 x + 1 (relu passes ones) and linear_2 = identity: the output is the
     dropout of ones, wherever in the block the dropout sits."""
-    module = construct(impl.FeedForwardBlock, 64, 64, p, device=device, dtype=F32)
+    module = construct(impl.FeedForwardBlock, 64, 64, p, device=device, dtype=dtype)
     with torch.no_grad():
         module.linear_1.weight.zero_()
         module.linear_1.bias.fill_(1.0)
         module.linear_2.weight.copy_(torch.eye(64))
         module.linear_2.bias.zero_()
-    x = torch.randn(4, 64, 64, generator=torch.Generator().manual_seed(2)).to(device)
+    x = torch.randn(4, 64, 64, generator=torch.Generator().manual_seed(2)).to(device=device, dtype=dtype)
     return module.train()(x), module.eval()(x)
 
 
-def _residual_site(impl, p: float, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _residual_site(impl, p: float, device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """ResidualConnection(x = 0, sublayer = ones): ``0 + dropout(ones)``."""
-    module = construct(impl.ResidualConnection, 64, p, device=device, dtype=F32)
-    x = torch.zeros(4, 64, 64, device=device)
+    module = construct(impl.ResidualConnection, 64, p, device=device, dtype=dtype)
+    x = torch.zeros(4, 64, 64, device=device, dtype=dtype)
 
     def sublayer(y: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(y)
@@ -104,17 +104,19 @@ SITES: dict[str, Callable] = {"positional_encoding": _positional_site, "attentio
 
 
 @pytest.mark.clause("dropout.semantics")
+@pytest.mark.parametrize("dtype", [F32, torch.float16, torch.bfloat16], ids=["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("site", tuple(SITES))
 @given(p=dropout_rates(), seed=st.integers(0, 2**31 - 1))
-def test_dropout_zeroes_a_binomial_fraction_and_scales_survivors(impl, device: str, site: str, p: float,
-                                                                 seed: int) -> None:
+def test_dropout_zeroes_a_binomial_fraction_and_scales_survivors(impl, device: str, site: str, dtype: torch.dtype,
+                                                                 p: float, seed: int) -> None:
     """Train mode at each dropout site: the zero fraction is p within ``DROPOUT_SIGMAS`` binomial standard
     deviations, and every survivor is its eval-mode value times 1/(1-p). Pre-dropout values are all nonzero, so a
-    zero can only come from dropout."""
-    note(f"site={site}, p={p}, seed={seed}")
+    zero can only come from dropout. In float16/bfloat16 too: a module that computes in float32 and casts back must
+    still drop (the survivors' scaling is then judged at the 16-bit dtype's tolerance)."""
+    note(f"site={site}, dtype={dtype}, p={p}, seed={seed}")
     torch.manual_seed(seed)
     with torch.no_grad():
-        dropped, clean = SITES[site](impl, p, device)
+        dropped, clean = SITES[site](impl, p, device, dtype)
     assert dropped.shape == clean.shape
     assert bool((clean != 0).all()), f"{site}: eval-mode values contain zeros; the check needs them nonzero"
     kept = dropped != 0
@@ -125,7 +127,7 @@ def test_dropout_zeroes_a_binomial_fraction_and_scales_survivors(impl, device: s
         f"{site}: {fraction:.4f} of {n} elements dropped, expected p={p:.4f} +- {bound:.4f} "
         f"({tolerances.DROPOUT_SIGMAS} sigma)")
     assert_close(dropped[kept], clean[kept] / (1 - p), component=f"{site} survivors (x / (1 - p))",
-                 config={"p": p}, dtype=F32)
+                 config={"p": p, "dtype": str(dtype)}, dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------------------ seeds, state
