@@ -94,6 +94,9 @@ _CLAUSES = [
            "input's dtype (16-bit work done in float32 internally is cast back)"),
     Clause("strict.any-leading-shape", STRICT, "`LayerNormalization`, `FeedForwardBlock` and `ProjectionLayer` act on "
            "the last dim of any `[..., d]` input, as `nn.LayerNorm`/`nn.Linear` do"),
+    Clause("strict.ln-offset-accurate", STRICT, "float32 `LayerNormalization` is accurate to a few roundings of its "
+           "output whatever the rows' offsets (a corrected two-pass mean): within 64 units of float32 roundoff of the "
+           "float64 formula on the same float32 input, where the contract allows the conditioning bound"),
     Clause("strict.one-graph", STRICT, "each module compiles to one graph without breaks"),
     # ---------------------------------------------------------------- the kit itself
     Clause("kit", KIT, "the suite's own machinery (oracles, torch adapters, report, localiser, controls)"),

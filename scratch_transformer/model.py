@@ -17,7 +17,6 @@ from torch import nn
 
 from ._checks import check_dropout, check_features, check_mask, check_positive_int, check_tokens
 
-FactoryKwargs = dict  # {"device": ..., "dtype": ...}
 _is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling  # the former: torch 2.3+
 
 
@@ -125,7 +124,6 @@ class FeedForwardBlock(nn.Module):
         check_positive_int("d_ff", d_ff)
         check_dropout(dropout)
         self.d_model = d_model
-        self.d_ff = d_ff
         self.linear_1 = nn.Linear(d_model, d_ff, device=device, dtype=dtype)  # W1, b1
         self.dropout = nn.Dropout(dropout)
         self.linear_2 = nn.Linear(d_ff, d_model, device=device, dtype=dtype)  # W2, b2

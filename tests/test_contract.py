@@ -48,6 +48,20 @@ def test_build_transformer_defaults_are_the_papers_base_model(impl) -> None:
     assert inspect.signature(impl.LayerNormalization).parameters["eps"].default == 1e-6
 
 
+@pytest.mark.clause("build.structure")
+def test_build_transformer_without_sizes_builds_the_papers_base_model(impl) -> None:
+    """Called with the four required arguments only, ``build_transformer`` builds d_model=512, N=6, h=8, d_ff=2048,
+    dropout=0.1 (built on the ``meta`` device: no memory, no time)."""
+    with torch.device("meta"):
+        model = impl.build_transformer(11, 13, 16, 16)
+    assert model.src_embed.embedding.weight.shape[-1] == 512
+    assert len(model.encoder.layers) == 6 and len(model.decoder.layers) == 6
+    block = model.decoder.layers[0]
+    assert (block.self_attention_block.h, block.cross_attention_block.h) == (8, 8)
+    assert block.feed_forward_block.linear_1.weight.shape == (2048, 512)
+    assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.1}
+
+
 @pytest.mark.clause("api.attributes")
 def test_model_attributes_are_the_contracts(impl) -> None:
     model = build_model(impl, ModelConfig(d_model=8, N=1, h=2, d_ff=16, dropout=0.1))

@@ -165,6 +165,25 @@ def test_transformer_state_dict_round_trip_is_bit_exact(impl, device: str, batch
         f"state_dict round trip changes the logits: max diff {float((got - expected).abs().max()):.3e}")
 
 
+@pytest.mark.clause("module.state")
+@given(batch=model_batches(max_N=1), seed=st.integers(0, 2**31 - 1))
+def test_transformer_move_to_its_own_device_and_dtype_changes_nothing(impl, device: str, batch: ModelBatch,
+                                                                      seed: int) -> None:
+    """``.to(its own device, its own dtype)`` and ``.float()`` on a float32 model are no-ops, as for any
+    ``nn.Module``: every tensor of a loaded ``state_dict`` (random values everywhere, the ``pe`` tables too) is
+    kept bit for bit."""
+    note({**batch.describe(), "seed": seed})
+    model = build_model(impl, batch.cfg, device=device, dtype=F32)
+    gen = torch.Generator().manual_seed(seed)
+    loaded = {k: torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device) if v.is_floating_point() else v
+              for k, v in model.state_dict().items()}
+    model.load_state_dict(loaded)
+    model.to(device=device, dtype=F32)
+    model.float()
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, loaded[k])]
+    assert not changed, f"a no-op move changed {len(changed)} tensors: {changed[:5]}"
+
+
 # ------------------------------------------------------------------------------------------------ device, dtype
 def _held_tensors(model: nn.Module):
     """Every tensor the modules hold: parameters, buffers and plain tensor attributes, with dotted names."""

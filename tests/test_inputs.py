@@ -106,8 +106,10 @@ def test_attention_rejects_wrong_last_dimension_per_argument(impl) -> None:
 
 def test_attention_rejects_mismatched_batch_and_lengths(impl) -> None:
     mha = impl.MultiHeadAttentionBlock(8, 2, 0.0)
-    with pytest.raises(ValueError, match=r"^batch sizes differ: q \(2, 3, 8\), k \(3, 4, 8\), v \(3, 4, 8\)$"):
-        mha(torch.zeros(2, 3, 8), torch.zeros(3, 4, 8), torch.zeros(3, 4, 8), None)
+    for k_batch, v_batch in ((3, 3), (3, 2), (2, 3)):  # k and v off together, k alone, v alone
+        with pytest.raises(ValueError, match=rf"^batch sizes differ: q \(2, 3, 8\), k \({k_batch}, 4, 8\), "
+                                             rf"v \({v_batch}, 4, 8\)$"):
+            mha(torch.zeros(2, 3, 8), torch.zeros(k_batch, 4, 8), torch.zeros(v_batch, 4, 8), None)
     with pytest.raises(ValueError, match=r"^k and v lengths differ: k \(2, 4, 8\), v \(2, 5, 8\)$"):
         mha(torch.zeros(2, 3, 8), torch.zeros(2, 4, 8), torch.zeros(2, 5, 8), None)
 
