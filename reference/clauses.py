@@ -44,6 +44,8 @@ _CLAUSES = [
     Clause("pe.add", CONTRACT, "`PositionalEncoding`: `dropout(x + pe[:, :L])`"),
     Clause("ln.biased-variance", CONTRACT, "`alpha * (x - mean) / sqrt(var + eps) + bias`, biased variance, per-feature "
            "`alpha`/`bias`, `eps` inside the root"),
+    Clause("ln.per-feature-affine", CONTRACT, "`LayerNormalization`'s `alpha` and `bias` are parameters of shape "
+           "[features] (a scalar gain is a deviation)"),
     Clause("ffn.formula", CONTRACT, "`linear_2(dropout(relu(linear_1(x))))`"),
     Clause("mha.formula", CONTRACT, "`Concat(heads) W_o`, `head_i = softmax(q_i k_i^T / sqrt(d_k)) v_i`, projections "
            "`w_q`/`w_k`/`w_v`/`w_o` without bias, heads are contiguous d_k slices of the projections"),
@@ -97,6 +99,8 @@ _CLAUSES = [
     Clause("strict.ln-offset-accurate", STRICT, "float32 `LayerNormalization` is accurate to a few roundings of its "
            "output whatever the rows' offsets (a corrected two-pass mean): within 64 units of float32 roundoff of the "
            "float64 formula on the same float32 input, where the contract allows the conditioning bound"),
+    Clause("strict.no-projection-bias", STRICT, "`w_q`/`w_k`/`w_v`/`w_o` have no bias (the contract allows one: "
+           "the oracles and torch references take it)"),
     Clause("strict.one-graph", STRICT, "each module compiles to one graph without breaks"),
     # ---------------------------------------------------------------- the kit itself
     Clause("kit", KIT, "the suite's own machinery (oracles, torch adapters, report, localiser, controls)"),

@@ -30,6 +30,49 @@ REQUIRED_NAMES = (
 #: Extras beyond the blog's API; tests that need one skip (with this name in the reason) when it is missing.
 OPTIONAL_NAMES = ("causal_mask", "padding_mask")
 
+#: Constructor parameters of each contract class, in order, as the blog writes them.
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    "InputEmbeddings": ("d_model", "vocab_size"),
+    "PositionalEncoding": ("d_model", "seq_len", "dropout"),
+    "LayerNormalization": ("features", "eps"),
+    "FeedForwardBlock": ("d_model", "d_ff", "dropout"),
+    "MultiHeadAttentionBlock": ("d_model", "h", "dropout"),
+    "ResidualConnection": ("features", "dropout"),
+    "EncoderBlock": ("features", "self_attention_block", "feed_forward_block", "dropout"),
+    "Encoder": ("features", "layers"),
+    "DecoderBlock": ("features", "self_attention_block", "cross_attention_block", "feed_forward_block", "dropout"),
+    "Decoder": ("features", "layers"),
+    "ProjectionLayer": ("d_model", "vocab_size"),
+    "Transformer": ("encoder", "decoder", "src_embed", "tgt_embed", "src_pos", "tgt_pos", "projection_layer"),
+    "build_transformer": ("src_vocab_size", "tgt_vocab_size", "src_seq_len", "tgt_seq_len", "d_model", "N", "h",
+                          "dropout", "d_ff"),
+}
+
+#: What an instance of each contract class holds, by name: the kind of each attribute ("int", "float", "Linear",
+#: "Embedding", "Dropout", "ModuleList", "vector" = a 1-D parameter, "buffer", "method", "tensor-or-None" = a plain
+#: attribute set by forward, or another contract class's name).
+ATTRIBUTES: dict[str, dict[str, str]] = {
+    "InputEmbeddings": {"d_model": "int", "vocab_size": "int", "embedding": "Embedding"},
+    "PositionalEncoding": {"d_model": "int", "seq_len": "int", "dropout": "Dropout", "pe": "buffer"},
+    "LayerNormalization": {"eps": "float", "alpha": "vector", "bias": "vector"},
+    "FeedForwardBlock": {"linear_1": "Linear", "dropout": "Dropout", "linear_2": "Linear"},
+    "MultiHeadAttentionBlock": {"d_model": "int", "h": "int", "d_k": "int", "w_q": "Linear", "w_k": "Linear",
+                                "w_v": "Linear", "w_o": "Linear", "dropout": "Dropout", "attention": "method"},
+    "ResidualConnection": {"dropout": "Dropout", "norm": "LayerNormalization"},
+    "EncoderBlock": {"self_attention_block": "MultiHeadAttentionBlock", "feed_forward_block": "FeedForwardBlock",
+                     "residual_connections": "ModuleList"},
+    "Encoder": {"layers": "ModuleList", "norm": "LayerNormalization"},
+    "DecoderBlock": {"self_attention_block": "MultiHeadAttentionBlock", "cross_attention_block":
+                     "MultiHeadAttentionBlock", "feed_forward_block": "FeedForwardBlock",
+                     "residual_connections": "ModuleList"},
+    "Decoder": {"layers": "ModuleList", "norm": "LayerNormalization"},
+    "ProjectionLayer": {"proj": "Linear"},
+    "Transformer": {"encoder": "Encoder", "decoder": "Decoder", "src_embed": "InputEmbeddings",
+                    "tgt_embed": "InputEmbeddings", "src_pos": "PositionalEncoding", "tgt_pos": "PositionalEncoding",
+                    "projection_layer": "ProjectionLayer", "encode": "method", "decode": "method",
+                    "project": "method"},
+}
+
 
 def load_impl(name: str = DEFAULT_IMPL) -> ModuleType:
     """Import the implementation module ``name`` and check it exports the blog's names."""

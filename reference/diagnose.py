@@ -1,0 +1,344 @@
+"""Diagnose an implementation's API against the contract before any numerical check, and propose a map.
+
+Every deviation is a :class:`Finding` against its clause (``api.names``, ``api.signatures``, ``api.attributes``,
+``build.structure``, ``ln.per-feature-affine``) with the closest match found: a class one letter off
+(``InputEmbedding`` for ``InputEmbeddings``), a constructor parameter under another name, the one ``nn.Linear``
+child of a ``ProjectionLayer`` called ``project``. Where the match is unambiguous it goes into the proposed
+:class:`~reference.adapter.ImplMap`, which the kit can use (and print, for the user to save and edit).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from .adapter import ImplMap, adapt
+from .contract import ATTRIBUTES, REQUIRED_NAMES, SIGNATURES
+
+#: Sizes of the model the diagnosis builds: small, with every size distinct so shapes tell the parts apart.
+PROBE = {"src_vocab_size": 11, "tgt_vocab_size": 13, "src_seq_len": 16, "tgt_seq_len": 16, "d_model": 8, "N": 1,
+         "h": 2, "dropout": 0.1, "d_ff": 16}
+#: Where each contract class sits in a built Transformer (attribute paths; ``[0]`` indexes a ModuleList).
+PATHS = {
+    "Transformer": "", "Encoder": "encoder", "Decoder": "decoder", "InputEmbeddings": "src_embed",
+    "PositionalEncoding": "src_pos", "ProjectionLayer": "projection_layer", "EncoderBlock": "encoder.layers[0]",
+    "DecoderBlock": "decoder.layers[0]", "MultiHeadAttentionBlock": "decoder.layers[0].cross_attention_block",
+    "FeedForwardBlock": "encoder.layers[0].feed_forward_block",
+    "ResidualConnection": "encoder.layers[0].residual_connections[0]", "LayerNormalization": "encoder.norm",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One deviation from the contract: its clause, where, the contract's name, the closest match found."""
+
+    clause: str
+    where: str
+    contract: str
+    found: str | None
+    message: str
+    blocking: bool = True  # tests cannot reach this part of the contract without a map entry
+
+    def line(self) -> str:
+        return f"[{self.clause}] {self.message}"
+
+
+@dataclass
+class Diagnosis:
+    """Findings of one implementation, the map proposed for them and the map in effect (user's + proposed)."""
+
+    impl: str
+    findings: list[Finding] = field(default_factory=list)
+    proposed: ImplMap = field(default_factory=ImplMap)
+    effective: ImplMap = field(default_factory=ImplMap)
+    user: ImplMap = field(default_factory=ImplMap)  # the map the user gave (--impl-map)
+
+    def unaccepted(self) -> list[Finding]:
+        """API findings the user's own map does not cover: deviations the diagnosis test reports as failures."""
+        return [f for f in self.findings if f.clause.startswith(("api.", "build."))
+                and not (_covered(f, self.user) or (f.contract == "(order)" and f.where in self.user.arguments))]
+
+    def unresolved(self) -> list[Finding]:
+        """Blocking findings the effective map does not cover: what stops tests from reaching the contract."""
+        return [f for f in self.findings if f.blocking and not _covered(f, self.effective)]
+
+    def not_reached_reason(self) -> str | None:
+        left = self.unresolved()
+        if not left:
+            return None
+        first = left[0]
+        more = f" and {len(left) - 1} more" if len(left) > 1 else ""
+        return f"not reached because of {first.clause}: {first.message}{more} (write an --impl-map)"
+
+    def lines(self) -> list[str]:
+        if not self.findings:
+            return [f"API diagnosis of {self.impl}: every contract name, argument and attribute found"]
+        out = [f"API diagnosis of {self.impl}: {len(self.findings)} deviation(s) from the contract"]
+        out += ["  " + f.line() + ("" if not f.blocking or not _covered(f, self.effective) else "  -> mapped")
+                for f in self.findings]
+        if self.proposed:
+            out += ["  the kit mapped these names itself; save the map below as a file and pass --impl-map FILE to "
+                    "edit it:"] + ["    " + line for line in self.proposed.to_toml().splitlines()]
+        return out
+
+
+def _covered(f: Finding, m: ImplMap) -> bool:
+    if f.clause == "api.names":
+        return f.contract in m.classes
+    if f.clause == "api.signatures":
+        return f.contract in m.arguments.get(f.where, {})
+    if f.clause == "api.attributes":
+        return f.contract in m.attributes.get(f.where, {})
+    return False
+
+
+def _closest(name: str, candidates: list[str], cutoff: float = 0.6) -> str | None:
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=cutoff)
+    if close:
+        return close[0]
+    lowered = {c.lower(): c for c in candidates}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=cutoff)
+    return lowered[close[0]] if close else None
+
+
+# ------------------------------------------------------------------------------------------------ names
+def _names(module: ModuleType, user: ImplMap) -> tuple[list[Finding], dict[str, str]]:
+    public = {n: v for n, v in vars(module).items() if not n.startswith("_")}
+    classes = [n for n, v in public.items() if isinstance(v, type) and issubclass(v, nn.Module)]
+    functions = [n for n, v in public.items() if inspect.isfunction(v)]
+    taken = {user.classes.get(c, c) for c in REQUIRED_NAMES}
+    findings, proposed = [], {}
+    for contract in REQUIRED_NAMES:
+        if hasattr(module, user.classes.get(contract, contract)):
+            continue
+        pool = [n for n in (functions if contract == "build_transformer" else classes) if n not in taken]
+        found = _closest(contract, pool)
+        if found:
+            proposed[contract] = found
+            taken.add(found)
+            message = f"`{contract}` not found; closest match: `{found}`"
+        else:
+            message = f"`{contract}` not found, and nothing close to it among {sorted(pool) or 'no candidates'}"
+        findings.append(Finding("api.names", contract, contract, found, message))
+    return findings, proposed
+
+
+# ------------------------------------------------------------------------------------------------ signatures
+def _positional(obj: Any) -> list[str]:
+    target = obj.__init__ if isinstance(obj, type) else obj
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
+
+
+def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str, dict[str, str]], list[str]]:
+    """Findings, proposed argument entries, and the classes whose arguments come in another order."""
+    findings, proposed, reordered = [], {}, []
+    for contract, wanted in SIGNATURES.items():
+        obj = getattr(module, m.classes.get(contract, contract), None)
+        if obj is None:
+            continue
+        theirs = _positional(obj)
+        given = m.arguments.get(contract, {})
+        mapped = [given.get(w, w) for w in wanted]
+        missing = [w for w, y in zip(wanted, mapped) if y is not False and y not in theirs]
+        spare = [t for t in theirs if t not in mapped]
+        for w in missing:
+            found = _closest(w, spare, cutoff=0.5)
+            position = wanted.index(w)
+            if found is None and position < len(theirs) and theirs[position] in spare:  # the same place in yours
+                found = theirs[position]
+            if found:
+                proposed.setdefault(contract, {})[w] = found
+                spare.remove(found)
+                message = (f"`{contract}{tuple(theirs)}`: the contract's argument `{w}` is not taken; closest match: "
+                           f"`{found}`")
+            elif not spare:  # nothing of yours is left to receive it: the kit leaves it out
+                proposed.setdefault(contract, {})[w] = False
+                message = f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}` (the kit leaves it out)"
+            else:
+                message = (f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}`; none of "
+                           f"{spare} is close to it")
+            findings.append(Finding("api.signatures", contract, w, found, message))
+        order = [given.get(w, proposed.get(contract, {}).get(w, w)) for w in wanted]
+        if not missing and [t for t in theirs if t in order] != [o for o in order if o in theirs]:
+            reordered.append(contract)
+            findings.append(Finding("api.signatures", contract, "(order)", None,
+                                    f"`{contract}{tuple(theirs)}` takes the contract's arguments "
+                                    f"{tuple(wanted)} in another order", blocking=False))
+    return findings, proposed, reordered
+
+
+# ------------------------------------------------------------------------------------------------ attributes
+def _kind_ok(value: Any, kind: str, owner: nn.Module, name: str, contract_types: dict[str, set[type]]) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind in ("Linear", "Embedding", "Dropout", "ModuleList"):
+        return isinstance(value, getattr(nn, kind))
+    if kind == "vector":
+        return isinstance(value, nn.Parameter) and value.dim() == 1
+    if kind == "buffer":
+        return name in owner._buffers
+    if kind == "method":
+        return callable(value) and not isinstance(value, nn.Module)
+    return isinstance(value, nn.Module) and (type(value) in contract_types.get(kind, set())
+                                             or not contract_types.get(kind))
+
+
+def _members(owner: nn.Module) -> dict[str, Any]:
+    """Attributes an instance holds (plain, parameters, buffers, submodules) and its class's public methods."""
+    out: dict[str, Any] = {n: v for n, v in vars(owner).items() if not n.startswith("_") and n != "training"}
+    out.update(owner._parameters)
+    out.update(owner._buffers)
+    out.update(owner._modules)
+    for n, v in inspect.getmembers(type(owner)):
+        if not n.startswith("_") and n not in vars(nn.Module) and callable(v) and n not in out:
+            out[n] = getattr(owner, n)
+    return out
+
+
+def _pick_vector(contract: str, candidates: list[str], owner: nn.Module) -> str | None:
+    """LayerNorm's gain and shift told apart by their initial values: ones for ``alpha``, zeros for ``bias``."""
+    want = 1.0 if contract == "alpha" else 0.0
+    hits = [c for c in candidates if torch.all(getattr(owner, c).detach() == want)]
+    return hits[0] if len(hits) == 1 else None
+
+
+#: Weight shapes that tell same-kind children apart in the probe model (d_model 8, d_ff 16, target vocabulary 13).
+SHAPES = {("FeedForwardBlock", "linear_1"): (16, 8), ("FeedForwardBlock", "linear_2"): (8, 16),
+          ("ProjectionLayer", "proj"): (13, 8)}
+#: Name tokens that tell the four attention projections apart (``q_proj``, ``query``, ``wq``, ``out_proj``, ...).
+HINTS = {"w_q": ("q", "query", "queries"), "w_k": ("k", "key", "keys"), "w_v": ("v", "value", "values"),
+         "w_o": ("o", "out", "output", "proj_out")}
+
+
+def _pick(contract: str, attr: str, kind: str, pool: list[str], owner: nn.Module) -> str | None:
+    """The one candidate of the right kind; else the one of the right shape, initial value or name token."""
+    if len(pool) == 1:
+        return pool[0]
+    if kind == "vector":
+        return _pick_vector(attr, pool, owner)
+    shape = SHAPES.get((contract, attr))
+    if shape:
+        hits = [n for n in pool if tuple(getattr(getattr(owner, n), "weight", torch.empty(0)).shape) == shape]
+        if len(hits) == 1:
+            return hits[0]
+    hint = HINTS.get(attr)
+    if hint:
+        hits = [n for n in pool if set(re.split(r"[_\d]+", n.lower())) & set(hint)
+                or (len(n) <= 3 and n.lower().endswith(hint[0]))]
+        if len(hits) == 1:
+            return hits[0]
+    return _closest(attr, pool, cutoff=0.5)
+
+
+def _resolve(root: nn.Module, path: str) -> nn.Module | None:
+    node: Any = root
+    for part in filter(None, path.replace("[", ".[").split(".")):
+        try:
+            node = node[int(part[1:-1])] if part.startswith("[") else getattr(node, part)
+        except (AttributeError, IndexError, KeyError, TypeError):
+            return None
+    return node if isinstance(node, nn.Module) else None
+
+
+def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap) -> tuple[list[Finding], dict]:
+    contract_types = {c: {t for t in (getattr(adapted, c, None), getattr(getattr(adapted, c, None), "__mro__",
+                                                                          (None, None))[1]) if isinstance(t, type)}
+                      for c in ATTRIBUTES}
+    findings, proposed = [], {}
+    for contract, path in PATHS.items():
+        owner = _resolve(model, path)
+        if owner is None:
+            continue
+        members = _members(owner)
+        mapped = impl_map.attributes.get(contract, {})
+        for attr, kind in ATTRIBUTES[contract].items():
+            if attr in mapped or (hasattr(owner, attr) and _kind_ok(getattr(owner, attr), kind, owner, attr,
+                                                                    contract_types)):
+                continue
+            others = set(ATTRIBUTES[contract]) | set(mapped.values())
+            pool = [n for n, v in members.items() if n not in others and _kind_ok(v, kind, owner, n, contract_types)]
+            found = _pick(contract, attr, kind, pool, owner)
+            what = {"vector": "1-D parameter", "buffer": "buffer", "method": "method", "int": "int attribute",
+                    "float": "number attribute"}.get(kind, f"`{kind}`")
+            if found:
+                proposed.setdefault(contract, {})[attr] = found
+                alone = " the only one" if len(pool) == 1 else ""
+                message = (f"`{contract}` has no `{attr}`; its {what}{alone} `{found}` looks like it "
+                           f"(of {sorted(pool)})")
+            else:
+                message = f"`{contract}` has no `{attr}` ({what}), and no candidate among {sorted(members)}"
+            findings.append(Finding("api.attributes", contract, attr, found, message))
+    return findings, proposed
+
+
+def _affine_shapes(model: nn.Module, d_model: int) -> list[Finding]:
+    norm = _resolve(model, PATHS["LayerNormalization"])
+    if norm is None:
+        return []
+    out = []
+    for name in ("alpha", "bias"):
+        p = getattr(norm, name, None)
+        if isinstance(p, torch.Tensor) and tuple(p.shape) != (d_model,):
+            out.append(Finding("ln.per-feature-affine", "LayerNormalization", name, None,
+                               f"`LayerNormalization.{name}` has shape {tuple(p.shape)}; the contract's is per "
+                               f"feature, ({d_model},)", blocking=False))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str | None = None) -> Diagnosis:
+    """Names, then signatures, then (on a small built model) attributes and parameter shapes, each round with the
+    map so far, so a renamed class's renamed attribute is still found."""
+    user_map = user_map or ImplMap()
+    diag = Diagnosis(impl or module.__name__, user=user_map)
+    name_findings, classes = _names(module, user_map)
+    diag.findings += name_findings
+    proposed = ImplMap(classes=classes)
+    effective = user_map.merged(proposed)
+    sig_findings, arguments, _ = _signatures(module, effective)
+    diag.findings += sig_findings
+    proposed = ImplMap(classes=classes, arguments=arguments)
+    effective = user_map.merged(proposed)
+    attributes: dict[str, dict[str, str]] = {}
+    for _ in range(4):  # attributes found on one round can open the path to the next (e.g. a renamed `layers`)
+        adapted = adapt(module, effective)
+        try:
+            model = adapted.build_transformer(*PROBE.values())
+        except Exception as exc:  # noqa: BLE001: any failure of the user's code is a finding, never a crash
+            diag.findings.append(Finding("build.structure", "build_transformer", "build_transformer", None,
+                                         f"`build_transformer{tuple(PROBE.values())}` raised "
+                                         f"{type(exc).__name__}: {exc}"))
+            break
+        found, new = _attributes(model, adapted, effective)
+        if not new:
+            diag.findings += found
+            diag.findings += _affine_shapes(model, PROBE["d_model"])
+            break
+        for where, entries in new.items():
+            attributes.setdefault(where, {}).update(entries)
+        proposed = ImplMap(classes=classes, arguments=arguments, attributes=attributes)
+        effective = user_map.merged(proposed)
+    else:
+        diag.findings += found
+    attr_findings = [f for f in diag.findings if f.clause == "api.attributes"]
+    known = {(f.where, f.contract) for f in attr_findings}
+    for where, entries in attributes.items():  # findings of earlier rounds, fixed by the map since
+        for attr, found in entries.items():
+            if (where, attr) not in known:
+                diag.findings.append(Finding("api.attributes", where, attr, found,
+                                             f"`{where}` has no `{attr}`; its `{found}` looks like it"))
+    diag.proposed, diag.effective = proposed, effective
+    return diag
