@@ -40,10 +40,10 @@ if str(ROOT) not in sys.path:  # run from a bare working tree (e.g. the GPU mach
     sys.path.insert(0, str(ROOT))
 
 from reference import contract  # noqa: E402
-from reference.adapter import ImplMap, adapt  # noqa: E402
+from reference.adapter import ImplMap  # noqa: E402
 from reference.card import Card, one_line  # noqa: E402
 from reference.contract import DEFAULT_IMPL  # noqa: E402
-from reference.diagnose import Diagnosis, diagnose  # noqa: E402
+from reference.diagnose import Diagnosis, reach  # noqa: E402
 from tests import COLLECTED_CLAUSES, COLLECTED_NODEIDS  # noqa: E402
 from tests.negative_controls import EXPECTED_KILLS  # noqa: E402  (the kill matrix's record: "smoke")
 
@@ -116,11 +116,15 @@ def _load(config: pytest.Config) -> None:
         user_map = ImplMap.load(path) if path else ImplMap()
     except (OSError, ValueError) as exc:
         pytest.exit(f"cannot read --impl-map {path}: {exc}", returncode=2)
-    diag = diagnose(module, user_map, impl=name)
-    reordered = any(f.contract == "(order)" for f in diag.findings)
-    config.stash[IMPL] = adapt(module, diag.effective) if diag.effective or reordered else module
+    config.stash[IMPL], diag = reach(module, user_map, impl=name)
     config.stash[DIAGNOSIS] = diag
     card = Card(name)
+    for clause, what, entries in (("api.names", "class name(s)", [user_map.classes]),
+                                  ("api.signatures", "argument(s)", list(user_map.arguments.values())),
+                                  ("api.attributes", "attribute(s)", list(user_map.attributes.values()))):
+        count = sum(len(e) for e in entries)
+        if count:
+            card.deviation(clause, f"{count} {what} mapped by --impl-map {path}")
     for f in diag.findings:
         card.deviation(f.clause, f.message + (" (mapped)" if f.blocking and f not in diag.unresolved() else ""))
     config.stash[CARD] = card
@@ -162,7 +166,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if exitstatus == pytest.ExitCode.TESTS_FAILED:
         terminalreporter.write_line(f"{_seed_line(config)}; profile {_profile_name()}")
     card = config.stash.get(CARD, None)
-    if card is None or hasattr(config, "workerinput") or not card.records:
+    if card is None or hasattr(config, "workerinput") or not set(card.records) - {"kit"}:
         return
     terminalreporter.section("conformance card")
     for line in card.lines():

@@ -49,15 +49,16 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
 }
 
 #: What an instance of each contract class holds, by name: the kind of each attribute ("int", "float", "Linear",
-#: "Embedding", "Dropout", "ModuleList", "vector" = a 1-D parameter, "buffer", "method", "tensor-or-None" = a plain
-#: attribute set by forward, or another contract class's name).
+#: "Embedding", "Dropout", "ModuleList", "vector" = a 1-D parameter, "buffer", "method", "weights" = the
+#: [B, h, Lq, Lk] tensor a forward leaves, or another contract class's name).
 ATTRIBUTES: dict[str, dict[str, str]] = {
     "InputEmbeddings": {"d_model": "int", "vocab_size": "int", "embedding": "Embedding"},
     "PositionalEncoding": {"d_model": "int", "seq_len": "int", "dropout": "Dropout", "pe": "buffer"},
     "LayerNormalization": {"eps": "float", "alpha": "vector", "bias": "vector"},
     "FeedForwardBlock": {"linear_1": "Linear", "dropout": "Dropout", "linear_2": "Linear"},
     "MultiHeadAttentionBlock": {"d_model": "int", "h": "int", "d_k": "int", "w_q": "Linear", "w_k": "Linear",
-                                "w_v": "Linear", "w_o": "Linear", "dropout": "Dropout", "attention": "method"},
+                                "w_v": "Linear", "w_o": "Linear", "dropout": "Dropout", "attention": "method",
+                                "attention_scores": "weights"},
     "ResidualConnection": {"dropout": "Dropout", "norm": "LayerNormalization"},
     "EncoderBlock": {"self_attention_block": "MultiHeadAttentionBlock", "feed_forward_block": "FeedForwardBlock",
                      "residual_connections": "ModuleList"},
@@ -74,13 +75,36 @@ ATTRIBUTES: dict[str, dict[str, str]] = {
 }
 
 
-def load_impl(name: str = DEFAULT_IMPL) -> ModuleType:
-    """Import the implementation module ``name`` and check it exports the blog's names."""
-    module = importlib.import_module(name)
-    missing = [n for n in REQUIRED_NAMES if not hasattr(module, n)]
-    if missing:
-        raise ImportError(f"implementation {name!r} lacks contract names: {', '.join(missing)}")
-    return module
+_LOADED: dict[tuple[str, str | None], ModuleType] = {}
+
+
+def load_impl(name: str = DEFAULT_IMPL, impl_map: str | os.PathLike | None = None) -> ModuleType:
+    """Import the implementation module ``name`` and reach the contract in it: the module itself, or it seen
+    through ``impl_map`` (a TOML file, ``reference/adapter.py``) and the API diagnosis's proposed map.
+
+    Raises ``ImportError`` (never anything else) when the module cannot be imported, the map cannot be read, or a
+    contract name stays unreachable; the message names the cause and, for a missing name, the closest match."""
+    key = (name, os.fspath(impl_map) if impl_map else None)
+    if key in _LOADED:
+        return _LOADED[key]
+    from .adapter import ImplMap
+    from .diagnose import reach
+
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001: any failure of the user's module at import is reported, exit 2
+        raise ImportError(f"cannot import implementation {name!r}: {type(exc).__name__}: {exc}") from exc
+    try:
+        user = ImplMap.load(impl_map) if impl_map else ImplMap()
+    except (OSError, ValueError) as exc:
+        raise ImportError(f"cannot read --impl-map {impl_map}: {exc}") from exc
+    reached, diag = reach(module, user, impl=name)
+    unreachable = [f for f in diag.unresolved() if f.clause in ("api.names", "build.structure")]
+    if unreachable:
+        raise ImportError(f"implementation {name!r}: " + "; ".join(f.message for f in unreachable)
+                          + " (write an --impl-map: README, 'Test your own implementation')")
+    _LOADED[key] = reached
+    return reached
 
 
 def takes_factory_kwargs(cls_or_fn: Any) -> bool:

@@ -23,7 +23,7 @@ from .adapter import ImplMap, adapt
 from .contract import ATTRIBUTES, REQUIRED_NAMES, SIGNATURES
 
 #: Sizes of the model the diagnosis builds: small, with every size distinct so shapes tell the parts apart.
-PROBE = {"src_vocab_size": 11, "tgt_vocab_size": 13, "src_seq_len": 16, "tgt_seq_len": 16, "d_model": 8, "N": 1,
+PROBE = {"src_vocab_size": 11, "tgt_vocab_size": 13, "src_seq_len": 17, "tgt_seq_len": 18, "d_model": 8, "N": 1,
          "h": 2, "dropout": 0.1, "d_ff": 16}
 #: Where each contract class sits in a built Transformer (attribute paths; ``[0]`` indexes a ModuleList).
 PATHS = {
@@ -99,6 +99,27 @@ def _covered(f: Finding, m: ImplMap) -> bool:
     return False
 
 
+#: Names other walkthroughs give the contract's classes (the Annotated Transformer's, Hugging Face's, the
+#: acronyms): lower case, without underscores. A candidate spelled so is matched before any fuzzy match.
+SYNONYMS = {
+    "InputEmbeddings": ("embeddings", "embedding", "tokenembedding", "tokenembeddings", "inputembedding", "embed"),
+    "PositionalEncoding": ("positionalembedding", "posencoding", "sinusoidalpositionalencoding", "positional"),
+    "LayerNormalization": ("layernorm", "norm", "layernormalisation"),
+    "FeedForwardBlock": ("positionwisefeedforward", "feedforward", "ffn", "mlp", "ff", "feedforwardnetwork"),
+    "MultiHeadAttentionBlock": ("multiheadedattention", "multiheadattention", "mha", "attention", "selfattention"),
+    "ResidualConnection": ("sublayerconnection", "residual", "skipconnection", "residualblock"),
+    "EncoderBlock": ("encoderlayer",), "DecoderBlock": ("decoderlayer",),
+    "ProjectionLayer": ("generator", "outputhead", "projection", "lmhead", "head", "outputprojection"),
+    "Transformer": ("encoderdecoder", "seq2seq", "transformermodel", "model"),
+    "build_transformer": ("makemodel", "buildmodel", "createmodel", "maketransformer", "build"),
+}
+
+
+def _synonym(contract: str, candidates: list[str]) -> str | None:
+    hits = [c for c in candidates if c.lower().replace("_", "") in SYNONYMS.get(contract, ())]
+    return hits[0] if len(hits) == 1 else None
+
+
 def _closest(name: str, candidates: list[str], cutoff: float = 0.6) -> str | None:
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=cutoff)
     if close:
@@ -119,7 +140,7 @@ def _names(module: ModuleType, user: ImplMap) -> tuple[list[Finding], dict[str, 
         if hasattr(module, user.classes.get(contract, contract)):
             continue
         pool = [n for n in (functions if contract == "build_transformer" else classes) if n not in taken]
-        found = _closest(contract, pool)
+        found = _synonym(contract, pool) or _closest(contract, pool)
         if found:
             proposed[contract] = found
             taken.add(found)
@@ -140,6 +161,52 @@ def _positional(obj: Any) -> list[str]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
 
 
+def _abbreviates(short: str, name: str) -> bool:
+    """``attn`` for ``self_attention_block``, ``ff`` for ``feed_forward_block``: ``short`` is a subsequence of
+    ``name`` starting at the first letter of one of its words."""
+    short = short.lower().replace("_", "")
+    words = name.lower().split("_")
+    for i, word in enumerate(words):
+        if word and short and word[0] == short[0]:
+            rest = iter("".join(words[i:]))
+            if all(ch in rest for ch in short):
+                return True
+    return False
+
+
+def _match_arguments(wanted: tuple[str, ...], theirs: list[str], missing: list[str], spare: list[str]
+                     ) -> tuple[dict[str, str | bool], dict[str, str]]:
+    """Pair the contract's untaken arguments with yours: by name, then by abbreviation, then by position, then the
+    last one left; a contract argument with nothing of yours left gets ``False`` (the kit leaves it out)."""
+    assigned: dict[str, str | bool] = {}
+    how: dict[str, str] = {}
+    pending = list(missing)
+
+    def take(w: str, found: str, reason: str) -> None:
+        assigned[w], how[w] = found, reason
+        spare.remove(found)
+        pending.remove(w)
+
+    for w in list(pending):
+        found = _closest(w, spare, cutoff=0.5)
+        if found:
+            take(w, found, "closest match")
+    for w in list(pending):
+        hits = [c for c in spare if _abbreviates(c, w)]
+        if len(hits) == 1:
+            take(w, hits[0], "its abbreviation")
+    if len(pending) == len(spare):
+        for w in list(pending):
+            position = wanted.index(w)
+            if position < len(theirs) and theirs[position] in spare:
+                take(w, theirs[position], "yours at the same place")
+    if len(pending) == 1 and len(spare) == 1:
+        take(pending[0], spare[0], "the one argument of yours left")
+    if not spare:
+        assigned.update({w: False for w in pending})
+    return assigned, how
+
+
 def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str, dict[str, str]], list[str]]:
     """Findings, proposed argument entries, and the classes whose arguments come in another order."""
     findings, proposed, reordered = [], {}, []
@@ -152,25 +219,22 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
         mapped = [given.get(w, w) for w in wanted]
         missing = [w for w, y in zip(wanted, mapped) if y is not False and y not in theirs]
         spare = [t for t in theirs if t not in mapped]
+        assigned, how = _match_arguments(wanted, theirs, missing, spare)
         for w in missing:
-            found = _closest(w, spare, cutoff=0.5)
-            position = wanted.index(w)
-            if found is None and position < len(theirs) and theirs[position] in spare:  # the same place in yours
-                found = theirs[position]
+            found = assigned.get(w)
             if found:
                 proposed.setdefault(contract, {})[w] = found
-                spare.remove(found)
-                message = (f"`{contract}{tuple(theirs)}`: the contract's argument `{w}` is not taken; closest match: "
+                message = (f"`{contract}{tuple(theirs)}`: the contract's argument `{w}` is not taken; {how[w]}: "
                            f"`{found}`")
-            elif not spare:  # nothing of yours is left to receive it: the kit leaves it out
+            elif found is False:  # nothing of yours is left to receive it: the kit leaves it out
                 proposed.setdefault(contract, {})[w] = False
                 message = f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}` (the kit leaves it out)"
             else:
                 message = (f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}`; none of "
                            f"{spare} is close to it")
-            findings.append(Finding("api.signatures", contract, w, found, message))
+            findings.append(Finding("api.signatures", contract, w, found or None, message))
         order = [given.get(w, proposed.get(contract, {}).get(w, w)) for w in wanted]
-        if not missing and [t for t in theirs if t in order] != [o for o in order if o in theirs]:
+        if [t for t in theirs if t in order] != [o for o in order if o in theirs]:
             reordered.append(contract)
             findings.append(Finding("api.signatures", contract, "(order)", None,
                                     f"`{contract}{tuple(theirs)}` takes the contract's arguments "
@@ -192,8 +256,11 @@ def _kind_ok(value: Any, kind: str, owner: nn.Module, name: str, contract_types:
         return name in owner._buffers
     if kind == "method":
         return callable(value) and not isinstance(value, nn.Module)
-    return isinstance(value, nn.Module) and (type(value) in contract_types.get(kind, set())
-                                             or not contract_types.get(kind))
+    if kind == "weights":
+        return isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter) and value.dim() == 4
+    types = tuple(contract_types.get(kind, ()))
+    return isinstance(value, nn.Module) and (not types or isinstance(value, types)
+                                             or any(issubclass(t, type(value)) for t in types))
 
 
 def _members(owner: nn.Module) -> dict[str, Any]:
@@ -223,10 +290,23 @@ HINTS = {"w_q": ("q", "query", "queries"), "w_k": ("k", "key", "keys"), "w_v": (
          "w_o": ("o", "out", "output", "proj_out")}
 
 
+#: Values of the contract's plain attributes in the probe model (every size distinct), which tell apart the several
+#: int attributes a module holds (``hidden_size``, ``num_heads``, ``head_dim``).
+VALUES = {"d_model": PROBE["d_model"], "h": PROBE["h"], "d_k": PROBE["d_model"] // PROBE["h"],
+          "seq_len": PROBE["src_seq_len"], "vocab_size": PROBE["src_vocab_size"]}
+#: Kinds of attribute the oracles and tests never need in order to run: a finding about one is reported (and fails
+#: the API diagnosis test) but stops no other test.
+NON_BLOCKING_KINDS = ("int", "float", "Dropout", "weights")
+
+
 def _pick(contract: str, attr: str, kind: str, pool: list[str], owner: nn.Module) -> str | None:
-    """The one candidate of the right kind; else the one of the right shape, initial value or name token."""
+    """The one candidate of the right kind; else the one of the right shape, value, initial value or name token."""
     if len(pool) == 1:
         return pool[0]
+    if kind == "int" and attr in VALUES:
+        hits = [n for n in pool if getattr(owner, n) == VALUES[attr]]
+        if len(hits) == 1:
+            return hits[0]
     if kind == "vector":
         return _pick_vector(attr, pool, owner)
     shape = SHAPES.get((contract, attr))
@@ -280,8 +360,23 @@ def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap) -> tup
                            f"(of {sorted(pool)})")
             else:
                 message = f"`{contract}` has no `{attr}` ({what}), and no candidate among {sorted(members)}"
-            findings.append(Finding("api.attributes", contract, attr, found, message))
+            findings.append(Finding("api.attributes", contract, attr, found, message,
+                                    blocking=kind not in NON_BLOCKING_KINDS))
     return findings, proposed
+
+
+def _forward(model: nn.Module) -> None:
+    """One small eval forward, so attributes a forward sets (``attention_scores``) exist; a failure is left to the
+    tests (they name it against its clause)."""
+    gen = torch.Generator().manual_seed(0)
+    src = torch.randint(0, PROBE["src_vocab_size"], (2, 5), generator=gen)
+    tgt = torch.randint(0, PROBE["tgt_vocab_size"], (2, 4), generator=gen)
+    try:
+        with torch.no_grad():
+            model.eval().decode(model.encode(src, None), None, tgt, None)
+    except Exception:  # noqa: BLE001,S110: the tests report a broken forward; the diagnosis only looks at names
+        pass
+    model.train()
 
 
 def _affine_shapes(model: nn.Module, d_model: int) -> list[Finding]:
@@ -322,6 +417,7 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
                                          f"`build_transformer{tuple(PROBE.values())}` raised "
                                          f"{type(exc).__name__}: {exc}"))
             break
+        _forward(model)
         found, new = _attributes(model, adapted, effective)
         if not new:
             diag.findings += found
@@ -342,3 +438,12 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
                                              f"`{where}` has no `{attr}`; its `{found}` looks like it"))
     diag.proposed, diag.effective = proposed, effective
     return diag
+
+
+def reach(module: ModuleType, user_map: ImplMap | None = None, *, impl: str | None = None
+          ) -> tuple[ModuleType, Diagnosis]:
+    """Diagnose ``module`` and return the module the kit should test: ``module`` itself when its API is the
+    contract's, else ``module`` seen through the user's map plus the diagnosis's proposals (``adapter.adapt``)."""
+    diag = diagnose(module, user_map, impl=impl)
+    reordered = any(f.contract == "(order)" for f in diag.findings)
+    return (adapt(module, diag.effective) if diag.effective or reordered else module), diag

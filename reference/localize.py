@@ -3,7 +3,7 @@
 ``localize(model, src, tgt, src_mask, tgt_mask)`` runs three things side by side on the same inputs and weights:
 
 1. **the implementation**, with forward hooks on every submodule whose class name is a contract class
-   (``type(m).__name__`` in ``CONTRACT_CLASSES``), recording each call's inputs and output in execution order;
+   (``contract_class(m)`` in ``CONTRACT_CLASSES``), recording each call's inputs and output in execution order;
 2. **the float64 NumPy oracle** (``reference.numpy_ref``) on the model's own weights, which records every submodule
    output under the dotted path a hook gives it (``"encoder.layers.0.self_attention_block"``);
 3. **the torch twin**: the same computation written with torch's own kernels (``F.embedding``, ``F.layer_norm``,
@@ -22,6 +22,10 @@ check** re-runs the oracle (and the twin) on the implementation's *own* captured
 submodule is right on them, it was fed a wrong input by whatever called it (its parent's ``forward``); otherwise the
 submodule itself is wrong. Inputs should keep at least one visible key per query row: the contract leaves the
 values of fully masked rows open, so a divergence there is reported with a note, not explained.
+
+Hyper-parameters are the caller's (``localize(..., h=..., eps=...)``: what the model was built with, ``eps``
+defaulting to the contract's ``CONTRACT_EPS``), never read back from the model: a norm that stored a wrong ``eps``
+is a divergence at that norm, not the yardstick.
 
 Shapes: B batch, Ls / Lt source / target lengths, d = d_model, h heads.
 """
@@ -42,7 +46,8 @@ from torch import nn
 from . import conditioning, numpy_ref, tolerances
 from .compare import error_stats, keep_mask, to_f64
 from .contract import ModelConfig, build_model, randomize_parameters_
-from .weights import component_hparams, extract_weights, to_numpy
+from .numpy_ref import CONTRACT_EPS
+from .weights import extract_weights, to_numpy
 
 #: Class names of the contract's submodules (the root ``Transformer`` is driven, not hooked).
 CONTRACT_CLASSES = frozenset({
@@ -58,6 +63,19 @@ CONTRACT_PARAMETERS: dict[str, tuple[str, ...]] = {
     "MultiHeadAttentionBlock": ("w_q.weight", "w_k.weight", "w_v.weight", "w_o.weight"),
     "ProjectionLayer": ("proj.weight", "proj.bias"),
 }
+#: Parameters a leaf component may have or not (absent = zero): the attention projections' biases.
+OPTIONAL_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "MultiHeadAttentionBlock": tuple(f"{name}.bias" for name in numpy_ref.PROJECTIONS),
+}
+
+
+@dataclass(frozen=True)
+class HParams:
+    """The hyper-parameters the oracle and the twin compute with: the caller's, never read from the model."""
+
+    h: int  # heads of every attention block
+    eps: float = CONTRACT_EPS  # of every LayerNormalization
+
 
 WEIGHTS_SUFFIX = numpy_ref.WEIGHTS_SUFFIX
 join = numpy_ref.join
@@ -203,6 +221,12 @@ def _detach(x: Any) -> Any:
     return x
 
 
+def contract_class(module: nn.Module) -> str:
+    """The contract class name of a module: its class's name, or the contract's for a class seen through an
+    ``--impl-map`` (``reference.adapter``)."""
+    return getattr(type(module), "_contract_name", type(module).__name__)
+
+
 def record_calls(model: nn.Module, run: Callable[[], Any]) -> tuple[Any, list[Call]]:
     """Run ``run()`` with hooks on every contract submodule of ``model``; return its result and the calls made.
 
@@ -218,13 +242,13 @@ def record_calls(model: nn.Module, run: Callable[[], Any]) -> tuple[Any, list[Ca
     def leave(path: str, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         inputs = running.pop()[1] if running and running[-1][0] == path else _detach(_bind(module, args, kwargs))
         scores = getattr(module, "attention_scores", None)
-        calls.append(Call(len(calls), path, type(module).__name__, module, inputs, _detach(output),
+        calls.append(Call(len(calls), path, contract_class(module), module, inputs, _detach(output),
                           scores.detach().clone() if isinstance(scores, torch.Tensor) else None))
 
     modules = dict(model.named_modules())
     handles = []
     for path, m in modules.items():
-        if path and type(m).__name__ in CONTRACT_CLASSES:
+        if path and contract_class(m) in CONTRACT_CLASSES:
             handles.append(m.register_forward_pre_hook(lambda mod, a, kw, _p=path: enter(_p, mod, a, kw),
                                                        with_kwargs=True))
             handles.append(m.register_forward_hook(lambda mod, a, kw, out, _p=path: leave(_p, mod, a, kw, out),
@@ -236,7 +260,7 @@ def record_calls(model: nn.Module, run: Callable[[], Any]) -> tuple[Any, list[Ca
         if not running:
             raise
         path, inputs = running[-1]
-        calls.append(Call(len(calls), path, type(modules[path]).__name__, modules[path], inputs, None,
+        calls.append(Call(len(calls), path, contract_class(modules[path]), modules[path], inputs, None,
                           error=f"{type(exc).__name__}: {exc}",
                           enclosing=tuple(p for p, _ in reversed(running[:-1]))))
     finally:
@@ -269,18 +293,24 @@ def _twin_feed_forward(x: torch.Tensor, w: Mapping[str, torch.Tensor]) -> torch.
                     w["linear_2.weight"], w.get("linear_2.bias"))
 
 
+def _twin_projection(x: torch.Tensor, w: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
+    """Attention projection ``name`` ("w_q", ...): ``x W^T (+ b)``; [B, L, d] -> [B, L, d]."""
+    return F.linear(x, w[f"{name}.weight"], w.get(f"{name}.bias"))
+
+
 def _twin_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                     w: Mapping[str, torch.Tensor], h: int) -> tuple[torch.Tensor, torch.Tensor]:
     """MHA with ``F.scaled_dot_product_attention`` (bool mask, True = may attend; fully masked rows set to 0).
 
-    Returns (out [B, Lq, d], weights [B, h, Lq, Lk]); the weights (which SDPA does not return) are torch's softmax
-    of the scaled, masked scores in the same dtype.
+    Projections ``x W^T + b`` with each bias when ``w`` has it (``"w_q.bias"``, ...). Returns (out [B, Lq, d],
+    weights [B, h, Lq, Lk]); the weights (which SDPA does not return) are torch's softmax of the scaled, masked scores
+    in the same dtype.
     """
     B, Lq, d = q.shape
     Lk = k.shape[1]
-    query = F.linear(q, w["w_q.weight"]).view(B, Lq, h, d // h).transpose(1, 2)  # (B, h, Lq, d_k)
-    key = F.linear(k, w["w_k.weight"]).view(B, Lk, h, d // h).transpose(1, 2)  # (B, h, Lk, d_k)
-    value = F.linear(v, w["w_v.weight"]).view(B, Lk, h, d // h).transpose(1, 2)  # (B, h, Lk, d_k)
+    query = _twin_projection(q, w, "w_q").view(B, Lq, h, d // h).transpose(1, 2)  # (B, h, Lq, d_k)
+    key = _twin_projection(k, w, "w_k").view(B, Lk, h, d // h).transpose(1, 2)  # (B, h, Lk, d_k)
+    value = _twin_projection(v, w, "w_v").view(B, Lk, h, d // h).transpose(1, 2)  # (B, h, Lk, d_k)
     visible = None if mask is None else torch.broadcast_to(mask.to(q.device) != 0, (B, h, Lq, Lk))
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=visible)  # (B, h, Lq, d_k)
     scores = query @ key.transpose(-2, -1) / math.sqrt(d // h)  # (B, h, Lq, Lk)
@@ -290,7 +320,7 @@ def _twin_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
         weights = torch.softmax(scores.masked_fill(~visible, -math.inf), dim=-1).masked_fill(~seen, 0.0)
     else:
         weights = torch.softmax(scores, dim=-1)
-    return F.linear(out.transpose(1, 2).reshape(B, Lq, d), w["w_o.weight"]), weights
+    return _twin_projection(out.transpose(1, 2).reshape(B, Lq, d), w, "w_o"), weights
 
 
 class _Twin:
@@ -371,13 +401,12 @@ class _Twin:
 
 
 def torch_trace(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, src_mask: torch.Tensor | None,
-                tgt_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """Torch's own computation of every contract path, in the model's dtype, on its weights."""
-    hp = component_hparams(model)
+                tgt_mask: torch.Tensor | None, hp: HParams) -> dict[str, torch.Tensor]:
+    """Torch's own computation of every contract path, in the model's dtype, on its weights, with ``hp``."""
     w = {name: p.detach() for name, p in model.named_parameters()}
     trace: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        _Twin(w, hp["h"], hp["eps"], trace).transformer(src, tgt, src_mask, tgt_mask)
+        _Twin(w, hp.h, hp.eps, trace).transformer(src, tgt, src_mask, tgt_mask)
     return trace
 
 
@@ -386,13 +415,14 @@ def _np(x: Any) -> Any:
     return to_numpy(x) if isinstance(x, torch.Tensor) else x
 
 
-def _local_reference(call: Call, calls: Sequence[Call]) -> tuple[np.ndarray, torch.Tensor | None] | None:
-    """(oracle, twin) outputs of ``call``'s submodule on its own captured inputs; None where not expressible."""
+def _local_reference(call: Call, calls: Sequence[Call], hp: HParams
+                     ) -> tuple[np.ndarray, torch.Tensor | None] | None:
+    """(oracle, twin) outputs of ``call``'s submodule on its own captured inputs, with ``hp``; None where not
+    expressible."""
     module, inputs = call.module, call.inputs
     w64 = contract_weights(module)[0]
     wt = {name: p.detach() for name, p in module.named_parameters()}
-    hp = component_hparams(module)
-    h, eps = hp.get("h"), hp.get("eps", getattr(module, "eps", 1e-6))
+    h, eps = hp.h, hp.eps
     x = inputs[0] if inputs else None
     kind = call.kind
     with torch.no_grad():
@@ -402,14 +432,14 @@ def _local_reference(call: Call, calls: Sequence[Call]) -> tuple[np.ndarray, tor
         if kind == "PositionalEncoding":
             return numpy_ref.positional_encoding(_np(x)), _twin_positional(x)
         if kind == "LayerNormalization":
-            return (numpy_ref.layer_norm(_np(x), w64["alpha"], w64["bias"], module.eps),
-                    _twin_layer_norm(x, wt["alpha"], wt["bias"], module.eps))
+            return (numpy_ref.layer_norm(_np(x), w64["alpha"], w64["bias"], eps),
+                    _twin_layer_norm(x, wt["alpha"], wt["bias"], eps))
         if kind == "FeedForwardBlock":
             return numpy_ref.feed_forward(_np(x), w64), _twin_feed_forward(x, wt)
         if kind == "MultiHeadAttentionBlock":
             q, k, v, mask = (list(inputs) + [None] * 4)[:4]
-            return (numpy_ref.multi_head_attention(_np(q), _np(k), _np(v), _np(mask), w64, module.h)[0],
-                    _twin_attention(q, k, v, mask, wt, module.h)[0])
+            return (numpy_ref.multi_head_attention(_np(q), _np(k), _np(v), _np(mask), w64, h)[0],
+                    _twin_attention(q, k, v, mask, wt, h)[0])
         if kind == "ResidualConnection":
             # x + sublayer(norm(x)) with the implementation's own sublayer output: the call that finished last
             # before this one and is not this residual's norm.
@@ -452,17 +482,17 @@ class LocalCheck:
     culprit: str | None = None
 
 
-def _judge_locally(call: Call, calls: Sequence[Call], dtype: torch.dtype, *, scores: bool = False
+def _judge_locally(call: Call, calls: Sequence[Call], dtype: torch.dtype, hp: HParams, *, scores: bool = False
                    ) -> Verdict | str:
     try:
         if scores:  # an attention block's attention_scores against the oracle's weights on its own inputs
             q, k, v, mask = (list(call.inputs) + [None] * 4)[:4]
             w64, wt = contract_weights(call.module)[0], {n: p.detach() for n, p in call.module.named_parameters()}
-            oracle = numpy_ref.multi_head_attention(_np(q), _np(k), _np(v), _np(mask), w64, call.module.h)[1]
+            oracle = numpy_ref.multi_head_attention(_np(q), _np(k), _np(v), _np(mask), w64, hp.h)[1]
             with torch.no_grad():
-                twin = _twin_attention(q, k, v, mask, wt, call.module.h)[1]
+                twin = _twin_attention(q, k, v, mask, wt, hp.h)[1]
             return judge(call.attention, oracle, dtype=dtype, torch_out=twin)
-        ref = _local_reference(call, calls)
+        ref = _local_reference(call, calls, hp)
     except Exception as exc:  # a malformed implementation: say so rather than hide the localisation
         return f"not possible ({type(exc).__name__}: {exc})"
     if ref is None:
@@ -477,12 +507,14 @@ def _ancestors(path: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
 
 
-def local_check(call: Call, calls: Sequence[Call], dtype: torch.dtype, *, scores: bool = False) -> LocalCheck:
+def local_check(call: Call, calls: Sequence[Call], dtype: torch.dtype, hp: HParams, *, scores: bool = False
+                ) -> LocalCheck:
     """Is ``call``'s submodule wrong, or was it fed a wrong input (and by whom)? See the module docstring.
 
-    ``scores``: judge the block's ``attention_scores`` instead of its output.
+    ``hp``: the hyper-parameters the model was built with. ``scores``: judge the block's ``attention_scores``
+    instead of its output.
     """
-    v = _judge_locally(call, calls, dtype, scores=scores)
+    v = _judge_locally(call, calls, dtype, hp, scores=scores)
     what = f"{call.kind} at {call.path}" + (" (its attention_scores)" if scores else "")
     if isinstance(v, str):
         return LocalCheck(call.path, math.nan, "", False, f"local check of {what} {v}")
@@ -496,7 +528,7 @@ def local_check(call: Call, calls: Sequence[Call], dtype: torch.dtype, *, scores
     culprit = ""
     for parent in _ancestors(call.path):
         if parent in first_call:
-            pv = _judge_locally(first_call[parent], calls, dtype)
+            pv = _judge_locally(first_call[parent], calls, dtype, hp)
             if isinstance(pv, Verdict) and not pv.ok:
                 culprit = parent
                 break
@@ -508,11 +540,11 @@ def local_check(call: Call, calls: Sequence[Call], dtype: torch.dtype, *, scores
                       f"wrong input, by {by}", culprit=culprit)
 
 
-def _local_check_raised(call: Call, calls: Sequence[Call]) -> LocalCheck:
+def _local_check_raised(call: Call, calls: Sequence[Call], hp: HParams) -> LocalCheck:
     """A submodule raised: does the oracle accept its inputs (then it is wrong) or fail on them too (then it was
     fed inconsistent inputs, by the nearest enclosing contract module, or by the model's encode/decode/project)?"""
     try:
-        _local_reference(call, calls)
+        _local_reference(call, calls, hp)
     except Exception as exc:
         # the nearest enclosing contract module in the module tree (a residual around it only calls the block's
         # closure, so the block that owns the submodule is the one that wired its inputs)
@@ -594,7 +626,7 @@ class Localization:
         lines += [f"  note: {n}" for n in self.notes]
         if self.missing:
             lines.append(f"  never executed by the implementation: {', '.join(self.missing)}")
-        start = 0 if all_rows or self.ok else next(i for i, r in enumerate(self.rows) if not r.ok)
+        start = 0 if all_rows or self.ok else next((i for i, r in enumerate(self.rows) if not r.ok), 0)
         shown = self.rows[start:]
         if shown:
             width = max(len(r.path) for r in shown)
@@ -621,17 +653,18 @@ def contract_weights(model: nn.Module) -> tuple[dict[str, np.ndarray], dict[str,
 
     A missing bias (``X.bias`` next to ``X.weight``) or norm gain/shift is filled with the value it stands for
     (zeros / ones) so the oracle can still run everything downstream; the submodule itself is flagged. Parameters
-    beyond the contract are named in the note too (the oracle ignores them).
+    beyond the contract are named in the note too (the oracle ignores them). Optional parameters
+    (``OPTIONAL_PARAMETERS``: the attention projections' biases) are used when present and never flagged.
     """
     weights = extract_weights(model)
     notes: dict[str, str] = {}
     for path, module in model.named_modules():
-        names = CONTRACT_PARAMETERS.get(type(module).__name__)
+        names = CONTRACT_PARAMETERS.get(contract_class(module))
         if names is None:
             continue
         own = {name for name, _ in module.named_parameters()}
         lacking = [n for n in names if n not in own]
-        extra = sorted(own - set(names))
+        extra = sorted(own - set(names) - set(OPTIONAL_PARAMETERS.get(contract_class(module), ())))
         for name in lacking:
             key = join(path, name)
             if name.endswith("bias") and join(path, name[: -len("bias")] + "weight") in weights:
@@ -650,13 +683,17 @@ def contract_weights(model: nn.Module) -> tuple[dict[str, np.ndarray], dict[str,
 
 
 def localize(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, src_mask: torch.Tensor | None = None,
-             tgt_mask: torch.Tensor | None = None, *, dtype: torch.dtype | None = None) -> Localization:
+             tgt_mask: torch.Tensor | None = None, *, h: int, eps: float = CONTRACT_EPS,
+             dtype: torch.dtype | None = None) -> Localization:
     """Judge every contract submodule of ``model`` on ``project(decode(encode(src, src_mask), ...))``.
 
     src Long[B, Ls], tgt Long[B, Lt]; masks None or bool broadcastable to [B, h, Lq, Lk] (True = may attend), on
-    the model's device. ``dtype`` sets the tolerance (default: the model's parameter dtype). Dropout is switched
-    off for the run (``eval()``) and the model's mode restored afterwards.
+    the model's device. ``h``: the head count the model was built with (``build_transformer(..., h=h)``); ``eps``:
+    its norms' (the contract's default unless built otherwise); neither is read from the model. ``dtype`` sets the
+    tolerance (default: the model's parameter dtype). Dropout is switched off for the run (``eval()``) and the
+    model's mode restored afterwards.
     """
+    hp = HParams(h, eps)
     model_dtype, device = _model_dtype_device(model)
     dtype = dtype or model_dtype
     was_training = model.training
@@ -665,14 +702,13 @@ def localize(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, src_mask: t
         with torch.no_grad():
             _, calls = record_calls(model, lambda: model.project(
                 model.decode(model.encode(src, src_mask), src_mask, tgt, tgt_mask)))
-            twin = torch_trace(model, src, tgt, src_mask, tgt_mask)
+            twin = torch_trace(model, src, tgt, src_mask, tgt_mask, hp)
     finally:
         model.train(was_training)
-    hp = component_hparams(model)
     weights, param_notes = contract_weights(model)
     oracle: dict[str, np.ndarray] = {}
     numpy_ref.transformer(to_numpy(src), to_numpy(tgt), to_numpy(src_mask), to_numpy(tgt_mask),
-                          weights, hp["h"], hp["eps"], trace=oracle)
+                          weights, hp.h, hp.eps, trace=oracle)
 
     rows: list[PathRow] = []
     impl_outputs: dict[str, np.ndarray] = {}
@@ -724,9 +760,9 @@ def localize(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, src_mask: t
         local = LocalCheck(first.path, math.nan, "", False, f"{first.kind} at {first.path} {first.note}",
                            culprit=first.path)
     elif first is not None and calls[first.order].error:
-        local = _local_check_raised(calls[first.order], calls)
+        local = _local_check_raised(calls[first.order], calls, hp)
     elif first is not None:
-        local = local_check(calls[first.order], calls, dtype, scores=first.kind == "attention_scores")
+        local = local_check(calls[first.order], calls, dtype, hp, scores=first.kind == "attention_scores")
     notes = []
     if raised:
         notes.append("the forward raised; submodules after the failing one never ran")
@@ -779,4 +815,4 @@ def localize_impl(impl: Any, cfg: ModelConfig, *, seed: int = 0, device: torch.d
     model = build_model(impl, cfg, device=device, dtype=dtype)
     randomize_parameters_(model, seed)
     case = random_case(cfg, batch=batch, seed=seed, device=device)
-    return localize(model, case.src, case.tgt, case.src_mask, case.tgt_mask, dtype=dtype), model, case
+    return localize(model, case.src, case.tgt, case.src_mask, case.tgt_mask, h=cfg.h, dtype=dtype), model, case

@@ -5,6 +5,11 @@ Weights are a ``Mapping[str, np.ndarray]`` keyed by the contract module's dotted
 ``module.named_parameters()`` gives: ``"w_q.weight"``, ``"linear_1.bias"``, ``"alpha"``,
 ``"encoder.layers.0.self_attention_block.w_q.weight"``); ``sub(w, prefix)`` narrows a mapping to a submodule.
 Linear layers follow ``nn.Linear``: ``y = x @ W.T + b``. Dropout is the identity (eval, or train with p = 0).
+The attention projections ``w_q``/``w_k``/``w_v``/``w_o`` may carry biases (``"w_q.bias"``, as ``nn.Linear``'s
+default and ``nn.MultiheadAttention`` have them): used when the mapping has them, zero when it does not.
+
+Hyper-parameters (``h``, ``eps``) are arguments, never read from a module: callers pass what they built the module
+with, or the contract's default ``CONTRACT_EPS``.
 
 Masks: None, or a bool/int array broadcastable to [B, h, Lq, Lk]; nonzero = may attend. Masked keys get exactly
 zero weight; a query row with no visible key gets all-zero weights and so a zero output (the package's choice;
@@ -31,6 +36,10 @@ Mask = Optional[np.ndarray]  # bool/int, broadcastable to [B, h, Lq, Lk]; nonzer
 
 #: Suffix of the trace keys holding attention weights: ``"<block path>:weights"``.
 WEIGHTS_SUFFIX = ":weights"
+#: ``LayerNormalization``'s default ``eps`` (the contract's): the value of every norm the kit builds without one.
+CONTRACT_EPS = 1e-6
+#: The attention projections, each an ``nn.Linear``-like ``<name>.weight`` [d, d] with an optional ``<name>.bias`` [d].
+PROJECTIONS = ("w_q", "w_k", "w_v", "w_o")
 
 
 # --------------------------------------------------------------------------------------------------- plumbing
@@ -103,7 +112,7 @@ def positional_encoding(x: np.ndarray) -> np.ndarray:
     return x + positional_encoding_table(x.shape[-2], x.shape[-1])
 
 
-def layer_norm(x: np.ndarray, alpha: np.ndarray, bias: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+def layer_norm(x: np.ndarray, alpha: np.ndarray, bias: np.ndarray, eps: float = CONTRACT_EPS) -> np.ndarray:
     """``alpha * (x - mean) / sqrt(var + eps) + bias`` over the last dim, biased var; x [..., d], alpha/bias [d].
 
     Corrected two-pass: the second centring removes the first mean's rounding (``x - mean`` is exact when x sits
@@ -154,20 +163,28 @@ def scaled_dot_product_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, ma
     return weights @ v, weights
 
 
+def attention_projection(x: np.ndarray, w: Weights, name: str) -> np.ndarray:
+    """Attention projection ``name`` ("w_q", ...): ``x W^T + b``, b = ``w["<name>.bias"]`` when present, else 0;
+    x [B, L, d], W [d, d], b [d] -> [B, L, d]."""
+    return linear(x, w[f"{name}.weight"], w.get(f"{name}.bias"))
+
+
 def multi_head_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Mask, w: Weights, h: int
                          ) -> tuple[np.ndarray, np.ndarray]:
-    """``Concat(head_1..head_h) W_o^T``, ``head_i = Attention(q W_q^T, k W_k^T, v W_v^T)`` split into h heads.
+    """``Concat(head_1..head_h) W_o^T + b_o``, ``head_i = Attention(q W_q^T + b_q, k W_k^T + b_k, v W_v^T + b_v)``
+    split into h heads; each bias is used when ``w`` has it (``"w_q.bias"``, ...), zero otherwise.
 
-    q [B, Lq, d], k/v [B, Lk, d], W_q/W_k/W_v/W_o [d, d] (no biases) -> (out [B, Lq, d], weights [B, h, Lq, Lk]).
+    q [B, Lq, d], k/v [B, Lk, d], W_q/W_k/W_v/W_o [d, d], b_q/b_k/b_v/b_o [d]
+    -> (out [B, Lq, d], weights [B, h, Lq, Lk]).
     """
-    query = split_heads(linear(q, w["w_q.weight"]), h)  # (B, h, Lq, d_k)
-    key = split_heads(linear(k, w["w_k.weight"]), h)  # (B, h, Lk, d_k)
-    value = split_heads(linear(v, w["w_v.weight"]), h)  # (B, h, Lk, d_k)
+    query = split_heads(attention_projection(q, w, "w_q"), h)  # (B, h, Lq, d_k)
+    key = split_heads(attention_projection(k, w, "w_k"), h)  # (B, h, Lk, d_k)
+    value = split_heads(attention_projection(v, w, "w_v"), h)  # (B, h, Lk, d_k)
     heads, weights = scaled_dot_product_attention(query, key, value, mask)
-    return linear(combine_heads(heads), w["w_o.weight"]), weights  # (B, Lq, d), (B, h, Lq, Lk)
+    return attention_projection(combine_heads(heads), w, "w_o"), weights  # (B, Lq, d), (B, h, Lq, Lk)
 
 
-def residual(x: np.ndarray, sublayer: Callable[[np.ndarray], np.ndarray], w: Weights, eps: float = 1e-6,
+def residual(x: np.ndarray, sublayer: Callable[[np.ndarray], np.ndarray], w: Weights, eps: float = CONTRACT_EPS,
              trace: Trace | None = None, path: str = "") -> np.ndarray:
     """ResidualConnection (pre-norm): ``x + sublayer(layer_norm(x))``; x [B, L, d], w keys norm.alpha, norm.bias."""
     normed = _record(trace, join(path, "norm"), layer_norm(x, w["norm.alpha"], w["norm.bias"], eps))
@@ -189,7 +206,7 @@ def _feed_forward_sublayer(w: Weights, trace: Trace | None, path: str) -> Callab
     return lambda y: _record(trace, path, feed_forward(y, w))
 
 
-def encoder_block(x: np.ndarray, mask: Mask, w: Weights, h: int, eps: float = 1e-6, trace: Trace | None = None,
+def encoder_block(x: np.ndarray, mask: Mask, w: Weights, h: int, eps: float = CONTRACT_EPS, trace: Trace | None = None,
                   path: str = "") -> np.ndarray:
     """EncoderBlock: ``x = x + MHA(n(x), n(x), n(x), mask)``, then ``x + FFN(n(x))``; x [B, L, d] -> [B, L, d]."""
     attend = _attention_sublayer(None, mask, sub(w, "self_attention_block"), h, trace,
@@ -207,7 +224,7 @@ def _num_layers(w: Weights) -> int:
     return len(indices)
 
 
-def encoder(x: np.ndarray, mask: Mask, w: Weights, h: int, eps: float = 1e-6, trace: Trace | None = None,
+def encoder(x: np.ndarray, mask: Mask, w: Weights, h: int, eps: float = CONTRACT_EPS, trace: Trace | None = None,
             path: str = "") -> np.ndarray:
     """Encoder: N encoder blocks ("layers.i.*"), then the final LayerNorm ("norm.*"); x [B, L, d] -> [B, L, d]."""
     for i in range(_num_layers(w)):
@@ -217,7 +234,7 @@ def encoder(x: np.ndarray, mask: Mask, w: Weights, h: int, eps: float = 1e-6, tr
 
 
 def decoder_block(x: np.ndarray, encoder_output: np.ndarray, src_mask: Mask, tgt_mask: Mask, w: Weights, h: int,
-                  eps: float = 1e-6, trace: Trace | None = None, path: str = "") -> np.ndarray:
+                  eps: float = CONTRACT_EPS, trace: Trace | None = None, path: str = "") -> np.ndarray:
     """DecoderBlock: ``x + SelfMHA(n(x), tgt_mask)``, ``x + CrossMHA(n(x), enc, enc, src_mask)``, ``x + FFN(n(x))``.
 
     x [B, Lt, d], encoder_output [B, Ls, d] -> [B, Lt, d]; tgt_mask for [.., Lt, Lt], src_mask for [.., Lt, Ls].
@@ -234,7 +251,7 @@ def decoder_block(x: np.ndarray, encoder_output: np.ndarray, src_mask: Mask, tgt
 
 
 def decoder(x: np.ndarray, encoder_output: np.ndarray, src_mask: Mask, tgt_mask: Mask, w: Weights, h: int,
-            eps: float = 1e-6, trace: Trace | None = None, path: str = "") -> np.ndarray:
+            eps: float = CONTRACT_EPS, trace: Trace | None = None, path: str = "") -> np.ndarray:
     """Decoder: N decoder blocks ("layers.i.*"), then the final LayerNorm ("norm.*"); x [B, Lt, d] -> [B, Lt, d]."""
     for i in range(_num_layers(w)):
         x = decoder_block(x, encoder_output, src_mask, tgt_mask, sub(w, f"layers.{i}"), h, eps, trace,
@@ -249,7 +266,7 @@ def projection(x: np.ndarray, w: Weights) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------- the model
-def encode(src: np.ndarray, src_mask: Mask, w: Weights, h: int, eps: float = 1e-6,
+def encode(src: np.ndarray, src_mask: Mask, w: Weights, h: int, eps: float = CONTRACT_EPS,
            trace: Trace | None = None) -> np.ndarray:
     """Transformer.encode: ``encoder(pe(embed(src)), src_mask)``; src int [B, Ls] -> [B, Ls, d]; w: whole model."""
     x = _record(trace, "src_embed", embedding(src, w["src_embed.embedding.weight"]))
@@ -258,7 +275,7 @@ def encode(src: np.ndarray, src_mask: Mask, w: Weights, h: int, eps: float = 1e-
 
 
 def decode(encoder_output: np.ndarray, src_mask: Mask, tgt: np.ndarray, tgt_mask: Mask, w: Weights, h: int,
-           eps: float = 1e-6, trace: Trace | None = None) -> np.ndarray:
+           eps: float = CONTRACT_EPS, trace: Trace | None = None) -> np.ndarray:
     """Transformer.decode: ``decoder(pe(embed(tgt)), enc, src_mask, tgt_mask)``; tgt int [B, Lt] -> [B, Lt, d]."""
     x = _record(trace, "tgt_embed", embedding(tgt, w["tgt_embed.embedding.weight"]))
     x = _record(trace, "tgt_pos", positional_encoding(x))
@@ -271,7 +288,7 @@ def project(x: np.ndarray, w: Weights, trace: Trace | None = None) -> np.ndarray
 
 
 def transformer(src: np.ndarray, tgt: np.ndarray, src_mask: Mask, tgt_mask: Mask, w: Weights, h: int,
-                eps: float = 1e-6, trace: Trace | None = None) -> np.ndarray:
+                eps: float = CONTRACT_EPS, trace: Trace | None = None) -> np.ndarray:
     """``project(decode(encode(src, src_mask), src_mask, tgt, tgt_mask))``; src [B, Ls], tgt [B, Lt] -> logits."""
     memory = encode(src, src_mask, w, h, eps, trace)
     return project(decode(memory, src_mask, tgt, tgt_mask, w, h, eps, trace), w, trace)

@@ -12,6 +12,8 @@ the command that reproduces it. ``--json FILE`` writes the same data (schema in 
 Tolerances (``reference.tolerances``): float64 rows, the embedding and the positional table use the direct rule
 (``VALUE_TOL``/``GRAD_TOL``); float32 and lower use the error-ratio rule against torch's own error on the same
 inputs. Every parameter is set to a random non-default value (``randomize_parameters_``), norm gains and biases too.
+Hyper-parameters come from the sweep's configuration (``h``) and the contract (``eps`` = ``CONTRACT_EPS``: no norm
+is built with another), never from the modules under test.
 Shapes: B batch, L / Lq / Lk lengths, d = d_model.
 """
 
@@ -40,7 +42,7 @@ from .contract import (DEFAULT_IMPL, ModelConfig, build_model, construct, load_i
                        randomize_parameters_)
 from .compare import error_stats, relative_l2_error, to_f64
 from .localize import Localization, Verdict, jsonable, judge, localize, random_case
-from .weights import extract_weights, to_numpy
+from .weights import CONTRACT_EPS, extract_weights, to_numpy
 
 SCHEMA = "scratch-transformer-report/1"
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -193,8 +195,9 @@ def _np(x: torch.Tensor | None) -> np.ndarray | None:
     return to_numpy(x)
 
 
-def _layer_norm_torch(module: nn.Module) -> nn.LayerNorm:
-    ln = nn.LayerNorm(module.alpha.shape[-1], eps=float(module.eps), device=module.alpha.device,
+def _layer_norm_torch(module: nn.Module, eps: float = CONTRACT_EPS) -> nn.LayerNorm:
+    """``nn.LayerNorm(eps=eps)`` holding the contract norm's ``alpha``/``bias`` (eps: the kit's, not the module's)."""
+    ln = nn.LayerNorm(module.alpha.shape[-1], eps=float(eps), device=module.alpha.device,
                       dtype=module.alpha.dtype)
     with torch.no_grad():
         ln.weight.copy_(module.alpha)
@@ -245,7 +248,7 @@ def run_layer_norm(c: Ctx) -> Outcome:
     with torch.no_grad():
         out = module(x)
         torch_out = _layer_norm_torch(module)(x)
-    expected = numpy_ref.layer_norm(_np(x), _np(module.alpha), _np(module.bias), float(module.eps))
+    expected = numpy_ref.layer_norm(_np(x), _np(module.alpha), _np(module.bias), CONTRACT_EPS)
     return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out,
                          sensitivity=_layer_norm_sensitivity(module, x, c.dtype)), "vs nn.LayerNorm", _np(out),
                    expected)
@@ -254,7 +257,7 @@ def run_layer_norm(c: Ctx) -> Outcome:
 def _layer_norm_sensitivity(module: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
     """The LayerNorm oracle's sensitivity to one rounding in ``dtype`` of x, alpha and bias (lazy)."""
     def oracle() -> np.ndarray:
-        return numpy_ref.layer_norm(to_numpy(x), to_numpy(module.alpha), to_numpy(module.bias), float(module.eps))
+        return numpy_ref.layer_norm(to_numpy(x), to_numpy(module.alpha), to_numpy(module.bias), CONTRACT_EPS)
     return lambda: conditioning.sensitivity(oracle, conditioning.unit_roundoff(dtype))
 
 
@@ -266,7 +269,7 @@ def run_layer_norm_offset(c: Ctx) -> Outcome:
     with torch.no_grad():
         out = module(x)
         torch_out = _layer_norm_torch(module)(x)
-    expected = numpy_ref.layer_norm(_np(x), _np(module.alpha), _np(module.bias), float(module.eps))
+    expected = numpy_ref.layer_norm(_np(x), _np(module.alpha), _np(module.bias), CONTRACT_EPS)
     return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out,
                          sensitivity=_layer_norm_sensitivity(module, x, c.dtype)), "offset 1e4; vs nn.LayerNorm",
                    _np(out), expected)
@@ -299,7 +302,8 @@ def make_run_mha(kind: str) -> Callable[[Ctx], Outcome]:
         mask = c.mask({"cross": "key_padding", "large": "causal"}.get(kind, kind), Lq, Lk)
         with torch.no_grad():
             out = module(q, k, v, mask)
-            torch_out = torch_adapters.mha_forward(torch_adapters.to_multihead_attention(module).eval(), q, k, v, mask)
+            torch_out = torch_adapters.mha_forward(torch_adapters.to_multihead_attention(module, h=m.h).eval(), q, k,
+                                                   v, mask)
         expected, weights = numpy_ref.multi_head_attention(_np(q), _np(k), _np(v), _np(mask), extract_weights(module),
                                                             m.h)
         v_out = judge(out, expected, dtype=c.dtype, torch_out=torch_out)
@@ -353,8 +357,8 @@ def run_encoder_block(c: Ctx) -> Outcome:
     mask = c.mask("key_padding", c.config.src_len, c.config.src_len)
     with torch.no_grad():
         out = module(x, mask)
-        torch_out = torch_adapters.encoder_forward(torch_adapters.to_encoder_layer(module).eval(), x, mask)
-    expected = numpy_ref.encoder_block(_np(x), _np(mask), extract_weights(module), m.h, float(_eps(module)))
+        torch_out = torch_adapters.encoder_forward(torch_adapters.to_encoder_layer(module, h=m.h).eval(), x, mask)
+    expected = numpy_ref.encoder_block(_np(x), _np(mask), extract_weights(module), m.h, CONTRACT_EPS)
     return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), "vs nn.TransformerEncoderLayer",
                    _np(out), expected)
 
@@ -369,16 +373,12 @@ def run_decoder_block(c: Ctx) -> Outcome:
     src_mask, tgt_mask = c.mask("key_padding", Lt, Ls), c.mask("padded_causal", Lt, Lt)
     with torch.no_grad():
         out = module(x, memory, src_mask, tgt_mask)
-        torch_out = torch_adapters.decoder_forward(torch_adapters.to_decoder_layer(module).eval(), x, memory,
+        torch_out = torch_adapters.decoder_forward(torch_adapters.to_decoder_layer(module, h=m.h).eval(), x, memory,
                                                    src_mask, tgt_mask)
     expected = numpy_ref.decoder_block(_np(x), _np(memory), _np(src_mask), _np(tgt_mask), extract_weights(module),
-                                       m.h, float(_eps(module)))
+                                       m.h, CONTRACT_EPS)
     return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), "vs nn.TransformerDecoderLayer",
                    _np(out), expected)
-
-
-def _eps(module: nn.Module) -> float:
-    return next(float(m.eps) for _, m in module.named_modules() if hasattr(m, "eps") and hasattr(m, "alpha"))
 
 
 def _model(c: Ctx) -> nn.Module:
@@ -394,9 +394,9 @@ def run_encoder(c: Ctx) -> Outcome:
     mask = c.mask("key_padding", c.config.src_len, c.config.src_len)
     with torch.no_grad():
         out = model.encoder(x, mask)
-        torch_out = torch_adapters.encoder_forward(torch_adapters.to_encoder(model.encoder).eval(), x, mask)
+        torch_out = torch_adapters.encoder_forward(torch_adapters.to_encoder(model.encoder, h=m.h).eval(), x, mask)
     expected = numpy_ref.encoder(_np(x), _np(mask), numpy_ref.sub(extract_weights(model), "encoder"), m.h,
-                                 _eps(model))
+                                 CONTRACT_EPS)
     return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), "vs nn.TransformerEncoder",
                    _np(out), expected)
 
@@ -409,10 +409,10 @@ def run_decoder(c: Ctx) -> Outcome:
     src_mask, tgt_mask = c.mask("key_padding", Lt, Ls), c.mask("padded_causal", Lt, Lt)
     with torch.no_grad():
         out = model.decoder(x, memory, src_mask, tgt_mask)
-        torch_out = torch_adapters.decoder_forward(torch_adapters.to_decoder(model.decoder).eval(), x, memory,
+        torch_out = torch_adapters.decoder_forward(torch_adapters.to_decoder(model.decoder, h=m.h).eval(), x, memory,
                                                    src_mask, tgt_mask)
     expected = numpy_ref.decoder(_np(x), _np(memory), _np(src_mask), _np(tgt_mask),
-                                 numpy_ref.sub(extract_weights(model), "decoder"), m.h, _eps(model))
+                                 numpy_ref.sub(extract_weights(model), "decoder"), m.h, CONTRACT_EPS)
     return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), "vs nn.TransformerDecoder",
                    _np(out), expected)
 
@@ -422,7 +422,7 @@ def run_transformer(c: Ctx) -> Outcome:
     model = _model(c)
     case = random_case(c.config.model, batch=c.config.batch, src_len=c.config.src_len, tgt_len=c.config.tgt_len,
                        seed=c.seed, device=c.device)
-    loc = localize(model, case.src, case.tgt, case.src_mask, case.tgt_mask, dtype=c.dtype)
+    loc = localize(model, case.src, case.tgt, case.src_mask, case.tgt_mask, h=c.config.model.h, dtype=c.dtype)
     raised = next((r for r in loc.rows if r.note.startswith("raised ")), None)
     if raised is not None:
         v = Verdict(math.inf, math.inf, 0.0, None, "shape", "must run", 0.0, math.inf, False,
@@ -431,7 +431,7 @@ def run_transformer(c: Ctx) -> Outcome:
     with torch.no_grad():
         out = model.project(model.decode(model.encode(case.src, case.src_mask), case.src_mask, case.tgt,
                                          case.tgt_mask))
-        ref = torch_adapters.TorchTransformerModel(model).eval()
+        ref = torch_adapters.TorchTransformerModel(model, h=c.config.model.h).eval()
         torch_out = ref.project(ref.decode(ref.encode(case.src, case.src_mask), case.src_mask, case.tgt,
                                            case.tgt_mask))
     expected = loc.oracle_outputs["projection_layer"]
@@ -562,7 +562,7 @@ def run_grad_mha(c: Ctx) -> Outcome:
             return torch_adapters.mha_forward(mod, xs["q"], xs["kv"], xs["kv"], mask)
         return mod(xs["q"], xs["kv"], xs["kv"], mask)
 
-    return _grad_case(c, module, torch_adapters.to_multihead_attention, call, inputs,
+    return _grad_case(c, module, lambda mod: torch_adapters.to_multihead_attention(mod, h=m.h), call, inputs,
                       torch_adapters.grads_by_contract_name)
 
 
@@ -599,7 +599,7 @@ def _grad_transformer_once(c: Ctx) -> Outcome:
     def call(mod: nn.Module, xs: dict) -> torch.Tensor:
         return mod.project(mod.decode(mod.encode(case.src, case.src_mask), case.src_mask, case.tgt, case.tgt_mask))
 
-    return _grad_case(c, model, torch_adapters.TorchTransformerModel, call, {},
+    return _grad_case(c, model, lambda mod: torch_adapters.TorchTransformerModel(mod, h=c.config.model.h), call, {},
                       torch_adapters.grads_by_contract_name, module64=model64)
 
 
@@ -728,9 +728,10 @@ def default_dtypes(device: str) -> list[str]:
 
 
 def sweep(impl_name: str, *, components: Sequence[str], devices: Sequence[str], dtypes: dict[str, list[str]],
-          seed: int, configs: Sequence[Config] = CONFIGS, progress: Callable[[str], None] | None = None) -> Report:
-    """Run every selected component x config x device x dtype."""
-    impl = load_impl(impl_name)
+          seed: int, configs: Sequence[Config] = CONFIGS, progress: Callable[[str], None] | None = None,
+          impl_map: str | Path | None = None) -> Report:
+    """Run every selected component x config x device x dtype (on ``impl_name`` seen through ``impl_map``)."""
+    impl = load_impl(impl_name, impl_map)
     start = time.perf_counter()
     results = []
     for device in devices:
@@ -804,6 +805,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                 description="Equivalence report of a contract implementation against the float64 "
                                             "NumPy oracle and torch's own modules; exits 1 on any FAIL.")
     p.add_argument("--impl", default=DEFAULT_IMPL, help="module implementing the contract (default: %(default)s)")
+    p.add_argument("--impl-map", type=Path, metavar="FILE",
+                   help="TOML map of the implementation's own names onto the contract's (README)")
     p.add_argument("--device", default="all", choices=("cpu", "cuda", "all"),
                    help="device(s) to sweep (default: every available one)")
     p.add_argument("--dtype", action="append", choices=sorted(DTYPES) + ["all"],
@@ -843,7 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtypes = {d: (chosen or default_dtypes(d)) for d in devices}
     try:
         components = select_components(args.component)
-        load_impl(args.impl)
+        load_impl(args.impl, args.impl_map)
     except (ValueError, ImportError) as exc:
         err.print(f"error: {exc}", markup=False)
         return 2
@@ -865,7 +868,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.update(task, description=label.ljust(40))
 
         report = sweep(args.impl, components=components, devices=devices, dtypes=dtypes, seed=args.seed,
-                       progress=progress)
+                       progress=progress, impl_map=args.impl_map)
     render(report, out)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -873,7 +876,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.print(f"JSON written to {args.json}", highlight=False, soft_wrap=True)
     if args.plots is not None:
         from . import plots
-        written = plots.write_all(report, args.plots, impl=load_impl(args.impl))
+        written = plots.write_all(report, args.plots, impl=load_impl(args.impl, args.impl_map))
         out.print(f"plots written: {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
     return 0 if report.passed else 1
 

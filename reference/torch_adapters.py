@@ -2,14 +2,20 @@
 
 Each adapter reads the implementation only by the contract's attribute names (``w_q``, ``linear_1``,
 ``residual_connections[i].norm.alpha``, ...) and builds the matching ``torch.nn`` module with ``batch_first=True``,
-``norm_first=True``, ReLU, dropout 0, ``layer_norm_eps`` = the contract norms' ``eps``, on the same device and in
-the same dtype. The result computes the same function, so any difference is rounding (or a bug).
+``norm_first=True``, ReLU, dropout 0, on the same device and in the same dtype. The result computes the contract's
+function, so any difference is rounding (or a bug).
 
-``bias=True`` everywhere, with the projection biases the contract lacks (``in_proj_bias``, ``out_proj.bias``) set
-to zero: adding 0 is exact, and ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` take their fused
-fast paths (``torch._native_multi_head_attention``, ``torch._transformer_encoder_layer_fwd``, the nested-tensor
-encoder) only when ``in_proj_bias is not None``. ``bias=False`` would confine the comparison to torch's slow path.
-Those zero biases are the only torch parameters with no contract name (``unmapped_parameters``).
+Hyper-parameters come from the caller, never from the module under test: ``h`` is what the caller built the
+blocks with, ``eps`` (``layer_norm_eps``) defaults to the contract's ``CONTRACT_EPS``. A model whose norms store a
+wrong ``eps`` is then compared with torch computing the contract, not with torch repeating the mistake.
+
+``bias=True`` everywhere. The attention projections' biases are optional in the contract: when a contract
+projection has one (``w_q.bias``, ...), it is loaded into its rows of ``in_proj_bias`` (``w_o.bias`` into
+``out_proj.bias``) and mapped back to its contract name; when it has none, those entries are zero. Adding 0 is
+exact, and ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` take their fused fast paths
+(``torch._native_multi_head_attention``, ``torch._transformer_encoder_layer_fwd``, the nested-tensor encoder) only
+when ``in_proj_bias is not None``: ``bias=False`` would confine the comparison to torch's slow path. Zero biases of a
+model without projection biases are the only torch parameters with no contract name (``unmapped_parameters``).
 
 Masks. Contract: None or bool/int broadcastable to [B, h, Lq, Lk], nonzero = may attend.
 ``nn.MultiheadAttention``: bool, True = masked, ``attn_mask`` [Lq, Lk] or [B*h, Lq, Lk] and ``key_padding_mask``
@@ -30,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import numpy_ref
+from .numpy_ref import CONTRACT_EPS, PROJECTIONS
 
 #: A contract mask: None, or a bool/int tensor or NumPy array broadcastable to [B, h, Lq, Lk]; nonzero = attend.
 MaskLike = Any
@@ -123,52 +130,61 @@ def _load_norm(dst: nn.LayerNorm, src: nn.Module) -> None:
     dst.bias.copy_(src.bias)
 
 
-def _to_layer_norm(norm: nn.Module) -> nn.LayerNorm:
-    ln = nn.LayerNorm(norm.alpha.shape[-1], eps=float(norm.eps), **_factory(norm.alpha))
+def _to_layer_norm(norm: nn.Module, eps: float) -> nn.LayerNorm:
+    ln = nn.LayerNorm(norm.alpha.shape[-1], eps=float(eps), **_factory(norm.alpha))
     _load_norm(ln, norm)
     return ln
 
 
+#: Attribute of an adapter-built ``nn.MultiheadAttention`` naming the contract projections whose biases it holds
+#: (``("w_q", "w_o")``, ...): their slices of ``in_proj_bias`` / ``out_proj.bias`` map back to ``<name>.bias``.
+CONTRACT_BIASES = "contract_biases"
+
+
+def projection_bias(block: nn.Module, name: str) -> torch.Tensor | None:
+    """The bias [d] of the contract block's projection ``name`` ("w_q", ...), or None when it has none."""
+    bias = getattr(getattr(block, name), "bias", None)
+    return bias if isinstance(bias, torch.Tensor) else None
+
+
 @torch.no_grad()
 def _load_mha(dst: nn.MultiheadAttention, block: nn.Module) -> None:
+    """in_proj = cat(W_q, W_k, W_v) [3d, d], out_proj = W_o; each bias the block's or zero (recorded under
+    ``CONTRACT_BIASES``)."""
+    d = dst.embed_dim
     dst.in_proj_weight.copy_(torch.cat([block.w_q.weight, block.w_k.weight, block.w_v.weight], dim=0))  # (3d, d)
-    dst.in_proj_bias.zero_()
     dst.out_proj.weight.copy_(block.w_o.weight)
-    dst.out_proj.bias.zero_()
+    targets = {"w_q": dst.in_proj_bias[:d], "w_k": dst.in_proj_bias[d:2 * d], "w_v": dst.in_proj_bias[2 * d:],
+               "w_o": dst.out_proj.bias}  # views: copying into them fills the torch biases
+    for name in PROJECTIONS:
+        bias = projection_bias(block, name)
+        targets[name].copy_(bias) if bias is not None else targets[name].zero_()
+    setattr(dst, CONTRACT_BIASES, tuple(name for name in PROJECTIONS if projection_bias(block, name) is not None))
 
 
-def _heads(block: nn.Module) -> tuple[int, int]:
-    return int(block.d_model), int(block.h)
+def _d_model(block: nn.Module) -> int:
+    """d_model of an attention block, from its parameters (``w_q.weight`` [d, d])."""
+    return int(block.w_q.weight.shape[-1])
 
 
-def _norms_eps(norms: list[nn.Module], eps: float | None) -> float:
-    if eps is not None:
-        return float(eps)
-    values = {float(n.eps) for n in norms}
-    if len(values) != 1:
-        raise ValueError(f"torch layers take one layer_norm_eps; the block's norms have {sorted(values)}")
-    return values.pop()
+def to_multihead_attention(mha_block: nn.Module, *, h: int) -> nn.MultiheadAttention:
+    """``nn.MultiheadAttention(embed_dim=d, num_heads=h, batch_first=True, bias=True)``: in_proj = cat(W_q, W_k, W_v)
+    [3d, d], out_proj = W_o, biases the block's projection biases or zero (see the module docstring).
 
-
-def to_multihead_attention(mha_block: nn.Module) -> nn.MultiheadAttention:
-    """``nn.MultiheadAttention(batch_first=True, bias=True)``: in_proj = cat(W_q, W_k, W_v) [3d, d], out_proj = W_o,
-    both biases zero (see the module docstring for why bias=True)."""
-    d_model, h = _heads(mha_block)
-    mha = nn.MultiheadAttention(d_model, h, dropout=0.0, bias=True, batch_first=True,
+    h: the head count the caller built ``mha_block`` with."""
+    mha = nn.MultiheadAttention(_d_model(mha_block), h, dropout=0.0, bias=True, batch_first=True,
                                 **_factory(mha_block.w_q.weight))
     _load_mha(mha, mha_block)
     return mha
 
 
-def to_encoder_layer(encoder_block: nn.Module, eps: float | None = None) -> nn.TransformerEncoderLayer:
-    """``nn.TransformerEncoderLayer(norm_first=True)`` computing ``encoder_block``; eps defaults to its norms' eps."""
+def to_encoder_layer(encoder_block: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> nn.TransformerEncoderLayer:
+    """``nn.TransformerEncoderLayer(norm_first=True, layer_norm_eps=eps)`` computing ``encoder_block`` with h heads."""
     attn, ff = encoder_block.self_attention_block, encoder_block.feed_forward_block
     norms = [rc.norm for rc in encoder_block.residual_connections]
-    d_model, h = _heads(attn)
     layer = nn.TransformerEncoderLayer(
-        d_model, h, dim_feedforward=ff.linear_1.weight.shape[0], dropout=0.0, activation="relu",
-        layer_norm_eps=_norms_eps(norms, eps), batch_first=True, norm_first=True, bias=True,
-        **_factory(attn.w_q.weight))
+        _d_model(attn), h, dim_feedforward=ff.linear_1.weight.shape[0], dropout=0.0, activation="relu",
+        layer_norm_eps=float(eps), batch_first=True, norm_first=True, bias=True, **_factory(attn.w_q.weight))
     _load_mha(layer.self_attn, attn)
     _load_linear(layer.linear1, ff.linear_1)
     _load_linear(layer.linear2, ff.linear_2)
@@ -177,16 +193,15 @@ def to_encoder_layer(encoder_block: nn.Module, eps: float | None = None) -> nn.T
     return layer
 
 
-def to_decoder_layer(decoder_block: nn.Module, eps: float | None = None) -> nn.TransformerDecoderLayer:
-    """``nn.TransformerDecoderLayer(norm_first=True)``: self_attn, multihead_attn (cross), norm1..3, linear1..2."""
+def to_decoder_layer(decoder_block: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> nn.TransformerDecoderLayer:
+    """``nn.TransformerDecoderLayer(norm_first=True, layer_norm_eps=eps)`` with h heads: self_attn, multihead_attn
+    (cross), norm1..3, linear1..2."""
     attn, cross, ff = (decoder_block.self_attention_block, decoder_block.cross_attention_block,
                        decoder_block.feed_forward_block)
     norms = [rc.norm for rc in decoder_block.residual_connections]
-    d_model, h = _heads(attn)
     layer = nn.TransformerDecoderLayer(
-        d_model, h, dim_feedforward=ff.linear_1.weight.shape[0], dropout=0.0, activation="relu",
-        layer_norm_eps=_norms_eps(norms, eps), batch_first=True, norm_first=True, bias=True,
-        **_factory(attn.w_q.weight))
+        _d_model(attn), h, dim_feedforward=ff.linear_1.weight.shape[0], dropout=0.0, activation="relu",
+        layer_norm_eps=float(eps), batch_first=True, norm_first=True, bias=True, **_factory(attn.w_q.weight))
     _load_mha(layer.self_attn, attn)
     _load_mha(layer.multihead_attn, cross)
     _load_linear(layer.linear1, ff.linear_1)
@@ -196,43 +211,47 @@ def to_decoder_layer(decoder_block: nn.Module, eps: float | None = None) -> nn.T
     return layer
 
 
-def to_encoder(encoder: nn.Module, *, nested_tensor: bool = False) -> nn.TransformerEncoder:
-    """``nn.TransformerEncoder`` with one converted layer per contract block and final norm = ``encoder.norm``.
+def to_encoder(encoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS,
+               nested_tensor: bool = False) -> nn.TransformerEncoder:
+    """``nn.TransformerEncoder`` with one converted layer per contract block (h heads, every norm ``eps``) and final
+    norm = ``encoder.norm``.
 
     ``nested_tensor=True`` opts into the nested-tensor ("sparsity") fast path that torch refuses at construction
     for ``norm_first=True`` layers (``use_nested_tensor`` is set back to True after the refusal); it then runs in
     eval mode, without grad, with a left-aligned key padding mask and no other mask (docs/divergences.md).
     """
-    layers = [to_encoder_layer(block) for block in encoder.layers]
+    layers = [to_encoder_layer(block, h=h, eps=eps) for block in encoder.layers]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
-        stack = nn.TransformerEncoder(layers[0], num_layers=len(layers), norm=_to_layer_norm(encoder.norm),
+        stack = nn.TransformerEncoder(layers[0], num_layers=len(layers), norm=_to_layer_norm(encoder.norm, eps),
                                       enable_nested_tensor=nested_tensor)
     stack.layers = nn.ModuleList(layers)
     stack.use_nested_tensor = nested_tensor
     return stack
 
 
-def to_decoder(decoder: nn.Module) -> nn.TransformerDecoder:
-    """``nn.TransformerDecoder`` with one converted layer per contract block and final norm = ``decoder.norm``."""
-    layers = [to_decoder_layer(block) for block in decoder.layers]
-    stack = nn.TransformerDecoder(layers[0], num_layers=len(layers), norm=_to_layer_norm(decoder.norm))
+def to_decoder(decoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> nn.TransformerDecoder:
+    """``nn.TransformerDecoder`` with one converted layer per contract block (h heads, every norm ``eps``) and final
+    norm = ``decoder.norm``."""
+    layers = [to_decoder_layer(block, h=h, eps=eps) for block in decoder.layers]
+    stack = nn.TransformerDecoder(layers[0], num_layers=len(layers), norm=_to_layer_norm(decoder.norm, eps))
     stack.layers = nn.ModuleList(layers)
     return stack
 
 
-def to_transformer(model: nn.Module) -> nn.Transformer:
-    """``nn.Transformer(batch_first=True, norm_first=True)`` holding the contract model's encoder and decoder.
+def to_transformer(model: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> nn.Transformer:
+    """``nn.Transformer(nhead=h, layer_norm_eps=eps, batch_first=True, norm_first=True)`` holding the contract
+    model's encoder and decoder (h: the head count the model was built with).
 
     Embeddings, positions and the projection stay outside (see ``TorchTransformerModel``).
     """
-    encoder, decoder = to_encoder(model.encoder), to_decoder(model.decoder)
+    encoder, decoder = to_encoder(model.encoder, h=h, eps=eps), to_decoder(model.decoder, h=h, eps=eps)
     first = encoder.layers[0]
     # nn.Transformer re-initialises every matrix it holds (Xavier): build it around placeholders, then attach.
     transformer = nn.Transformer(
         first.self_attn.embed_dim, first.self_attn.num_heads, num_encoder_layers=len(encoder.layers),
         num_decoder_layers=len(decoder.layers), dim_feedforward=first.linear1.out_features, dropout=0.0,
-        custom_encoder=nn.Identity(), custom_decoder=nn.Identity(), layer_norm_eps=first.norm1.eps,
+        custom_encoder=nn.Identity(), custom_decoder=nn.Identity(), layer_norm_eps=float(eps),
         batch_first=True, norm_first=True, bias=True, **_factory(first.linear1.weight))
     transformer.encoder, transformer.decoder = encoder, decoder
     return transformer
@@ -250,17 +269,23 @@ def mha_forward(mha: nn.MultiheadAttention, q: torch.Tensor, k: torch.Tensor, v:
     return out
 
 
+def _project(mha_block: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
+    """``x W^T (+ b)`` with the block's projection ``name`` (its bias when it has one); [B, L, d] -> [B, L, d]."""
+    return F.linear(x, getattr(mha_block, name).weight, projection_bias(mha_block, name))
+
+
 def sdpa_attention(mha_block: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   mask: MaskLike) -> torch.Tensor:
-    """The contract block's projections around ``F.scaled_dot_product_attention``; [B, Lq, d] -> [B, Lq, d]."""
-    d_model, h = _heads(mha_block)
+                   mask: MaskLike, *, h: int) -> torch.Tensor:
+    """The contract block's projections (biases included when it has them) around
+    ``F.scaled_dot_product_attention`` with h heads; [B, Lq, d] -> [B, Lq, d]."""
+    d_model = _d_model(mha_block)
     B, Lq, Lk = q.shape[0], q.shape[1], k.shape[1]
-    query = F.linear(q, mha_block.w_q.weight).view(B, Lq, h, d_model // h).transpose(1, 2)  # (B, h, Lq, d_k)
-    key = F.linear(k, mha_block.w_k.weight).view(B, Lk, h, d_model // h).transpose(1, 2)  # (B, h, Lk, d_k)
-    value = F.linear(v, mha_block.w_v.weight).view(B, Lk, h, d_model // h).transpose(1, 2)  # (B, h, Lk, d_k)
+    query = _project(mha_block, "w_q", q).view(B, Lq, h, d_model // h).transpose(1, 2)  # (B, h, Lq, d_k)
+    key = _project(mha_block, "w_k", k).view(B, Lk, h, d_model // h).transpose(1, 2)  # (B, h, Lk, d_k)
+    value = _project(mha_block, "w_v", v).view(B, Lk, h, d_model // h).transpose(1, 2)  # (B, h, Lk, d_k)
     sdpa_mask = _on(to_sdpa_mask(mask, batch=B, heads=h, len_q=Lq, len_k=Lk), q)
     heads = F.scaled_dot_product_attention(query, key, value, attn_mask=sdpa_mask, dropout_p=0.0)
-    return F.linear(heads.transpose(1, 2).reshape(B, Lq, d_model), mha_block.w_o.weight)  # (B, Lq, d)
+    return _project(mha_block, "w_o", heads.transpose(1, 2).reshape(B, Lq, d_model))  # (B, Lq, d)
 
 
 def encoder_forward(module: nn.TransformerEncoderLayer | nn.TransformerEncoder, x: torch.Tensor, mask: MaskLike
@@ -298,9 +323,11 @@ class TorchTransformerModel(nn.Module):
     The positional tables come from the float64 NumPy formula, rounded once to the model's dtype.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> None:
+        """h: the head count ``model`` was built with; eps: its norms' (the contract's default unless the caller
+        built the norms with another)."""
         super().__init__()
-        self.transformer = to_transformer(model)
+        self.transformer = to_transformer(model, h=h, eps=eps)
         self.d_model = self.transformer.d_model
         self.h = self.transformer.nhead
         self.src_embed = nn.Embedding.from_pretrained(model.src_embed.embedding.weight.detach().clone(), freeze=False)
@@ -379,10 +406,14 @@ def _name_pairs(module: nn.Module, tp: str = "", cp: str = "") -> NameMap:
         for i, norm in enumerate(norms):
             yield from _name_pairs(getattr(module, norm), j(tp, norm), j(cp, f"residual_connections.{i}.norm"))
     elif isinstance(module, nn.MultiheadAttention):
-        d = module.embed_dim
+        d, biases = module.embed_dim, getattr(module, CONTRACT_BIASES, ())
         for i, name in enumerate(("w_q", "w_k", "w_v")):
             yield j(tp, "in_proj_weight"), j(cp, f"{name}.weight"), slice(i * d, (i + 1) * d)
+            if name in biases:
+                yield j(tp, "in_proj_bias"), j(cp, f"{name}.bias"), slice(i * d, (i + 1) * d)
         yield j(tp, "out_proj.weight"), j(cp, "w_o.weight"), None
+        if "w_o" in biases:
+            yield j(tp, "out_proj.bias"), j(cp, "w_o.bias"), None
     elif isinstance(module, nn.LayerNorm):
         yield j(tp, "weight"), j(cp, "alpha"), None
         yield j(tp, "bias"), j(cp, "bias"), None
@@ -397,7 +428,8 @@ def _name_pairs(module: nn.Module, tp: str = "", cp: str = "") -> NameMap:
 def by_contract_name(module: nn.Module, get: Callable[[torch.Tensor], torch.Tensor | None]
                      ) -> dict[str, torch.Tensor | None]:
     """``get(parameter)`` of every torch parameter that has a contract counterpart, keyed by the contract's
-    ``named_parameters()`` name (``in_proj_weight`` split into ``w_q``/``w_k``/``w_v``)."""
+    ``named_parameters()`` name (``in_proj_weight`` split into ``w_q``/``w_k``/``w_v``; ``in_proj_bias`` likewise
+    into ``w_q.bias``/... and ``out_proj.bias`` as ``w_o.bias`` where the contract block had those biases)."""
     params = dict(module.named_parameters())
     out: dict[str, torch.Tensor | None] = {}
     for torch_name, contract_name, rows in _name_pairs(module):
@@ -417,6 +449,7 @@ def grads_by_contract_name(module: nn.Module) -> dict[str, torch.Tensor | None]:
 
 
 def unmapped_parameters(module: nn.Module) -> list[str]:
-    """Torch parameter names with no contract counterpart: the zero ``in_proj_bias`` / ``out_proj.bias``."""
+    """Torch parameter names with no contract counterpart: the zero ``in_proj_bias`` / ``out_proj.bias`` of
+    attention blocks whose projections have no biases."""
     mapped = {torch_name for torch_name, _, _ in _name_pairs(module)}
     return [name for name, _ in module.named_parameters() if name not in mapped]

@@ -2,7 +2,9 @@
 
 Parameters are random non-default values; each module runs either in eval mode with dropout p > 0 built in (eval
 must switch dropout off) or in train mode with p = 0. The oracle gets exactly what the module saw: the inputs after
-the cast to the dtype under test and the module's own (rounded) parameters, read back as float64.
+the cast to the dtype under test and the module's own (rounded) parameters, read back as float64. Hyper-parameters
+are the ones the test built the module with (``h`` from the drawn configuration, ``eps`` the contract's default
+``CONTRACT_EPS``, as no norm here is built with another), never read back from the module.
 
 Tolerance: the direct table ``VALUE_TOL`` of the dtype, at the input scales where a fixed table is justified for
 the component (``ALL_SCALES``, ``PRE_NORM_SCALES``, ``LINEAR_SCALES`` below); inputs are dense (every element
@@ -26,7 +28,7 @@ from reference import conditioning
 from reference import numpy_ref as R
 from reference.compare import assert_close
 from reference.contract import build_model, construct, randomize_parameters_
-from reference.weights import component_hparams, extract_weights, model_hparams, to_numpy
+from reference.weights import CONTRACT_EPS, extract_weights, to_numpy
 from tests.strategies import (
     SCALES,
     AttentionInputs,
@@ -163,7 +165,7 @@ def test_layer_normalization_matches_oracle(impl, device, dtype, case: Attention
 
     def oracle() -> np.ndarray:
         w = extract_weights(norm)
-        return R.layer_norm(to_numpy(x), w["alpha"], w["bias"], component_hparams(norm)["eps"])
+        return R.layer_norm(to_numpy(x), w["alpha"], w["bias"], CONTRACT_EPS)
 
     _check(norm(x), oracle, component="LayerNormalization", config=config, dtype=dtype)
 
@@ -201,7 +203,7 @@ def test_multi_head_attention_block_matches_oracle(impl, device, dtype, case: At
 
     def oracle() -> tuple[np.ndarray, np.ndarray]:
         return R.multi_head_attention(to_numpy(q), to_numpy(kv), to_numpy(kv), case.mask, extract_weights(mha),
-                                      component_hparams(mha)["h"])
+                                      cfg.h)
 
     rows = _rows_with_a_key(case.mask, (cfg.B, cfg.h, cfg.Lq, cfg.Lk))
     _check(out, lambda: oracle()[0], component="MultiHeadAttentionBlock", config=config, dtype=dtype,
@@ -255,8 +257,7 @@ def test_residual_connection_matches_oracle(impl, device, dtype, case: Attention
 
     def oracle() -> np.ndarray:
         w_ff = extract_weights(ff)
-        return R.residual(to_numpy(x), lambda y: R.feed_forward(y, w_ff), extract_weights(res),
-                          component_hparams(res)["eps"])
+        return R.residual(to_numpy(x), lambda y: R.feed_forward(y, w_ff), extract_weights(res), CONTRACT_EPS)
 
     _check(res(x, ff), oracle, component="ResidualConnection", config=config, dtype=dtype)
 
@@ -287,7 +288,7 @@ def test_encoder_block_matches_oracle(impl, device, dtype, case: AttentionInputs
     x, _ = _sequence(case, device, dtype)
     rows = _all_heads(_rows_with_a_key(case.mask, (cfg.B, cfg.h, cfg.Lq, cfg.Lk)))
     _check(block(x, _tensor(case.mask, device)),
-           lambda: R.encoder_block(to_numpy(x), case.mask, extract_weights(block), **component_hparams(block)),
+           lambda: R.encoder_block(to_numpy(x), case.mask, extract_weights(block), cfg.h, CONTRACT_EPS),
            component="EncoderBlock", config=config, dtype=dtype, where=rows)
 
 
@@ -307,7 +308,7 @@ def test_decoder_block_matches_oracle(impl, device, dtype, case: AttentionInputs
 
     def expected() -> np.ndarray:
         return R.decoder_block(to_numpy(x), to_numpy(memory), case.mask, case.self_mask, extract_weights(block),
-                               **component_hparams(block))
+                               cfg.h, CONTRACT_EPS)
 
     rows = (_all_heads(_rows_with_a_key(case.mask, (cfg.B, cfg.h, cfg.Lq, cfg.Lk)))
             & _all_heads(_rows_with_a_key(case.self_mask, (cfg.B, cfg.h, cfg.Lq, cfg.Lq))))
@@ -332,7 +333,7 @@ def test_encoder_matches_oracle(impl, device, dtype, case: AttentionInputs, N: i
     enc = _build(impl.Encoder, cfg.d_model, layers, mode=mode, seed=seed, **kw)
     x, _ = _sequence(case, device, dtype)
     _check(enc(x, _tensor(case.mask, device)),
-           lambda: R.encoder(to_numpy(x), case.mask, extract_weights(enc), **component_hparams(enc)),
+           lambda: R.encoder(to_numpy(x), case.mask, extract_weights(enc), cfg.h, CONTRACT_EPS),
            component="Encoder", config=config, dtype=dtype)
 
 
@@ -353,8 +354,8 @@ def test_decoder_matches_oracle(impl, device, dtype, case: AttentionInputs, N: i
     memory = _tensor(case.memory, device, dtype)
 
     def expected() -> np.ndarray:
-        return R.decoder(to_numpy(x), to_numpy(memory), case.mask, case.self_mask, extract_weights(dec),
-                         **component_hparams(dec))
+        return R.decoder(to_numpy(x), to_numpy(memory), case.mask, case.self_mask, extract_weights(dec), cfg.h,
+                         CONTRACT_EPS)
 
     out = dec(x, memory, _tensor(case.mask, device), _tensor(case.self_mask, device))
     _check(out, expected, component="Decoder", config=config, dtype=dtype)
@@ -383,7 +384,7 @@ def test_transformer_matches_oracle(impl, device, dtype, case: ModelInputs, mode
     note(config)
     cfg = dataclasses.replace(case.cfg, dropout=mode.p)
     model = randomize_parameters_(build_model(impl, cfg, device=device, dtype=dtype), seed).train(mode.train)
-    hp = model_hparams(model)
+    hp = {"h": cfg.h, "eps": CONTRACT_EPS}  # what build_transformer was called with; its norms take the default
     src, tgt = _tensor(case.src, device), _tensor(case.tgt, device)
     src_mask, tgt_mask = _tensor(case.src_mask, device), _tensor(case.tgt_mask, device)
     memory = model.encode(src, src_mask)

@@ -8,7 +8,9 @@ Rows whose keys are all masked are left out of value comparisons (torch gives Na
 implementation. Torch's paths: ``nn.MultiheadAttention`` (slow path; fused ``_native_multi_head_attention`` for
 self-attention in eval with an even head count), ``F.scaled_dot_product_attention``, the encoder/decoder layers
 and stacks (fused ``_transformer_encoder_layer_fwd`` in eval without grad), the nested-tensor encoder path, and
-``nn.Transformer`` end to end. See docs/tolerances.md and docs/divergences.md.
+``nn.Transformer`` end to end. Torch's modules and the oracle both compute with the hyper-parameters the test built
+the implementation with (``h`` drawn, ``eps`` the contract's ``CONTRACT_EPS``), never with values read back from
+it. See docs/tolerances.md and docs/divergences.md.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from reference import torch_adapters as ta
 from reference import tolerances
 from reference.compare import assert_close, assert_error_ratio, to_f64
 from reference.contract import build_model, construct, missing_extras, randomize_parameters_
-from reference.weights import extract_weights, to_numpy
+from reference.weights import CONTRACT_EPS, extract_weights, to_numpy
 from tests.strategies import (KEY_PADDING_KINDS, AttentionInputs, DropoutMode, ModelInputs, dense_attention_inputs,
                               dropout_modes, feed_forward_widths, model_inputs)
 
@@ -157,10 +159,6 @@ def decoder(impl, n: int, d_model: int, h: int, d_ff: int, p: float, device: str
     return construct(impl.Decoder, d_model, blocks, device=device, dtype=dtype)
 
 
-def eps_of(module: nn.Module) -> float:
-    return float(next(m.eps for _, m in module.named_modules() if hasattr(m, "alpha") and hasattr(m, "eps")))
-
-
 def keys_values(case: AttentionInputs, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(k, v) of an attention call: x itself for self-attention (one tensor, as the blocks call it); for
     cross-attention the memory as keys and the memory reversed along its length as values, so that k and v differ
@@ -187,7 +185,7 @@ def test_multi_head_attention_block_matches_torch_mha(impl, device, dtype, case:
     config = {**case.describe(), "mode": mode, "seed": seed}
     note(config)
     block = randomize_parameters_(mha_block(impl, cfg.d_model, cfg.h, mode.p, device, dtype), seed)
-    mha = ta.to_multihead_attention(block)
+    mha = ta.to_multihead_attention(block, h=cfg.h)
     set_mode([block, mha], mode)
     x = as_tensor(case.x, device, dtype)
     k, v = keys_values(case, x)
@@ -217,7 +215,7 @@ def test_multi_head_attention_block_matches_sdpa(impl, device, dtype, case: Atte
     mask = as_tensor(case.mask, device)
     with torch.no_grad():
         out = block(x, k, v, mask)
-        ref = ta.sdpa_attention(block, x, k, v, mask)
+        ref = ta.sdpa_attention(block, x, k, v, mask, h=cfg.h)
 
     def oracle() -> np.ndarray:
         return numpy_ref.multi_head_attention(f64(x), f64(k), f64(v), case.mask, extract_weights(block), cfg.h)[0]
@@ -236,7 +234,7 @@ def test_encoder_block_matches_torch_encoder_layer(impl, device, dtype, case: At
     config = {**case.describe(), "d_ff": d_ff, "mode": mode, "seed": seed}
     note(config)
     block = randomize_parameters_(encoder_block(impl, cfg.d_model, cfg.h, d_ff, mode.p, device, dtype), seed)
-    layer = ta.to_encoder_layer(block)
+    layer = ta.to_encoder_layer(block, h=cfg.h)
     set_mode([block, layer], mode)
     x, mask = as_tensor(case.x, device, dtype), as_tensor(case.mask, device)
     with torch.no_grad():
@@ -244,7 +242,7 @@ def test_encoder_block_matches_torch_encoder_layer(impl, device, dtype, case: At
         ref = ta.encoder_forward(layer, x, mask)
 
     def oracle() -> np.ndarray:
-        return numpy_ref.encoder_block(f64(x), case.mask, extract_weights(block), cfg.h, eps_of(block))
+        return numpy_ref.encoder_block(f64(x), case.mask, extract_weights(block), cfg.h, CONTRACT_EPS)
 
     check_forward(out, ref, oracle, dtype=dtype, component="EncoderBlock", config=config,
                   where=rows(case, case.mask, cfg.Lq), label="nn.TransformerEncoderLayer")
@@ -260,7 +258,7 @@ def test_decoder_block_matches_torch_decoder_layer(impl, device, dtype, case: At
     config = {**case.describe(), "d_ff": d_ff, "mode": mode, "seed": seed}
     note(config)
     block = randomize_parameters_(decoder_block(impl, cfg.d_model, cfg.h, d_ff, mode.p, device, dtype), seed)
-    layer = ta.to_decoder_layer(block)
+    layer = ta.to_decoder_layer(block, h=cfg.h)
     set_mode([block, layer], mode)
     x, memory = as_tensor(case.x, device, dtype), as_tensor(case.memory, device, dtype)
     src_mask, tgt_mask = as_tensor(case.mask, device), as_tensor(case.self_mask, device)
@@ -270,7 +268,7 @@ def test_decoder_block_matches_torch_decoder_layer(impl, device, dtype, case: At
 
     def oracle() -> np.ndarray:
         return numpy_ref.decoder_block(f64(x), f64(memory), case.mask, case.self_mask, extract_weights(block),
-                                       cfg.h, eps_of(block))
+                                       cfg.h, CONTRACT_EPS)
 
     where = rows(case, case.mask, cfg.Lk) & rows(case, case.self_mask, cfg.Lq)
     check_forward(out, ref, oracle, dtype=dtype, component="DecoderBlock", config=config, where=where,
@@ -293,7 +291,7 @@ def test_encoder_matches_torch_encoder(impl, device, dtype, case: AttentionInput
     config = {**case.describe(), "N": n, "d_ff": d_ff, "mode": mode, "seed": seed}
     note(config)
     stack = randomize_parameters_(encoder(impl, n, cfg.d_model, cfg.h, d_ff, mode.p, device, dtype), seed)
-    torch_stack = ta.to_encoder(stack)
+    torch_stack = ta.to_encoder(stack, h=cfg.h)
     set_mode([stack, torch_stack], mode)
     x, mask = as_tensor(case.x, device, dtype), as_tensor(case.mask, device)
     with torch.no_grad():
@@ -301,7 +299,7 @@ def test_encoder_matches_torch_encoder(impl, device, dtype, case: AttentionInput
         ref = ta.encoder_forward(torch_stack, x, mask)
 
     def oracle() -> np.ndarray:
-        return numpy_ref.encoder(f64(x), case.mask, extract_weights(stack), cfg.h, eps_of(stack))
+        return numpy_ref.encoder(f64(x), case.mask, extract_weights(stack), cfg.h, CONTRACT_EPS)
 
     check_forward(out, ref, oracle, dtype=dtype, component="Encoder", config=config, label="nn.TransformerEncoder")
 
@@ -316,7 +314,7 @@ def test_decoder_matches_torch_decoder(impl, device, dtype, case: AttentionInput
     config = {**case.describe(), "N": n, "d_ff": d_ff, "mode": mode, "seed": seed}
     note(config)
     stack = randomize_parameters_(decoder(impl, n, cfg.d_model, cfg.h, d_ff, mode.p, device, dtype), seed)
-    torch_stack = ta.to_decoder(stack)
+    torch_stack = ta.to_decoder(stack, h=cfg.h)
     set_mode([stack, torch_stack], mode)
     x, memory = as_tensor(case.x, device, dtype), as_tensor(case.memory, device, dtype)
     src_mask, tgt_mask = as_tensor(case.mask, device), as_tensor(case.self_mask, device)
@@ -326,7 +324,7 @@ def test_decoder_matches_torch_decoder(impl, device, dtype, case: AttentionInput
 
     def oracle() -> np.ndarray:
         return numpy_ref.decoder(f64(x), f64(memory), case.mask, case.self_mask, extract_weights(stack), cfg.h,
-                                 eps_of(stack))
+                                 CONTRACT_EPS)
 
     check_forward(out, ref, oracle, dtype=dtype, component="Decoder", config=config, label="nn.TransformerDecoder")
 
@@ -344,7 +342,7 @@ def test_encoder_matches_torch_fused_encoder_layers(impl, device, dtype, case: A
     config = {**case.describe(), "N": n, "d_ff": d_ff, "p": p, "seed": seed}
     note(config)
     stack = randomize_parameters_(encoder(impl, n, cfg.d_model, cfg.h, d_ff, p, device, dtype), seed).eval()
-    torch_stack = ta.to_encoder(stack).eval()
+    torch_stack = ta.to_encoder(stack, h=cfg.h).eval()
     x, mask = as_tensor(case.x, device, dtype), as_tensor(case.mask, device)
     with torch.no_grad(), counting("_transformer_encoder_layer_fwd") as calls:
         ref = ta.encoder_forward(torch_stack, x, mask)
@@ -352,7 +350,7 @@ def test_encoder_matches_torch_fused_encoder_layers(impl, device, dtype, case: A
     assert calls["_transformer_encoder_layer_fwd"] == n, f"torch's fused layer did not run: {dict(calls)}"
 
     def oracle() -> np.ndarray:
-        return numpy_ref.encoder(f64(x), case.mask, extract_weights(stack), cfg.h, eps_of(stack))
+        return numpy_ref.encoder(f64(x), case.mask, extract_weights(stack), cfg.h, CONTRACT_EPS)
 
     check_forward(out, ref, oracle, dtype=dtype, component="Encoder", config=config,
                   label="nn.TransformerEncoder (fused layers)")
@@ -370,7 +368,7 @@ def test_encoder_matches_torch_nested_tensor_path(impl, device, dtype, case: Att
     config = {**case.describe(), "N": n, "d_ff": d_ff, "seed": seed}
     note(config)
     stack = randomize_parameters_(encoder(impl, n, cfg.d_model, cfg.h, d_ff, 0.0, device, dtype), seed).eval()
-    torch_stack = ta.to_encoder(stack, nested_tensor=True).eval()
+    torch_stack = ta.to_encoder(stack, h=cfg.h, nested_tensor=True).eval()
     x, mask = as_tensor(case.x, device, dtype), as_tensor(case.mask, device)
     with torch.no_grad(), counting("_nested_tensor_from_mask", "_transformer_encoder_layer_fwd") as calls:
         ref = ta.encoder_forward(torch_stack, x, mask)
@@ -380,7 +378,7 @@ def test_encoder_matches_torch_nested_tensor_path(impl, device, dtype, case: Att
     real = torch.as_tensor(case.mask).reshape(cfg.B, cfg.Lq, 1)  # (B, L, 1): positions that are not padding
 
     def oracle() -> np.ndarray:
-        return numpy_ref.encoder(f64(x), case.mask, extract_weights(stack), cfg.h, eps_of(stack))
+        return numpy_ref.encoder(f64(x), case.mask, extract_weights(stack), cfg.h, CONTRACT_EPS)
 
     check_forward(out, ref, oracle, dtype=dtype, component="Encoder", config=config, where=real,
                   label="nn.TransformerEncoder (nested tensor)")
@@ -402,7 +400,7 @@ def test_transformer_matches_torch_transformer(impl, device, dtype, case: ModelI
     note(config)
     cfg = type(case.cfg)(**{**case.cfg.kwargs(), "dropout": mode.p})
     model = randomize_parameters_(build_model(impl, cfg, device=device, dtype=dtype), seed)
-    torch_model = ta.TorchTransformerModel(model)
+    torch_model = ta.TorchTransformerModel(model, h=cfg.h)
     set_mode([model, torch_model], mode)
     src, tgt = as_tensor(case.src, device), as_tensor(case.tgt, device)
     src_mask, tgt_mask = as_tensor(case.src_mask, device), as_tensor(case.tgt_mask, device)
@@ -414,7 +412,7 @@ def test_transformer_matches_torch_transformer(impl, device, dtype, case: ModelI
         t_decoded = torch_model.decode(t_memory, src_mask, tgt, tgt_mask)
         t_logits = torch_model.project(t_decoded)
         end_to_end = torch_model(src, tgt, src_mask, tgt_mask)
-    w, h, eps = extract_weights(model), cfg.h, eps_of(model)
+    w, h, eps = extract_weights(model), cfg.h, CONTRACT_EPS
     trace: dict[str, np.ndarray] = {}
 
     def oracle(key: str) -> Callable[[], np.ndarray]:

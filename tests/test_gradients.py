@@ -5,9 +5,11 @@ a fixed random cotangent g (every output element weighs in). float64: the implem
 directly (``GRAD_TOL[float64]``, atol in units of the gradient's scale) on well-conditioned inputs; float32: the
 implementation's error against torch's float64 gradients (same float32-exact weights and inputs) at most K times
 torch's float32 error plus the floor, on every scale but 'offset' (see ``FLOAT32_GRADIENT_SCALES``). Torch's
-gradients are mapped back to contract names (``in_proj_weight`` split into w_q / w_k / w_v). Masks have no fully
-masked row here (torch's NaN rows poison its gradients); what the implementation does there is
-tested on its own: finite gradients, and exactly zero for the keys and values nobody may attend to.
+gradients are mapped back to contract names (``in_proj_weight`` split into w_q / w_k / w_v, and ``in_proj_bias`` /
+``out_proj.bias`` into w_q.bias ... w_o.bias where the projections have biases, which are then compared like every
+other parameter). Masks have no fully masked row here (torch's NaN rows poison its gradients); what the
+implementation does there is tested on its own: finite gradients, and exactly zero for the keys and values nobody
+may attend to.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def mha_gradients(impl, device: str, dtype: torch.dtype, case: AttentionInputs, 
     config = {**case.describe(), "mode": mode, "seed": seed}
     note(config)
     block = randomize_parameters_(mha_block(impl, cfg.d_model, cfg.h, mode.p, device, dtype), seed)
-    mha = ta.to_multihead_attention(block)
+    mha = ta.to_multihead_attention(block, h=cfg.h)
     set_mode([block, mha], mode)
     arrays, impl_run, torch_run = run_self_or_cross(case)
     compare_gradients(block, mha, impl_run, torch_run, tensors(arrays, device, dtype), dtype=dtype,
@@ -151,7 +153,7 @@ def encoder_block_gradients(impl, device: str, dtype: torch.dtype, case: Attenti
     config = {**case.describe(), "d_ff": d_ff, "mode": mode, "seed": seed}
     note(config)
     block = randomize_parameters_(encoder_block(impl, cfg.d_model, cfg.h, d_ff, mode.p, device, dtype), seed)
-    layer = ta.to_encoder_layer(block)
+    layer = ta.to_encoder_layer(block, h=cfg.h)
     set_mode([block, layer], mode)
     mask = case.mask
     compare_gradients(block, layer, lambda m, x: m(x, _on(mask, x)), lambda m, x: ta.encoder_forward(m, x, mask),
@@ -165,7 +167,7 @@ def decoder_block_gradients(impl, device: str, dtype: torch.dtype, case: Attenti
     config = {**case.describe(), "d_ff": d_ff, "mode": mode, "seed": seed}
     note(config)
     block = randomize_parameters_(decoder_block(impl, cfg.d_model, cfg.h, d_ff, mode.p, device, dtype), seed)
-    layer = ta.to_decoder_layer(block)
+    layer = ta.to_decoder_layer(block, h=cfg.h)
     set_mode([block, layer], mode)
     src, tgt = case.mask, case.self_mask
     compare_gradients(block, layer, lambda m, x, memory: m(x, memory, _on(src, x), _on(tgt, x)),
@@ -181,7 +183,7 @@ def encoder_gradients(impl, device: str, dtype: torch.dtype, case: AttentionInpu
     note(config)
     stack = randomize_parameters_(encoder(impl, n, cfg.d_model, cfg.h, d_ff, 0.0, device, dtype), seed)
     mask = case.mask
-    compare_gradients(stack, ta.to_encoder(stack), lambda m, x: m(x, _on(mask, x)),
+    compare_gradients(stack, ta.to_encoder(stack, h=cfg.h), lambda m, x: m(x, _on(mask, x)),
                       lambda m, x: ta.encoder_forward(m, x, mask), tensors({"x": case.x}, device, dtype),
                       dtype=dtype, component="Encoder", config=config, label="nn.TransformerEncoder", seed=seed)
 
@@ -193,7 +195,7 @@ def decoder_gradients(impl, device: str, dtype: torch.dtype, case: AttentionInpu
     note(config)
     stack = randomize_parameters_(decoder(impl, n, cfg.d_model, cfg.h, d_ff, 0.0, device, dtype), seed)
     src, tgt = case.mask, case.self_mask
-    compare_gradients(stack, ta.to_decoder(stack), lambda m, x, memory: m(x, memory, _on(src, x), _on(tgt, x)),
+    compare_gradients(stack, ta.to_decoder(stack, h=cfg.h), lambda m, x, memory: m(x, memory, _on(src, x), _on(tgt, x)),
                       lambda m, x, memory: ta.decoder_forward(m, x, memory, src, tgt),
                       tensors({"x": case.x, "memory": case.memory}, device, dtype), dtype=dtype,
                       component="Decoder", config=config, label="nn.TransformerDecoder", seed=seed)
@@ -217,7 +219,8 @@ STACK_CASES = {"max_len": 16, "max_d_model": 64, "allow_fully_masked": False}
 @given(case=dense_attention_inputs(scales=WELL_CONDITIONED_SCALES, **MHA_CASES), mode=dropout_modes(), seed=SEEDS)
 def test_multi_head_attention_block_gradients_match_torch_float64(impl, device, case: AttentionInputs,
                                                                   mode: DropoutMode, seed: int) -> None:
-    """w_q, w_k, w_v, w_o and the inputs, self- and cross-attention, every mask kind, vs nn.MultiheadAttention."""
+    """w_q, w_k, w_v, w_o (and their biases, when the block has them) and the inputs, self- and cross-attention,
+    every mask kind, vs nn.MultiheadAttention."""
     mha_gradients(impl, device, torch.float64, case, mode, seed)
 
 
@@ -304,7 +307,7 @@ def test_transformer_gradients_match_torch(impl, device, dtype, case: ModelInput
     note(config)
     cfg = type(case.cfg)(**{**case.cfg.kwargs(), "dropout": mode.p})
     model = randomize_parameters_(build_model(impl, cfg, device=device, dtype=dtype), seed)
-    torch_model = ta.TorchTransformerModel(model)
+    torch_model = ta.TorchTransformerModel(model, h=cfg.h)
     set_mode([model, torch_model], mode)
     src, tgt = as_tensor(case.src, device), as_tensor(case.tgt, device)
     src_mask, tgt_mask = as_tensor(case.src_mask, device), as_tensor(case.tgt_mask, device)

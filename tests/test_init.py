@@ -16,10 +16,18 @@ from tests.strategies import model_configs
 #: with a narrower law (e.g. nn.Linear's default U(+-1/sqrt(fan_in)), 0.58 b for square weights) is caught.
 XAVIER_FILL_FRACTION = 0.8
 XAVIER_FILL_MIN_NUMEL = 128
+#: The attention projections, whose biases are optional in the contract (any initial value; absent = zero).
+PROJECTIONS = ("w_q", "w_k", "w_v", "w_o")
+
+
+def is_projection_bias(name: str) -> bool:
+    """``encoder.layers.0.self_attention_block.w_q.bias`` and the like."""
+    return name.endswith(tuple(f".{w}.bias" for w in PROJECTIONS))
 
 
 def expected_parameter_count(cfg: ModelConfig) -> int:
-    """Closed form: embeddings, N encoder blocks, N decoder blocks, two final norms, projection."""
+    """Closed form: embeddings, N encoder blocks, N decoder blocks, two final norms, projection (without the
+    attention projections' optional biases)."""
     d, f, n = cfg.d_model, cfg.d_ff, cfg.N
     ffn = d * f + f + f * d + d
     norm = 2 * d
@@ -32,8 +40,11 @@ def expected_parameter_count(cfg: ModelConfig) -> int:
 @pytest.mark.clause("build.structure")
 @given(cfg=model_configs())
 def test_build_transformer_parameter_count_matches_closed_form(impl, cfg: ModelConfig) -> None:
+    """The closed form, plus d for each attention projection that has its (optional) bias [d]."""
     model = build_model(impl, cfg)
-    assert sum(p.numel() for p in model.parameters()) == expected_parameter_count(cfg)
+    biases = {name: tuple(p.shape) for name, p in model.named_parameters() if is_projection_bias(name)}
+    assert all(shape == (cfg.d_model,) for shape in biases.values()), f"projection biases of shapes {biases}"
+    assert sum(p.numel() for p in model.parameters()) == expected_parameter_count(cfg) + cfg.d_model * len(biases)
 
 
 @pytest.mark.clause("build.xavier")
@@ -59,7 +70,9 @@ def test_build_transformer_matrices_are_xavier_uniform(impl, cfg: ModelConfig) -
 @pytest.mark.clause("build.xavier")
 @given(cfg=model_configs())
 def test_build_transformer_norms_and_biases_as_specified(impl, cfg: ModelConfig) -> None:
-    """Norm gains are ones and shifts zeros; linear biases keep nn.Linear's U(+-1/sqrt(fan_in)); MHA has none."""
+    """Norm gains are ones and shifts zeros; the feed-forward and projection biases keep nn.Linear's
+    U(+-1/sqrt(fan_in)). The attention projections' biases are optional in the contract, their initial values free
+    (that this package has none is ``strict.no-projection-bias``)."""
     model = build_model(impl, cfg)
     modules = dict(model.named_modules())
     for name, p in model.named_parameters():
@@ -67,8 +80,6 @@ def test_build_transformer_norms_and_biases_as_specified(impl, cfg: ModelConfig)
             assert torch.equal(p, torch.ones_like(p)), f"{name} is not ones"
         elif name.endswith("bias") and type(modules[name.rsplit(".", 1)[0]]).__name__ == "LayerNormalization":
             assert torch.equal(p, torch.zeros_like(p)), f"{name} is not zeros"
-        elif name.endswith("bias"):
+        elif name.endswith("bias") and not is_projection_bias(name):
             fan_in = modules[name.rsplit(".", 1)[0]].weight.shape[1]
             assert float(p.detach().abs().max()) <= 1 / math.sqrt(fan_in) + 1e-7, f"{name} outside nn.Linear's bias range"
-        if any(f".{w}." in f".{name}" for w in ("w_q", "w_k", "w_v", "w_o")):
-            assert not name.endswith("bias"), f"{name}: attention projections have no bias"

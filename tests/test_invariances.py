@@ -2,7 +2,8 @@
 moments and invariances, the embedding scale.
 
 Everything runs in float64 with random, non-default parameters (``randomize_parameters_``), except the LayerNorm
-large-offset accuracy check, which is about float32.
+large-offset accuracy check, which is about float32. A norm's ``eps`` in every bound and reference is the one the test
+built it with (the contract's ``CONTRACT_EPS`` unless passed), never read back from the module.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from reference import conditioning, numpy_ref, tolerances
 from reference.compare import assert_close, assert_error_ratio, to_f64
 from reference.contract import build_model, construct, randomize_parameters_
-from reference.weights import to_numpy
+from reference.weights import CONTRACT_EPS, to_numpy
 from tests.strategies import (
     AttentionInputs,
     ModelBatch,
@@ -181,13 +182,13 @@ def test_layer_normalization_row_mean_is_bias_and_std_is_alpha(impl, device: str
     rtol, atol = tolerances.value_tol(F64)
     var = x64.var(dim=-1, correction=0)
     rounding = (tolerances.LAYER_NORM_INPUT_ULPS * tolerances.eps(F64) * alpha * x64.abs().amax(dim=-1)
-                / torch.sqrt(var + norm.eps))
+                / torch.sqrt(var + CONTRACT_EPS))
     config = {"scale": scale, "d": x.shape[1], "alpha": alpha, "bias": bias}
     mean = y.mean(dim=-1)
     assert bool(((mean - bias).abs() <= atol + rtol * abs(bias) + rounding).all()), (
         f"row mean of LayerNorm {config} is not bias: {mean.tolist()} (allowed +-{(atol + rounding).tolist()})")
     std = y.std(dim=-1, correction=0)
-    low = alpha * torch.sqrt(var / (var + norm.eps))
+    low = alpha * torch.sqrt(var / (var + CONTRACT_EPS))
     slack = rtol * alpha + atol + rounding
     assert bool(((std <= alpha + slack) & (std >= low - slack)).all()), (
         f"row std of LayerNorm {config} outside [alpha sqrt(var / (var + eps)), alpha]: std {std.tolist()}, "
@@ -205,7 +206,7 @@ def test_layer_normalization_invariant_to_adding_a_constant(impl, device: str, r
     xt = _t(x, device)
     with torch.no_grad():
         y, y_shifted = norm(xt), norm(xt + shift)
-    _assert_within_rounding(to_f64(y_shifted), to_f64(y), to_f64(xt), shift, to_f64(norm.alpha), norm.eps,
+    _assert_within_rounding(to_f64(y_shifted), to_f64(y), to_f64(xt), shift, to_f64(norm.alpha), CONTRACT_EPS,
                             component="LN(x + c) vs LN(x)", config={"scale": scale, "c": shift})
 
 
@@ -219,12 +220,12 @@ def test_layer_normalization_invariant_to_positive_scaling_up_to_eps(impl, devic
     s = math.exp(log_s)
     note(f"scale={scale}, x shape={x.shape}, s={s}")
     norm = randomize_parameters_(_layer_norm(impl, x.shape[1], device), seed)
-    rescaled = _layer_norm(impl, x.shape[1], device, eps=norm.eps / s**2)
+    rescaled = _layer_norm(impl, x.shape[1], device, eps=CONTRACT_EPS / s**2)
     rescaled.load_state_dict(norm.state_dict())
     xt = _t(x, device)
     with torch.no_grad():
         y_scaled, y = norm(xt * s), rescaled(xt)
-    _assert_within_rounding(to_f64(y_scaled), to_f64(y), to_f64(xt), 0.0, to_f64(norm.alpha), norm.eps / s**2,
+    _assert_within_rounding(to_f64(y_scaled), to_f64(y), to_f64(xt), 0.0, to_f64(norm.alpha), CONTRACT_EPS / s**2,
                             component="LN_eps(s x) vs LN_{eps/s^2}(x)", config={"scale": scale, "s": s})
 
 
@@ -241,10 +242,10 @@ def test_layer_normalization_accurate_with_large_offset_in_float32(impl, device:
     with torch.no_grad():
         out = norm(x32)
         shape = (x.shape[1],)
-        torch_out = F.layer_norm(x32, shape, norm.alpha, norm.bias, norm.eps)
+        torch_out = F.layer_norm(x32, shape, norm.alpha, norm.bias, CONTRACT_EPS)
 
     def oracle() -> np.ndarray:
-        return numpy_ref.layer_norm(to_numpy(x32), to_numpy(norm.alpha), to_numpy(norm.bias), float(norm.eps))
+        return numpy_ref.layer_norm(to_numpy(x32), to_numpy(norm.alpha), to_numpy(norm.bias), CONTRACT_EPS)
 
     assert_error_ratio(out, torch_out, oracle(), component="LayerNormalization at offset 1e4", dtype=torch.float32,
                        config={"d": x.shape[1], "rows": x.shape[0]}, label="F.layer_norm float32",
@@ -276,7 +277,7 @@ def test_layer_normalization_offset_independent_accuracy(impl, device: str, d: i
     norm = _layer_norm(impl, d, device, dtype=torch.float32)
     with torch.no_grad():
         out = norm(x32)
-    expected = numpy_ref.layer_norm(to_numpy(x32), np.ones(d), np.zeros(d), float(norm.eps))
+    expected = numpy_ref.layer_norm(to_numpy(x32), np.ones(d), np.zeros(d), CONTRACT_EPS)
     assert_close(out, expected, component="LayerNormalization float32, rows with mixed offsets",
                  config={"d": d, "rows": rows, "offset": round(offset, 1), "bound": f"{LN_OFFSET_ROUNDOFFS} u32"},
                  rtol=0.0, atol=LN_OFFSET_ROUNDOFFS * conditioning.unit_roundoff(torch.float32))

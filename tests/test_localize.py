@@ -23,6 +23,7 @@ from reference import numpy_ref, tolerances
 from reference.contract import ModelConfig, build_model, randomize_parameters_
 from reference.localize import CONTRACT_CLASSES, Case, Localization, judge, localize, random_case
 from tests.negative_controls import load_control
+from tests.positive_controls import load_control as load_positive_control
 from tests.strategies import ModelInputs, dense_arrays, model_inputs
 
 pytestmark = pytest.mark.clause("kit")
@@ -59,7 +60,8 @@ def _padded_case(device: str) -> Case:
 
 
 def _run(model: nn.Module, case: Case, dtype: torch.dtype) -> Localization:
-    return localize(model, case.src, case.tgt, case.src_mask, case.tgt_mask, dtype=dtype)
+    """Localise a model built from ``CFG`` (its h; the norms at the contract's default eps)."""
+    return localize(model, case.src, case.tgt, case.src_mask, case.tgt_mask, h=CFG.h, dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------------------- silent
@@ -71,7 +73,7 @@ def test_localize_correct_impl_has_no_divergence(impl, device, dtype, inputs: Mo
     note(inputs.describe())
     model = _model(impl, inputs.cfg, device, dtype, seed)
     loc = localize(model, _tensor(inputs.src, device), _tensor(inputs.tgt, device),
-                   _tensor(inputs.src_mask, device), _tensor(inputs.tgt_mask, device))
+                   _tensor(inputs.src_mask, device), _tensor(inputs.tgt_mask, device), h=inputs.cfg.h)
     note(loc.summary(all_rows=True))
     assert loc.first_divergence is None, loc.summary()
     assert loc.missing == [] and loc.local is None
@@ -203,6 +205,8 @@ CONTROLS = {
     "attn_mask_inverted": ("encoder.layers.0.self_attention_block", "encoder.layers.0.self_attention_block"),
     "decoder_cross_attn_tgt_mask": ("decoder.layers.0.cross_attention_block", "decoder.layers.0"),
     "layernorm_blog": ("encoder.layers.0.residual_connections.0.norm", "encoder.layers.0.residual_connections.0.norm"),
+    "layernorm_eps_is_features": ("encoder.layers.0.residual_connections.0.norm",
+                                  "encoder.layers.0.residual_connections.0.norm"),
     "embed_no_sqrt_scale": ("src_embed", "src_embed"),
     "pe_sin_cos_swapped": ("src_pos", "src_pos"),
     "ffn_no_relu": ("encoder.layers.0.feed_forward_block", "encoder.layers.0.feed_forward_block"),
@@ -221,6 +225,21 @@ def test_localize_names_the_negative_controls_component(control: str) -> None:
     model = _model(module, CFG, "cpu", torch.float64, 2)
     loc = _run(model, _padded_case("cpu"), torch.float64)
     assert (loc.first_divergence, loc.local.culprit if loc.local else None) == (first, culprit), loc.summary()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_localize_judges_attention_projection_biases(dtype) -> None:
+    """Projection biases (optional in the contract) are used by the oracle and the twin, not flagged as beyond the
+    contract: a model with them is clean; the same model whose w_q ignores its bias diverges at that block first."""
+    model = _model(load_positive_control("attn_proj_bias"), CFG, "cpu", dtype, 4)
+    case = _padded_case("cpu")
+    loc = _run(model, case, dtype)
+    assert loc.ok and not [r.note for r in loc.rows if "beyond the contract" in r.note], loc.summary(all_rows=True)
+    w_q = model.get_submodule("encoder.layers.0.self_attention_block.w_q")
+    w_q.forward = lambda x: torch.nn.functional.linear(x, w_q.weight)  # bias dropped
+    loc = _run(model, case, dtype)
+    assert loc.first_divergence == "encoder.layers.0.self_attention_block", loc.summary()
+    assert loc.local is not None and loc.local.culprit == "encoder.layers.0.self_attention_block", loc.summary()
 
 
 def test_localize_flags_a_missing_contract_parameter() -> None:

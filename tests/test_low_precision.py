@@ -22,7 +22,7 @@ from reference import numpy_ref
 from reference import torch_adapters as ta
 from reference.compare import assert_error_ratio, assert_l2_error_ratio, to_f64
 from reference.contract import ModelConfig, build_model, construct, randomize_parameters_
-from reference.weights import extract_weights
+from reference.weights import CONTRACT_EPS, extract_weights
 from tests.strategies import AttentionConfig, attention_configs
 
 #: (dtype, TF32 on): the precisions of this lane. float32 with TF32 exists only on CUDA.
@@ -74,7 +74,7 @@ def test_multi_head_attention_low_precision_within_torch_error(impl, device, pre
     note(config)
     block = randomize_parameters_(construct(impl.MultiHeadAttentionBlock, cfg.d_model, cfg.h, 0.0,
                                             device=device, dtype=dtype), seed)
-    mha = ta.to_multihead_attention(block)
+    mha = ta.to_multihead_attention(block, h=cfg.h)
     mask = torch.tril(torch.ones(cfg.Lq, cfg.Lk, dtype=torch.bool), diagonal=cfg.Lk - cfg.Lq)[None, None]
     where = ta.attended_rows(mask, batch=cfg.B, heads=cfg.h, len_q=cfg.Lq, len_k=cfg.Lk)
     x, memory = _inputs(cfg, seed, device=device, dtype=dtype)
@@ -94,7 +94,7 @@ def test_multi_head_attention_low_precision_within_torch_error(impl, device, pre
     (out * grad_out.to(device, dtype)).sum().backward()
     (torch.nan_to_num(out_torch) * grad_out.to(device, dtype)).sum().backward()
     mha64 = ta.to_multihead_attention(construct(impl.MultiHeadAttentionBlock, cfg.d_model, cfg.h, 0.0,
-                                                device="cpu", dtype=torch.float64))
+                                                device="cpu", dtype=torch.float64), h=cfg.h)
     mha64.load_state_dict({k: v.double().cpu() for k, v in mha.state_dict().items()})
     x64 = to_f64(x).requires_grad_(True)
     out64 = ta.mha_forward(mha64, x64, to_f64(memory), to_f64(memory), mask)
@@ -116,12 +116,12 @@ def test_layer_norm_and_feed_forward_low_precision_within_torch_error(impl, devi
                                          device=device, dtype=dtype), seed).eval()
     with torch.no_grad(), tf32_matmuls(tf32):
         got_norm = norm(x)
-        torch_norm = torch.nn.functional.layer_norm(x, (cfg.d_model,), norm.alpha, norm.bias, norm.eps)
+        torch_norm = torch.nn.functional.layer_norm(x, (cfg.d_model,), norm.alpha, norm.bias, CONTRACT_EPS)
         got_ff = ff(x)
         torch_ff = torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(
             x, ff.linear_1.weight, ff.linear_1.bias)), ff.linear_2.weight, ff.linear_2.bias)
     w_norm, w_ff, x64 = extract_weights(norm), extract_weights(ff), to_f64(x).numpy()
-    assert_error_ratio(got_norm, torch_norm, numpy_ref.layer_norm(x64, w_norm["alpha"], w_norm["bias"], norm.eps),
+    assert_error_ratio(got_norm, torch_norm, numpy_ref.layer_norm(x64, w_norm["alpha"], w_norm["bias"], CONTRACT_EPS),
                        component="LayerNormalization", dtype=dtype, config=config, label="F.layer_norm")
     assert_error_ratio(got_ff, torch_ff, numpy_ref.feed_forward(x64, w_ff), component="FeedForwardBlock",
                        dtype=dtype, config=config, label="F.linear")
@@ -146,7 +146,7 @@ def _transformer_run(impl, device: str, dtype: torch.dtype, tf32: bool, seed: in
     """Logits and every parameter's gradient: the implementation and ``nn.Transformer`` in ``dtype``, torch in
     float64 (the gradient oracle) and the NumPy oracle's logits, for one seed of weights and inputs."""
     model = randomize_parameters_(build_model(impl, SMALL_MODEL, device=device, dtype=dtype), seed).eval()
-    reference = ta.TorchTransformerModel(model).eval()
+    reference = ta.TorchTransformerModel(model, h=SMALL_MODEL.h).eval()
     src, tgt, src_mask, tgt_mask = _model_inputs(seed, device)
     with tf32_matmuls(tf32):
         logits = model.project(model.decode(model.encode(src, src_mask), src_mask, tgt, tgt_mask))
@@ -155,7 +155,7 @@ def _transformer_run(impl, device: str, dtype: torch.dtype, tf32: bool, seed: in
         torch_logits.float().logsumexp(-1).sum().backward()
     oracle = numpy_ref.transformer(src.cpu().numpy(), tgt.cpu().numpy(), src_mask.cpu().numpy(),
                                    tgt_mask.cpu().numpy(), extract_weights(model), SMALL_MODEL.h)
-    reference64 = ta.TorchTransformerModel(model).to("cpu", torch.float64).eval()
+    reference64 = ta.TorchTransformerModel(model, h=SMALL_MODEL.h).to("cpu", torch.float64).eval()
     reference64.load_state_dict({k: v.to("cpu", torch.float64) for k, v in reference.state_dict().items()})
     reference64.project(reference64.decode(reference64.encode(src.cpu(), src_mask.cpu()), src_mask.cpu(),
                                            tgt.cpu(), tgt_mask.cpu())).logsumexp(-1).sum().backward()
@@ -223,7 +223,7 @@ def test_transformer_under_autocast_within_torch_error(impl, device, autocast_dt
         pytest.skip("CPU autocast to float16 is not a configuration PyTorch recommends; bfloat16 covers CPU")
     config = {"device": device, "autocast": str(autocast_dtype), **SMALL_MODEL.kwargs()}
     model = randomize_parameters_(build_model(impl, SMALL_MODEL, device=device), 3).eval()
-    reference = ta.TorchTransformerModel(model).eval()
+    reference = ta.TorchTransformerModel(model, h=SMALL_MODEL.h).eval()
     src, tgt, src_mask, tgt_mask = _model_inputs(3, device)
     with torch.no_grad(), torch.autocast(device_type=device, dtype=autocast_dtype):
         logits = model.project(model.decode(model.encode(src, src_mask), src_mask, tgt, tgt_mask))
@@ -262,7 +262,7 @@ def test_attention_within_error_of_each_sdpa_backend(impl, device, precision, ba
         out = block(x, memory, memory, None)
         try:
             with sdpa_kernel(backend):
-                out_sdpa = ta.sdpa_attention(block, x, memory, memory, None)
+                out_sdpa = ta.sdpa_attention(block, x, memory, memory, None, h=cfg.h)
         except RuntimeError as exc:
             if "No viable backend" in str(exc) or "not available" in str(exc):
                 pytest.skip(f"SDPA backend {backend.name} does not run {dtype} on {device} (d_k={cfg.d_k}): "
@@ -333,7 +333,7 @@ def test_attention_within_error_of_multihead_attention_fast_path(impl, device, p
     note(config)
     block = randomize_parameters_(construct(impl.MultiHeadAttentionBlock, cfg.d_model, cfg.h, 0.0,
                                             device=device, dtype=dtype), seed).eval()
-    mha = ta.to_multihead_attention(block).eval()
+    mha = ta.to_multihead_attention(block, h=cfg.h).eval()
     x, _ = _inputs(cfg, seed, device=device, dtype=dtype)
     lengths = torch.randint(1, cfg.Lq + 1, (cfg.B,), generator=torch.Generator().manual_seed(seed))
     mask = (torch.arange(cfg.Lq)[None, :] < lengths[:, None])[:, None, None, :]

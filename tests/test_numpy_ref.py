@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 from reference import numpy_ref as R
 from reference.contract import REQUIRED_NAMES, ModelConfig, build_model, randomize_parameters_
-from reference.weights import extract_weights, model_hparams
+from reference.weights import extract_weights
 from tests.strategies import AttentionConfig, attention_configs, dense_arrays, masks, model_configs
 
 pytestmark = pytest.mark.clause("kit")
@@ -131,24 +131,32 @@ def test_split_and_combine_heads_are_inverse_and_slice_features(cfg: AttentionCo
     np.testing.assert_array_equal(R.combine_heads(heads), x)
 
 
-@given(cfg=attention_configs(max_len=6, max_d_model=12), seed=st.integers(0, 2**16))
-def test_multi_head_attention_equals_per_head_attention_concatenated(cfg: AttentionConfig, seed: int) -> None:
-    """Head i uses rows i*d_k:(i+1)*d_k of W_q, W_k, W_v; W_o mixes the concatenation (paper, section 3.2.2)."""
+@given(cfg=attention_configs(max_len=6, max_d_model=12), seed=st.integers(0, 2**16),
+       biased=st.sets(st.sampled_from(R.PROJECTIONS)))
+def test_multi_head_attention_equals_per_head_attention_concatenated(cfg: AttentionConfig, seed: int,
+                                                                     biased: set[str]) -> None:
+    """Head i uses rows i*d_k:(i+1)*d_k of W_q, W_k, W_v (and of their biases); W_o mixes the concatenation
+    (paper, section 3.2.2), plus b_o. A projection without a bias in the mapping adds nothing."""
+    note(f"biased={sorted(biased)}")
     rng = _rng(seed)
     d, dk = cfg.d_model, cfg.d_k
     w = {f"w_{n}.weight": rng.standard_normal((d, d)) / math.sqrt(d) for n in "qkvo"}
+    w |= {f"{name}.bias": rng.uniform(-0.5, 0.5, d) for name in sorted(biased)}
+    b = {name: w.get(f"{name}.bias", np.zeros(d)) for name in R.PROJECTIONS}
     q = rng.standard_normal((cfg.B, cfg.Lq, d))
     kv = rng.standard_normal((cfg.B, cfg.Lk, d))
     out, weights = R.multi_head_attention(q, kv, kv, None, w, cfg.h)
     heads = []
     for i in range(cfg.h):
         rows = slice(i * dk, (i + 1) * dk)
-        qi, ki, vi = q @ w["w_q.weight"][rows].T, kv @ w["w_k.weight"][rows].T, kv @ w["w_v.weight"][rows].T
+        qi = q @ w["w_q.weight"][rows].T + b["w_q"][rows]
+        ki = kv @ w["w_k.weight"][rows].T + b["w_k"][rows]
+        vi = kv @ w["w_v.weight"][rows].T + b["w_v"][rows]
         p = np.exp(qi @ np.swapaxes(ki, -1, -2) / math.sqrt(dk))
         p /= p.sum(axis=-1, keepdims=True)
         np.testing.assert_allclose(weights[:, i], p, **F64)
         heads.append(p @ vi)
-    np.testing.assert_allclose(out, np.concatenate(heads, axis=-1) @ w["w_o.weight"].T, **F64)
+    np.testing.assert_allclose(out, np.concatenate(heads, axis=-1) @ w["w_o.weight"].T + b["w_o"], **F64)
 
 
 # ------------------------------------------------------------------------------------------------ embeddings
@@ -191,7 +199,7 @@ def test_trace_keys_are_exactly_the_contract_module_paths(impl, cfg: ModelConfig
     src = rng.integers(0, cfg.src_vocab_size, (2, cfg.src_seq_len))
     tgt = rng.integers(0, cfg.tgt_vocab_size, (2, cfg.tgt_seq_len))
     trace: dict[str, np.ndarray] = {}
-    logits = R.transformer(src, tgt, None, None, extract_weights(model), **model_hparams(model), trace=trace)
+    logits = R.transformer(src, tgt, None, None, extract_weights(model), cfg.h, trace=trace)
     assert {k for k in trace if R.WEIGHTS_SUFFIX not in k} == expected
     assert {k[:-len(R.WEIGHTS_SUFFIX)] for k in trace if k.endswith(R.WEIGHTS_SUFFIX)} == attention
     np.testing.assert_array_equal(trace["projection_layer"], logits)

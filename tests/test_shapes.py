@@ -56,13 +56,26 @@ def test_multi_head_attention_block_shape(impl, device, cfg: AttentionConfig) ->
     note(cfg)
     mha = construct(impl.MultiHeadAttentionBlock, cfg.d_model, cfg.h, 0.0, device=device, dtype=DTYPE)
     assert (mha.d_model, mha.h, mha.d_k) == (cfg.d_model, cfg.h, cfg.d_k)
-    for name in ("w_q", "w_k", "w_v", "w_o"):
-        assert tuple(getattr(mha, name).weight.shape) == (cfg.d_model, cfg.d_model)
-        assert getattr(mha, name).bias is None, f"{name} must have no bias"
+    for name in ("w_q", "w_k", "w_v", "w_o"):  # a bias [d] on each is legal (absent = zero)
+        projection = getattr(mha, name)
+        assert tuple(projection.weight.shape) == (cfg.d_model, cfg.d_model)
+        bias = getattr(projection, "bias", None)
+        assert bias is None or tuple(bias.shape) == (cfg.d_model,), f"{name}.bias of shape {tuple(bias.shape)}"
     q = _randn(cfg.B, cfg.Lq, cfg.d_model, device=device)
     kv = _randn(cfg.B, cfg.Lk, cfg.d_model, device=device)
     assert mha(q, kv, kv, None).shape == (cfg.B, cfg.Lq, cfg.d_model)
     assert tuple(mha.attention_scores.shape) == (cfg.B, cfg.h, cfg.Lq, cfg.Lk)
+
+
+@pytest.mark.strict("attention projections have no bias")
+@pytest.mark.clause("strict.no-projection-bias")
+def test_multi_head_attention_projections_have_no_bias(impl, device) -> None:
+    """``w_q``, ``w_k``, ``w_v`` and ``w_o`` are bias-free, as the paper writes them (``Q W^Q``): the contract also
+    admits biased projections (``nn.Linear``'s default, ``nn.MultiheadAttention``'s), this package has none."""
+    mha = construct(impl.MultiHeadAttentionBlock, 8, 2, 0.0, device=device, dtype=DTYPE)
+    for name in ("w_q", "w_k", "w_v", "w_o"):
+        assert getattr(getattr(mha, name), "bias", None) is None, f"{name} has a bias"
+        assert [n for n, _ in getattr(mha, name).named_parameters()] == ["weight"], f"{name}: parameters beyond weight"
 
 
 @pytest.mark.clause("mha.static-attention")

@@ -2,7 +2,9 @@
 float64 NumPy oracle's function, on every torch path they can take, and the mask conversions are lossless.
 
 The contract modules here only carry weights (randomised, non-default); nothing below runs their forward, so a
-wrong adapter cannot hide behind a matching bug in the implementation.
+wrong adapter cannot hide behind a matching bug in the implementation. The attention projections' optional biases
+(``w_q.bias``, ...) are added to the blocks where a test draws ``biased``, so their loading and naming is checked
+whether or not the implementation has them.
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ import pytest
 import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
+from torch import nn
 
 from reference import numpy_ref
 from reference import torch_adapters as ta
 from reference.contract import build_model, randomize_parameters_
-from reference.weights import extract_weights
+from reference.weights import CONTRACT_EPS, extract_weights
 from tests.strategies import (WELL_CONDITIONED_SCALES, AttentionConfig, AttentionInputs, ModelInputs, attention_masks,
                               dense_attention_inputs, feed_forward_widths, model_inputs)
 from tests.test_equivalence_torch import (LAYERS, SEEDS, as_tensor, assert_float64_close, counting, decoder,
-                                          decoder_block, encoder, encoder_block, eps_of, keys_values, mha_block, rows)
+                                          decoder_block, encoder, encoder_block, keys_values, mha_block, rows)
 
 pytestmark = pytest.mark.clause("kit")
 
@@ -31,6 +34,22 @@ DTYPE = torch.float64
 WELL_CONDITIONED = WELL_CONDITIONED_SCALES
 #: torch's paths: "train" (the composite slow path), "eval" (no grad: fused kernels where torch takes them).
 PATHS = st.sampled_from(("train", "eval"))
+
+
+@torch.no_grad()
+def with_projection_biases_(module: nn.Module, seed: int) -> nn.Module:
+    """Give every attention projection (``w_q``/``w_k``/``w_v``/``w_o``) under ``module`` a random bias [d] in
+    [-0.5, 0.5], where it has none (the contract's optional biases), in place. Forward is never run here, so only
+    the parameters matter."""
+    gen = torch.Generator().manual_seed(seed)
+    for block in [m for m in module.modules() if all(hasattr(m, n) for n in numpy_ref.PROJECTIONS)]:
+        for name in numpy_ref.PROJECTIONS:
+            linear = getattr(block, name)
+            if getattr(linear, "bias", None) is None:
+                weight = linear.weight
+                value = torch.rand(weight.shape[0], generator=gen, dtype=torch.float64) - 0.5
+                linear.bias = nn.Parameter(value.to(device=weight.device, dtype=weight.dtype))
+    return module
 
 
 # --------------------------------------------------------------------------------------------------- masks
@@ -69,44 +88,54 @@ def test_mha_masks_reject_what_does_not_broadcast() -> None:
 
 
 # --------------------------------------------------------------------------------------------------- weights
-@given(case=model_inputs(), seed=SEEDS)
-def test_adapters_load_every_parameter(impl, device, case: ModelInputs, seed: int) -> None:
+@given(case=model_inputs(), seed=SEEDS, biased=st.booleans())
+def test_adapters_load_every_parameter(impl, device, case: ModelInputs, seed: int, biased: bool) -> None:
     """Every contract parameter appears, bit for bit, under its contract name in the torch model (nn.Transformer
-    re-initialises what it holds: this catches loading before that); the only extra torch parameters are the
-    zero projection biases; every LayerNorm carries the contract's eps."""
-    note(case.describe())
+    re-initialises what it holds: this catches loading before that), the projections' biases too when the model has
+    them; the only extra torch parameters are the zero projection biases of a model without them; every LayerNorm
+    carries the contract's eps and every attention the configuration's h."""
+    note({**case.describe(), "biased": biased})
     model = randomize_parameters_(build_model(impl, case.cfg, device=device, dtype=DTYPE), seed)
-    torch_model = ta.TorchTransformerModel(model)
+    if biased:
+        with_projection_biases_(model, seed)
+    torch_model = ta.TorchTransformerModel(model, h=case.cfg.h)
     ours = dict(model.named_parameters())
     theirs = ta.params_by_contract_name(torch_model)
     assert set(theirs) == set(ours), f"missing {set(ours) - set(theirs)}, extra {set(theirs) - set(ours)}"
     for name, p in ours.items():
         assert torch.equal(theirs[name], p.detach()), f"{name} was not loaded exactly"
     extra = dict(torch_model.named_parameters())
-    for name in ta.unmapped_parameters(torch_model):
+    unmapped = ta.unmapped_parameters(torch_model)
+    assert not (biased and unmapped), f"projection biases loaded but not mapped: {unmapped}"
+    for name in unmapped:
         assert name.endswith(("in_proj_bias", "out_proj.bias")), name
         assert not extra[name].any(), f"{name} must be zero"
-    eps = eps_of(model)
-    assert all(m.eps == eps for m in torch_model.modules() if isinstance(m, torch.nn.LayerNorm))
-    assert all(m.dropout == 0.0 for m in torch_model.modules() if isinstance(m, torch.nn.MultiheadAttention))
+    assert all(m.eps == CONTRACT_EPS for m in torch_model.modules() if isinstance(m, torch.nn.LayerNorm))
+    attentions = [m for m in torch_model.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    assert all(m.dropout == 0.0 and m.num_heads == case.cfg.h for m in attentions)
 
 
 # --------------------------------------------------------------------------------------------------- forward
-@given(case=dense_attention_inputs(max_len=32, max_d_model=64, scales=WELL_CONDITIONED), path=PATHS, seed=SEEDS)
-def test_torch_multihead_attention_matches_numpy(impl, device, case: AttentionInputs, path: str, seed: int) -> None:
+@given(case=dense_attention_inputs(max_len=32, max_d_model=64, scales=WELL_CONDITIONED), path=PATHS, seed=SEEDS,
+       biased=st.booleans())
+def test_torch_multihead_attention_matches_numpy(impl, device, case: AttentionInputs, path: str, seed: int,
+                                                 biased: bool) -> None:
     """``nn.MultiheadAttention`` (slow path; fused ``_native_multi_head_attention`` for self-attention in eval with
-    even h) and the SDPA adapter, with every mask kind, against ``numpy_ref.multi_head_attention``."""
+    even h) and the SDPA adapter, with every mask kind, with and without projection biases, against
+    ``numpy_ref.multi_head_attention``."""
     cfg = case.cfg
-    config = {**case.describe(), "path": path, "seed": seed}
+    config = {**case.describe(), "path": path, "seed": seed, "biased": biased}
     note(config)
     block = randomize_parameters_(mha_block(impl, cfg.d_model, cfg.h, 0.0, device, DTYPE), seed)
-    mha = ta.to_multihead_attention(block).train(path == "train")
+    if biased:
+        with_projection_biases_(block, seed)
+    mha = ta.to_multihead_attention(block, h=cfg.h).train(path == "train")
     x = as_tensor(case.x, device, DTYPE)
     k, v = keys_values(case, x)
     mask = as_tensor(case.mask, device)
     with torch.no_grad(), counting("_native_multi_head_attention") as calls:
         out = ta.mha_forward(mha, x, k, v, mask)
-        sdpa = ta.sdpa_attention(block, x, k, v, mask)
+        sdpa = ta.sdpa_attention(block, x, k, v, mask, h=cfg.h)
     fused = path == "eval" and case.memory is None and cfg.h % 2 == 0
     assert calls["_native_multi_head_attention"] == int(fused), dict(calls)
     oracle, _ = numpy_ref.multi_head_attention(case.x, k.cpu().numpy(), v.cpu().numpy(), case.mask,
@@ -124,11 +153,11 @@ def test_torch_encoder_layer_matches_numpy(impl, device, case: AttentionInputs, 
     config = {**case.describe(), "d_ff": d_ff, "path": path, "seed": seed}
     note(config)
     block = randomize_parameters_(encoder_block(impl, cfg.d_model, cfg.h, d_ff, 0.0, device, DTYPE), seed)
-    layer = ta.to_encoder_layer(block).train(path == "train")
+    layer = ta.to_encoder_layer(block, h=cfg.h).train(path == "train")
     x, mask = as_tensor(case.x, device, DTYPE), as_tensor(case.mask, device)
     with torch.no_grad():
         out = ta.encoder_forward(layer, x, mask)
-    oracle = numpy_ref.encoder_block(case.x, case.mask, extract_weights(block), cfg.h, eps_of(block))
+    oracle = numpy_ref.encoder_block(case.x, case.mask, extract_weights(block), cfg.h, CONTRACT_EPS)
     assert_float64_close(out, oracle, where=rows(case, case.mask, cfg.Lq), component="to_encoder_layer",
                          config=config)
 
@@ -142,12 +171,12 @@ def test_torch_decoder_layer_matches_numpy(impl, device, case: AttentionInputs, 
     config = {**case.describe(), "d_ff": d_ff, "path": path, "seed": seed}
     note(config)
     block = randomize_parameters_(decoder_block(impl, cfg.d_model, cfg.h, d_ff, 0.0, device, DTYPE), seed)
-    layer = ta.to_decoder_layer(block).train(path == "train")
+    layer = ta.to_decoder_layer(block, h=cfg.h).train(path == "train")
     x, memory = as_tensor(case.x, device, DTYPE), as_tensor(case.memory, device, DTYPE)
     with torch.no_grad():
         out = ta.decoder_forward(layer, x, memory, as_tensor(case.mask, device), as_tensor(case.self_mask, device))
     oracle = numpy_ref.decoder_block(case.x, case.memory, case.mask, case.self_mask, extract_weights(block), cfg.h,
-                                     eps_of(block))
+                                     CONTRACT_EPS)
     where = rows(case, case.mask, cfg.Lk) & rows(case, case.self_mask, cfg.Lq)
     assert_float64_close(out, oracle, where=where, component="to_decoder_layer", config=config)
 
@@ -161,10 +190,10 @@ def test_torch_encoder_matches_numpy(impl, device, case: AttentionInputs, n: int
     config = {**case.describe(), "N": n, "d_ff": d_ff, "path": path, "seed": seed}
     note(config)
     stack = randomize_parameters_(encoder(impl, n, cfg.d_model, cfg.h, d_ff, 0.0, device, DTYPE), seed)
-    torch_stack = ta.to_encoder(stack).train(path == "train")
+    torch_stack = ta.to_encoder(stack, h=cfg.h).train(path == "train")
     with torch.no_grad():
         out = ta.encoder_forward(torch_stack, as_tensor(case.x, device, DTYPE), as_tensor(case.mask, device))
-    oracle = numpy_ref.encoder(case.x, case.mask, extract_weights(stack), cfg.h, eps_of(stack))
+    oracle = numpy_ref.encoder(case.x, case.mask, extract_weights(stack), cfg.h, CONTRACT_EPS)
     assert_float64_close(out, oracle, component="to_encoder", config=config)
 
 
@@ -177,23 +206,27 @@ def test_torch_decoder_matches_numpy(impl, device, case: AttentionInputs, n: int
     config = {**case.describe(), "N": n, "d_ff": d_ff, "path": path, "seed": seed}
     note(config)
     stack = randomize_parameters_(decoder(impl, n, cfg.d_model, cfg.h, d_ff, 0.0, device, DTYPE), seed)
-    torch_stack = ta.to_decoder(stack).train(path == "train")
+    torch_stack = ta.to_decoder(stack, h=cfg.h).train(path == "train")
     with torch.no_grad():
         out = ta.decoder_forward(torch_stack, as_tensor(case.x, device, DTYPE), as_tensor(case.memory, device, DTYPE),
                                  as_tensor(case.mask, device), as_tensor(case.self_mask, device))
     oracle = numpy_ref.decoder(case.x, case.memory, case.mask, case.self_mask, extract_weights(stack), cfg.h,
-                               eps_of(stack))
+                               CONTRACT_EPS)
     assert_float64_close(out, oracle, component="to_decoder", config=config)
 
 
-@given(case=model_inputs(), path=PATHS, seed=SEEDS)
-def test_torch_transformer_matches_numpy(impl, device, case: ModelInputs, path: str, seed: int) -> None:
+@given(case=model_inputs(), path=PATHS, seed=SEEDS, biased=st.booleans())
+def test_torch_transformer_matches_numpy(impl, device, case: ModelInputs, path: str, seed: int,
+                                         biased: bool) -> None:
     """``TorchTransformerModel`` (nn.Embedding, the NumPy sinusoid table, nn.Transformer, nn.Linear): encode,
-    decode and project, and ``nn.Transformer.forward`` end to end, against ``numpy_ref.transformer``."""
-    config = {**case.describe(), "path": path, "seed": seed}
+    decode and project, and ``nn.Transformer.forward`` end to end, with and without projection biases, against
+    ``numpy_ref.transformer``."""
+    config = {**case.describe(), "path": path, "seed": seed, "biased": biased}
     note(config)
     model = randomize_parameters_(build_model(impl, case.cfg, device=device, dtype=DTYPE), seed)
-    torch_model = ta.TorchTransformerModel(model).train(path == "train")
+    if biased:
+        with_projection_biases_(model, seed)
+    torch_model = ta.TorchTransformerModel(model, h=case.cfg.h).train(path == "train")
     src, tgt = as_tensor(case.src, device), as_tensor(case.tgt, device)
     src_mask, tgt_mask = as_tensor(case.src_mask, device), as_tensor(case.tgt_mask, device)
     with torch.no_grad():
@@ -203,7 +236,7 @@ def test_torch_transformer_matches_numpy(impl, device, case: ModelInputs, path: 
         end_to_end = torch_model(src, tgt, src_mask, tgt_mask)
     trace: dict[str, np.ndarray] = {}
     numpy_ref.transformer(case.src, case.tgt, case.src_mask, case.tgt_mask, extract_weights(model), case.cfg.h,
-                          eps_of(model), trace=trace)
+                          CONTRACT_EPS, trace=trace)
     assert_float64_close(memory, trace["encoder"], component="TorchTransformerModel.encode", config=config)
     assert_float64_close(decoded, trace["decoder"], component="TorchTransformerModel.decode", config=config)
     assert_float64_close(logits, trace["projection_layer"], component="TorchTransformerModel.project", config=config)

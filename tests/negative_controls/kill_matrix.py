@@ -51,7 +51,8 @@ DOC = ROOT / "docs" / "kill-matrix.md"
 BASELINE = "scratch_transformer"
 COMMAND = "python -m tests.negative_controls.kill_matrix"
 #: Meta-tests that judge the suite itself rather than an implementation: not part of the matrix.
-EXCLUDED_MODULES = ("tests/test_negative_controls.py", "tests/test_positive_controls.py", "tests/test_conformance.py")
+EXCLUDED_MODULES = ("tests/test_negative_controls.py", "tests/test_positive_controls.py", "tests/test_conformance.py",
+                    "tests/test_field.py")
 PYTEST_ARGS = ("--device", "cpu", "-q")
 #: Deselected unless ``--include-slow``: the ``slow`` marker (inductor compilation, minutes per run).
 NOT_SLOW = ("-m", "not slow")

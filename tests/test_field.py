@@ -1,0 +1,101 @@
+"""The kit on learner-style code: the field set (``tests/field/``), model files that differ from the contract the way
+real ones do (renamed classes, attributes and arguments, biases, scalar gains, the walkthrough's divergences, one
+or two real bugs each; ``tests/field/catalogue.json`` says which).
+
+On every file the kit must: raise no uncaught exception; name every API difference with its closest match; map it
+(the diagnosis's proposal, and the file's own ``.map.toml``); flag every real bug; and raise no alarm on what the
+contract allows. The whole-suite run of each file, and its time, are in ``docs/field.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reference.adapter import ImplMap
+from reference.diagnose import diagnose
+
+pytestmark = pytest.mark.clause("kit")
+
+FIELD = Path(__file__).parent / "field"
+CATALOGUE = json.loads((FIELD / "catalogue.json").read_text())
+NAMES = sorted(CATALOGUE)
+#: The run each card records: the contract checks and the smoke tier (the kill matrix's fast set, which catches
+#: every negative control), on the file seen through its own map.
+SMOKE = sorted(json.loads((Path(__file__).parent / "negative_controls" / "expected_kills.json").read_text())["smoke"])
+CARD_RUN = ["tests/test_contract.py", *SMOKE, "-p", "no:cacheprovider", "-q", "--device", "cpu"]
+
+
+def _module(name: str):
+    return importlib.import_module(f"tests.field.{name}")
+
+
+def test_field_catalogue_lists_every_file() -> None:
+    files = sorted(p.stem for p in FIELD.glob("*.py") if not p.name.startswith("_"))
+    assert files == NAMES
+    assert all((FIELD / f"{n}.map.toml").exists() for n in NAMES)
+    assert sum(bool(CATALOGUE[n]["bugs"]) for n in NAMES) >= 8, "at least 8 files with a real bug"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_diagnosis_names_every_api_difference_with_its_closest_match(name: str) -> None:
+    """Without a map, the diagnosis finds each catalogued class, argument and attribute difference, with the
+    file's own name as its closest match, and leaves nothing unmapped."""
+    diag = diagnose(_module(name))
+    proposed = diag.proposed
+    missed = []
+    for entry in CATALOGUE[name]["api"]:
+        kind, where, contract, yours = entry["kind"], entry["where"], entry["contract"], entry["yours"]
+        got = (proposed.classes.get(contract) if kind == "class" else
+               proposed.arguments.get(where, {}).get(contract) if kind == "argument" else
+               proposed.attributes.get(where, {}).get(contract))
+        if got != yours:
+            missed.append(f"{kind} {where}.{contract}: catalogue {yours!r}, diagnosis {got!r}")
+    assert not missed, f"{name}: " + "; ".join(missed) + "\n" + "\n".join(diag.lines())
+    assert not diag.unresolved(), f"{name}: unresolved " + "; ".join(f.line() for f in diag.unresolved())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_files_own_map_agrees_with_the_proposal(name: str) -> None:
+    """The map a user would write (``<name>.map.toml``) and the one the kit proposes reach the same names."""
+    user = ImplMap.load(FIELD / f"{name}.map.toml")
+    diag = diagnose(_module(name), user)
+    assert not diag.unresolved(), f"{name}: " + "; ".join(f.line() for f in diag.unresolved())
+    assert not diag.unaccepted(), f"{name}: deviations its map leaves out: " + "; ".join(
+        f.line() for f in diag.unaccepted())
+
+
+@pytest.mark.slow
+def test_cards_of_the_field_set_flag_every_bug_and_nothing_else(tmp_path: Path) -> None:
+    """Each file through its own map, contract checks and the smoke tier: every clause the catalogue's bugs break
+    is FAIL, every other clause passes, skips or is not run; and the run ends without an internal error. The
+    cards are compared with ``tests/field/expected/<name>.json``."""
+    code = ("import sys, pytest\n"
+            "for name in sys.argv[1:]:\n"
+            "    status = pytest.main([*" + repr(CARD_RUN) + ", '--impl', f'tests.field.{name}', '--impl-map',\n"
+            "                          f'tests/field/{name}.map.toml', '--card-json', f'" + str(tmp_path) + "/{name}.json'])\n"
+            "    print('@@', name, int(status))\n")
+    out = subprocess.run([sys.executable, "-c", code, *NAMES], capture_output=True, text=True,
+                         cwd=FIELD.parent.parent)
+    statuses = dict(line.split()[1:3] for line in out.stdout.splitlines() if line.startswith("@@ "))
+    assert set(statuses) == set(NAMES), out.stdout[-3000:] + out.stderr[-3000:]
+    problems = []
+    for name in NAMES:
+        if statuses[name] not in ("0", "1"):
+            problems.append(f"{name}: pytest exit {statuses[name]} (an internal error or a usage error)")
+            continue
+        card = {r["clause"]: r["status"] for r in json.loads((tmp_path / f"{name}.json").read_text())["clauses"]}
+        expected = json.loads((FIELD / "expected" / f"{name}.json").read_text())
+        for clause, want in expected.items():
+            if card.get(clause) != want:
+                problems.append(f"{name}: {clause} is {card.get(clause)!r}, expected {want!r}")
+        bugs = {b["clause"] for b in CATALOGUE[name]["bugs"]}
+        unflagged = sorted(c for c in bugs if card.get(c) != "FAIL")
+        if unflagged:
+            problems.append(f"{name}: bug clauses not FAIL: {unflagged}")
+    assert not problems, "\n".join(problems)
