@@ -48,8 +48,8 @@ _CLAUSES = [
            "[features] (a scalar gain is a deviation)"),
     Clause("ffn.formula", CONTRACT, "`linear_2(dropout(relu(linear_1(x))))`"),
     Clause("mha.formula", CONTRACT, "`Concat(heads) W_o`, `head_i = softmax(q_i k_i^T / sqrt(d_k)) v_i`, projections "
-           "`w_q`/`w_k`/`w_v`/`w_o` (`nn.Linear`, with or without bias: a bias is judged with it), heads are contiguous "
-           "d_k slices of the projections"),
+           "`w_q`/`w_k`/`w_v`/`w_o` (`nn.Linear`, with or without bias: a bias is judged with it), heads are "
+           "contiguous d_k slices of the projections"),
     Clause("mha.static-attention", CONTRACT, "static `attention(query, key, value, mask, dropout) -> (out, weights)`; "
            "the block keeps the weights in `attention_scores`"),
     Clause("residual.pre-norm", CONTRACT, "`ResidualConnection`: `x + dropout(sublayer(norm(x)))`"),

@@ -228,7 +228,8 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
                            f"`{found}`")
             elif found is False:  # nothing of yours is left to receive it: the kit leaves it out
                 proposed.setdefault(contract, {})[w] = False
-                message = f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}` (the kit leaves it out)"
+                message = (f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}` (the kit leaves "
+                           "it out)")
             else:
                 message = (f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}`; none of "
                            f"{spare} is close to it")

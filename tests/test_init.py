@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, note
 
 from reference.contract import ModelConfig, build_model
+from reference.localize import contract_class
 from tests.strategies import model_configs
 
 #: With n >= 128 draws from U(-b, b), max |w| < 0.8 b has probability 0.8^128 < 1e-12: a matrix initialised
@@ -78,7 +79,7 @@ def test_build_transformer_norms_and_biases_as_specified(impl, cfg: ModelConfig)
     for name, p in model.named_parameters():
         if name.endswith("alpha"):
             assert torch.equal(p, torch.ones_like(p)), f"{name} is not ones"
-        elif name.endswith("bias") and type(modules[name.rsplit(".", 1)[0]]).__name__ == "LayerNormalization":
+        elif name.endswith("bias") and contract_class(modules[name.rsplit(".", 1)[0]]) == "LayerNormalization":
             assert torch.equal(p, torch.zeros_like(p)), f"{name} is not zeros"
         elif name.endswith("bias") and not is_projection_bias(name):
             fan_in = modules[name.rsplit(".", 1)[0]].weight.shape[1]

@@ -21,7 +21,7 @@ from torch import nn
 
 from reference import numpy_ref, tolerances
 from reference.contract import ModelConfig, build_model, randomize_parameters_
-from reference.localize import CONTRACT_CLASSES, Case, Localization, judge, localize, random_case
+from reference.localize import CONTRACT_CLASSES, Case, Localization, contract_class, judge, localize, random_case
 from tests.negative_controls import load_control
 from tests.positive_controls import load_control as load_positive_control
 from tests.strategies import ModelInputs, dense_arrays, model_inputs
@@ -91,7 +91,7 @@ def test_localize_hooks_every_contract_submodule_in_execution_order(impl, device
     model = _model(impl, CFG, device, torch.float64, 0)
     loc = _run(model, _padded_case(device), torch.float64)
     paths = [r.path for r in loc.rows if not r.path.endswith(numpy_ref.WEIGHTS_SUFFIX)]
-    contract = [p for p, m in model.named_modules() if p and type(m).__name__ in CONTRACT_CLASSES]
+    contract = [p for p, m in model.named_modules() if p and contract_class(m) in CONTRACT_CLASSES]
     assert sorted(paths) == sorted(contract)
     order = {p: i for i, p in enumerate(paths)}
     assert order["src_embed"] < order["src_pos"] < order["encoder.layers.0"] < order["encoder"]
@@ -166,7 +166,7 @@ BREAKS = {
 def _break(model: nn.Module, target: str, how: Callable) -> None:
     """Override ``forward`` of the submodule at ``target`` (or of every instance of a contract class)."""
     if target.startswith("Class:"):
-        modules = [m for m in model.modules() if type(m).__name__ == target.split(":", 1)[1]]
+        modules = [m for m in model.modules() if contract_class(m) == target.split(":", 1)[1]]
     else:
         modules = [model.get_submodule(target)]
     assert modules, f"nothing to break at {target}"

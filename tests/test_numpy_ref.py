@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from reference import numpy_ref as R
+from reference.localize import contract_class
 from reference.contract import REQUIRED_NAMES, ModelConfig, build_model, randomize_parameters_
 from reference.weights import extract_weights
 from tests.strategies import AttentionConfig, attention_configs, dense_arrays, masks, model_configs
@@ -193,8 +194,8 @@ def test_residual_is_pre_norm(x: np.ndarray) -> None:
 def test_trace_keys_are_exactly_the_contract_module_paths(impl, cfg: ModelConfig) -> None:
     """``trace`` records one entry per contract submodule (named_modules path) plus one ':weights' per attention."""
     model = randomize_parameters_(build_model(impl, cfg), seed=0)
-    expected = {name for name, m in model.named_modules() if name and type(m).__name__ in CONTRACT_CLASSES}
-    attention = {name for name, m in model.named_modules() if type(m).__name__ == "MultiHeadAttentionBlock"}
+    expected = {name for name, m in model.named_modules() if name and contract_class(m) in CONTRACT_CLASSES}
+    attention = {name for name, m in model.named_modules() if contract_class(m) == "MultiHeadAttentionBlock"}
     rng = _rng(0)
     src = rng.integers(0, cfg.src_vocab_size, (2, cfg.src_seq_len))
     tgt = rng.integers(0, cfg.tgt_vocab_size, (2, cfg.tgt_seq_len))
