@@ -285,7 +285,8 @@ def _twin_positional(x: torch.Tensor) -> torch.Tensor:
 
 
 def _twin_layer_norm(x: torch.Tensor, alpha: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-    return F.layer_norm(x, (x.shape[-1],), alpha, bias, eps)
+    shape = (x.shape[-1],)  # a scalar gain (a contract deviation) broadcast, so the rest is still judged
+    return F.layer_norm(x, shape, alpha.expand(shape), bias.expand(shape), eps)
 
 
 def _twin_feed_forward(x: torch.Tensor, w: Mapping[str, torch.Tensor]) -> torch.Tensor:

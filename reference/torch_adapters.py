@@ -130,8 +130,10 @@ def _load_norm(dst: nn.LayerNorm, src: nn.Module) -> None:
     dst.bias.copy_(src.bias)
 
 
-def _to_layer_norm(norm: nn.Module, eps: float) -> nn.LayerNorm:
-    ln = nn.LayerNorm(norm.alpha.shape[-1], eps=float(eps), **_factory(norm.alpha))
+def _to_layer_norm(norm: nn.Module, eps: float, features: int) -> nn.LayerNorm:
+    """``nn.LayerNorm(features)`` holding the norm's gain and shift (a scalar gain, a contract deviation, is
+    broadcast over the features so the rest is still judged)."""
+    ln = nn.LayerNorm(features, eps=float(eps), **_factory(norm.alpha))
     _load_norm(ln, norm)
     return ln
 
@@ -223,7 +225,7 @@ def to_encoder(encoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS,
     layers = [to_encoder_layer(block, h=h, eps=eps) for block in encoder.layers]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
-        stack = nn.TransformerEncoder(layers[0], num_layers=len(layers), norm=_to_layer_norm(encoder.norm, eps),
+        stack = nn.TransformerEncoder(layers[0], num_layers=len(layers), norm=_to_layer_norm(encoder.norm, eps, layers[0].linear1.in_features),
                                       enable_nested_tensor=nested_tensor)
     stack.layers = nn.ModuleList(layers)
     stack.use_nested_tensor = nested_tensor
@@ -234,7 +236,8 @@ def to_decoder(decoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> nn.T
     """``nn.TransformerDecoder`` with one converted layer per contract block (h heads, every norm ``eps``) and final
     norm = ``decoder.norm``."""
     layers = [to_decoder_layer(block, h=h, eps=eps) for block in decoder.layers]
-    stack = nn.TransformerDecoder(layers[0], num_layers=len(layers), norm=_to_layer_norm(decoder.norm, eps))
+    stack = nn.TransformerDecoder(layers[0], num_layers=len(layers), norm=_to_layer_norm(decoder.norm, eps,
+                                                                                      layers[0].linear1.in_features))
     stack.layers = nn.ModuleList(layers)
     return stack
 

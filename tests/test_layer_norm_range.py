@@ -36,7 +36,8 @@ def test_layer_norm_low_precision_within_torch_error_at_every_scale(impl, device
     x = torch.from_numpy(x64).to(device=device, dtype=dtype)
     with torch.no_grad():
         got = norm(x)
-        torch_out = torch.nn.functional.layer_norm(x, (features,), norm.alpha, norm.bias, CONTRACT_EPS)
+        torch_out = torch.nn.functional.layer_norm(x, (features,), norm.alpha.expand(features),
+                                                   norm.bias.expand(features), CONTRACT_EPS)
     w = extract_weights(norm)
     oracle = numpy_ref.layer_norm(to_f64(x).numpy(), w["alpha"], w["bias"], CONTRACT_EPS)
     assert_error_ratio(got, torch_out, oracle, component="LayerNormalization", dtype=dtype, config=config,

@@ -116,7 +116,8 @@ def test_layer_norm_and_feed_forward_low_precision_within_torch_error(impl, devi
                                          device=device, dtype=dtype), seed).eval()
     with torch.no_grad(), tf32_matmuls(tf32):
         got_norm = norm(x)
-        torch_norm = torch.nn.functional.layer_norm(x, (cfg.d_model,), norm.alpha, norm.bias, CONTRACT_EPS)
+        torch_norm = torch.nn.functional.layer_norm(x, (cfg.d_model,), norm.alpha.expand(cfg.d_model),
+                                                    norm.bias.expand(cfg.d_model), CONTRACT_EPS)
         got_ff = ff(x)
         torch_ff = torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(
             x, ff.linear_1.weight, ff.linear_1.bias)), ff.linear_2.weight, ff.linear_2.bias)

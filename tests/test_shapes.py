@@ -37,8 +37,14 @@ def test_positional_encoding_shape(impl, device, cfg: AttentionConfig, extra: in
 @given(cfg=attention_configs())
 def test_layer_normalization_shape(impl, device, cfg: AttentionConfig) -> None:
     norm = construct(impl.LayerNormalization, cfg.d_model, device=device, dtype=DTYPE)
-    assert tuple(norm.alpha.shape) == tuple(norm.bias.shape) == (cfg.d_model,)
     assert norm(_randn(cfg.B, cfg.Lq, cfg.d_model, device=device)).shape == (cfg.B, cfg.Lq, cfg.d_model)
+
+
+@pytest.mark.clause("ln.per-feature-affine")
+@given(cfg=attention_configs())
+def test_layer_normalization_gain_and_shift_are_per_feature(impl, device, cfg: AttentionConfig) -> None:
+    norm = construct(impl.LayerNormalization, cfg.d_model, device=device, dtype=DTYPE)
+    assert tuple(norm.alpha.shape) == tuple(norm.bias.shape) == (cfg.d_model,)
 
 
 @pytest.mark.clause("ffn.formula")
