@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     table = Table("file", "exit", "passed", "failed", "skipped", "wall s", "card")
     for r in results:
         table.add_row(r["name"], str(r["exit"]), str(r.get("passed", 0)), str(r.get("failed", 0)),
-                      str(r.get("skipped", 0)), f"{r['wall_s']:.1f}", ", ".join(f"{n} {s}" for s, n in r["card"].items()))
+                      str(r.get("skipped", 0)), f"{r['wall_s']:.1f}",
+                      ", ".join(f"{n} {s}" for s, n in r["card"].items()))
     console.print(table)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

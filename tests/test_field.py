@@ -65,6 +65,32 @@ def test_the_files_own_map_agrees_with_the_proposal(name: str) -> None:
         f.line() for f in diag.unaccepted())
 
 
+#: Where the localiser's first divergence must fall for each buggy file (a path prefix in the contract model), from
+#: the catalogue's bugs: the first bug in execution order, or the block a misplaced residual or a shared block feeds.
+LOCALISED = {"blog_verbatim": "src_pos", "from_video": "src_pos", "one_letter_off": "src_embed",
+             "einsum_heads": "encoder.layers.0.self_attention_block",
+             "hf_names": "encoder.layers.0.self_attention_block", "sublayer_style": "encoder.layers.0",
+             "minimal": "encoder", "seq2seq_notes": "decoder.layers.0.cross_attention_block"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_report_localises_each_bug_to_its_component(name: str) -> None:
+    """The report on the whole model (float64, CPU), through the file's map: a correct file passes, a buggy one
+    fails with its first divergence in the component of its first bug."""
+    from reference import report
+
+    rep = report.sweep(f"tests.field.{name}", components=["transformer"], devices=["cpu"],
+                       dtypes={"cpu": ["float64"]}, seed=0, impl_map=FIELD / f"{name}.map.toml")
+    if not CATALOGUE[name]["bugs"]:
+        assert rep.passed, f"{name}: a correct file fails the report"
+        return
+    assert not rep.passed and rep.first_divergence is not None, f"{name}: the report misses its bugs"
+    assert rep.first_divergence.startswith(LOCALISED[name]), (
+        f"{name}: first divergence {rep.first_divergence}, expected in {LOCALISED[name]} "
+        f"({CATALOGUE[name]['bugs'][0]['component']})")
+
+
 @pytest.mark.slow
 def test_cards_of_the_field_set_flag_every_bug_and_nothing_else(tmp_path: Path) -> None:
     """Each file through its own map on the card selection (``tests/field/_cards.py``): the run ends without an

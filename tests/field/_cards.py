@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--expected", action="store_true", help="write tests/field/expected/NAME.json")
     args = p.parse_args(argv)
-    settings.register_profile("field", derandomize=True, database=None, max_examples=EXAMPLES, phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target),
-                              deadline=None)
+    settings.register_profile("field", derandomize=True, database=None, max_examples=EXAMPLES, deadline=None,
+                              phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target))
     out = FIELD / "expected" if args.expected else args.out
     out.mkdir(parents=True, exist_ok=True)
     for name in args.names:
