@@ -38,6 +38,7 @@ def _logits(model: nn.Module, batch: ModelBatch, device: str) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ eval mode
+@pytest.mark.blackbox
 @pytest.mark.clause("dropout.semantics")
 @given(batch=model_batches(), p=dropout_rates(), seed=st.integers(0, 2**31 - 1))
 def test_transformer_eval_is_deterministic_and_equals_p0(impl, device: str, batch: ModelBatch, p: float,
@@ -131,6 +132,7 @@ def test_dropout_zeroes_a_binomial_fraction_and_scales_survivors(impl, device: s
 
 
 # ------------------------------------------------------------------------------------------------ seeds, state
+@pytest.mark.blackbox
 @pytest.mark.clause("dropout.semantics")
 @given(batch=model_batches(max_N=1), p=dropout_rates(), seed=st.integers(0, 2**31 - 1))
 def test_transformer_same_seed_same_outputs(impl, device: str, batch: ModelBatch, p: float, seed: int) -> None:
@@ -148,6 +150,7 @@ def test_transformer_same_seed_same_outputs(impl, device: str, batch: ModelBatch
     assert torch.equal(out_a, out_b), f"train-mode outputs differ between two runs from seed {seed}"
 
 
+@pytest.mark.blackbox
 @pytest.mark.clause("module.state")
 @given(batch=model_batches(), seed=st.integers(0, 2**31 - 1))
 def test_transformer_state_dict_round_trip_is_bit_exact(impl, device: str, batch: ModelBatch, seed: int) -> None:
@@ -165,6 +168,7 @@ def test_transformer_state_dict_round_trip_is_bit_exact(impl, device: str, batch
         f"state_dict round trip changes the logits: max diff {float((got - expected).abs().max()):.3e}")
 
 
+@pytest.mark.blackbox
 @pytest.mark.clause("module.state")
 @given(batch=model_batches(max_N=1), seed=st.integers(0, 2**31 - 1))
 def test_transformer_move_to_its_own_device_and_dtype_changes_nothing(impl, device: str, batch: ModelBatch,

@@ -118,3 +118,39 @@ def test_cards_of_the_field_set_flag_every_bug_and_nothing_else(tmp_path: Path) 
             problems += [f"{name}: false alarm on {c}" for c, v in card.items()
                          if v == "FAIL" and not c.startswith("api.")]
     assert not problems, "\n".join(problems)
+
+
+#: A correct model with one fused query/key/value projection (``qkv``, [3d, d]) in place of ``w_q``/``w_k``/``w_v``:
+#: no map can present it as the contract's three projections.
+FUSED_QKV = '''
+from tests.negative_controls._base import install
+
+install(globals(), [
+    ("model.py", "self.w_q = nn.Linear(d_model, d_model, bias=False, device=device, dtype=dtype)",
+     "self.qkv = nn.Linear(d_model, 3 * d_model, bias=False, device=device, dtype=dtype)"),
+    ("model.py", "        self.w_k = nn.Linear(d_model, d_model, bias=False, device=device, dtype=dtype)\\n", ""),
+    ("model.py", "        self.w_v = nn.Linear(d_model, d_model, bias=False, device=device, dtype=dtype)\\n", ""),
+    ("model.py", "self.w_q(q)", "nn.functional.linear(q, self.qkv.weight.chunk(3)[0])"),
+    ("model.py", "self.w_k(k)", "nn.functional.linear(k, self.qkv.weight.chunk(3)[1])"),
+    ("model.py", "self.w_v(v)", "nn.functional.linear(v, self.qkv.weight.chunk(3)[2])"),
+])
+'''
+
+
+def test_a_half_mappable_model_gets_black_box_verdicts(tmp_path: Path) -> None:
+    """A model no map can reach fully (a fused ``qkv``): the diagnosis test fails naming the missing projections,
+    the black-box tests run and pass (it is correct), every other test is skipped as not reached; no error."""
+    (tmp_path / "fused_qkv.py").write_text(FUSED_QKV)
+    env = {**__import__("os").environ, "PYTHONPATH": f"{tmp_path}{__import__('os').pathsep}{FIELD.parent.parent}",
+           "CI": "true"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--impl", "fused_qkv",
+                          "-ra", "tests/test_contract.py", "tests/test_blackbox.py", "tests/test_masking.py"],
+                         capture_output=True, text=True, cwd=FIELD.parent.parent, env=env)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text[-3000:]
+    assert "`MultiHeadAttentionBlock` has no `w_q`" in text, text[-3000:]
+    assert "FAILED tests/test_contract.py::test_api_diagnosis_finds_every_contract_name_argument_and_attribute" in text
+    assert text.count("FAILED ") == 1 and " error" not in text.splitlines()[-1], text[-3000:]
+    assert "not reached because of api.attributes" in text
+    passed = int(text.splitlines()[-1].split(" passed")[0].split()[-1])
+    assert passed >= 6, f"black-box tests did not run: {text.splitlines()[-1]}"

@@ -115,6 +115,7 @@ def test_attention_softmax_invariant_to_a_constant_added_to_a_score_row(impl, de
                  config={**inp.describe(), "magnitude": magnitude}, rtol=rtol, atol=atol)
 
 
+@pytest.mark.blackbox
 @pytest.mark.clause("transformer.compose")
 @given(batch=model_batches(min_batch=2))
 def test_transformer_batch_independence(impl, device: str, batch: ModelBatch) -> None:

@@ -49,6 +49,7 @@ def _tokens(array: np.ndarray, device: str) -> torch.Tensor:
     return torch.as_tensor(array, device=device)
 
 
+@pytest.mark.blackbox
 @pytest.mark.clause("mask.zero-weight", "decoder.block")
 @given(batch=model_batches())
 def test_decoder_is_causal(impl, device: str, batch: ModelBatch) -> None:
@@ -70,6 +71,7 @@ def test_decoder_is_causal(impl, device: str, batch: ModelBatch) -> None:
                  component="logits at positions <= t", config=cfg)
 
 
+@pytest.mark.blackbox
 @pytest.mark.clause("mask.zero-weight", "encoder.block", "decoder.block")
 @given(batch=model_batches())
 def test_encoder_and_decoder_ignore_padded_source_tokens(impl, device: str, batch: ModelBatch) -> None:
