@@ -76,6 +76,12 @@ ATTRIBUTES: dict[str, dict[str, str]] = {
 
 
 _LOADED: dict[tuple[str, str | None], ModuleType] = {}
+_DIAGNOSED: dict[tuple[str, str | None], Any] = {}
+
+
+def diagnosis_of(name: str, impl_map: str | os.PathLike | None = None) -> Any:
+    """The API diagnosis (``reference.diagnose.Diagnosis``) ``load_impl`` made of ``name``, or None."""
+    return _DIAGNOSED.get((name, os.fspath(impl_map) if impl_map else None))
 
 
 def load_impl(name: str = DEFAULT_IMPL, impl_map: str | os.PathLike | None = None) -> ModuleType:
@@ -103,7 +109,7 @@ def load_impl(name: str = DEFAULT_IMPL, impl_map: str | os.PathLike | None = Non
     if unreachable:
         raise ImportError(f"implementation {name!r}: " + "; ".join(f.message for f in unreachable)
                           + " (write an --impl-map: README, 'Test your own implementation')")
-    _LOADED[key] = reached
+    _LOADED[key], _DIAGNOSED[key] = reached, diag
     return reached
 
 

@@ -41,6 +41,8 @@ from . import conditioning, contract, numpy_ref, tolerances, torch_adapters
 from .contract import (DEFAULT_IMPL, ModelConfig, build_model, construct, load_impl, missing_extras,
                        randomize_parameters_)
 from .compare import error_stats, relative_l2_error, to_f64
+from .card import Card
+from .diagnose import Diagnosis
 from .localize import Localization, Verdict, jsonable, judge, localize, random_case
 from .weights import CONTRACT_EPS, extract_weights, to_numpy
 
@@ -625,6 +627,25 @@ COMPONENTS: dict[str, Callable[[Ctx], Outcome]] = {
 }
 
 
+#: The contract clauses each component of the sweep checks (with the dtype's ``numerics.*`` clause added per run):
+#: the report's conformance card (``--json``: ``card``; the end of the console output).
+COMPONENT_CLAUSES: dict[str, tuple[str, ...]] = {
+    "masks/causal": ("extra.mask-helpers",), "masks/padding": ("extra.mask-helpers",),
+    "embedding": ("embed.scaled-lookup",), "positions": ("pe.formula", "pe.add"),
+    "layer_norm": ("ln.biased-variance",), "layer_norm/offset": ("ln.biased-variance",),
+    "feed_forward": ("ffn.formula",), "mha/none": ("mha.formula", "mha.static-attention"),
+    **{f"mha/{k}": ("mha.formula", "mask.semantics", "mask.zero-weight") for k in ("causal", "key_padding", "random")},
+    "mha/cross": ("mha.formula",), "mha/large": ("mha.formula",),
+    "encoder_block": ("encoder.block", "residual.pre-norm"), "decoder_block": ("decoder.block", "residual.pre-norm"),
+    "encoder": ("encoder.stack",), "decoder": ("decoder.stack",),
+    "transformer": ("transformer.compose", "projection.logits"),
+    "grad/layer_norm": ("ln.biased-variance",), "grad/feed_forward": ("ffn.formula",), "grad/mha": ("mha.formula",),
+    "grad/transformer": ("transformer.compose",),
+}
+NUMERICS = {"float64": "numerics.float64", "float32": "numerics.float32", "float16": "numerics.low-precision",
+            "bfloat16": "numerics.low-precision"}
+
+
 def select_components(patterns: Sequence[str] | None) -> list[str]:
     """Component names matching any pattern, in table order: an exact name selects just that component; otherwise a
     family prefix (``mha`` -> ``mha/*``) or a glob (``grad/*``)."""
@@ -677,6 +698,7 @@ class Report:
     components: list[str]
     results: list[Result]
     elapsed: float = 0.0
+    diagnosis: Diagnosis | None = None  # the API diagnosis of the implementation (its deviations go on the card)
 
     @property
     def passed(self) -> bool:
@@ -702,6 +724,24 @@ class Report:
         return (f"python -m reference.report --impl {shlex.quote(self.impl)} --component {component} "
                 f"--device {device} --dtype {dtype} --seed {self.seed}")
 
+    def card(self) -> Card:
+        """The conformance card of this sweep: each run counted against its component's clauses and its dtype's
+        ``numerics.*`` clause, plus the API diagnosis's deviations (``reference.card``)."""
+        card = Card(self.impl)
+        for f in self.diagnosis.findings if self.diagnosis else ():
+            card.deviation(f.clause, f.message)
+        for r in self.results:
+            clauses = COMPONENT_CLAUSES.get(r.component, ()) + (NUMERICS[r.dtype],)
+            where = f"{r.component} ({r.device}, {r.dtype}, config {r.config})"
+            if r.outcome is not None and r.outcome.skipped:
+                card.add(clauses, where, "skipped", r.outcome.detail)
+            elif r.passed:
+                card.add(clauses, where, "passed")
+            else:
+                v = r.outcome.verdict if r.outcome else None
+                card.add(clauses, where, "failed", r.error or (v.line() if v else ""))
+        return card
+
     def to_json(self) -> dict[str, Any]:
         rows = []
         for group in self.rows():
@@ -715,7 +755,8 @@ class Report:
                 "components": self.components, "configs": {c.name: c.text() for c in CONFIGS},
                 "elapsed_s": round(self.elapsed, 3), "rows": rows, "results": [r.to_json() for r in self.results],
                 "localization": [{"component": r.component, "config": r.config, **loc.to_json()}
-                                 for r, loc in self.localizations]})
+                                 for r, loc in self.localizations],
+                "card": [row for row in self.card().rows() if row["status"] != "not run"]})
 
 
 def available_devices() -> list[str]:
@@ -742,7 +783,7 @@ def sweep(impl_name: str, *, components: Sequence[str], devices: Sequence[str], 
                         progress(f"{component} {config.name} {device} {dtype_name}")
                     results.append(run_one(impl, component, config, device, DTYPES[dtype_name], seed))
     return Report(impl_name, seed, list(devices), dict(dtypes), list(components), results,
-                  time.perf_counter() - start)
+                  time.perf_counter() - start, contract.diagnosis_of(impl_name, impl_map))
 
 
 # --------------------------------------------------------------------------------------------------- output
@@ -798,6 +839,10 @@ def render(report: Report, console: Any) -> None:
     if report.first_divergence:
         summary += f"; first divergence: {report.first_divergence}"
     console.print(summary, highlight=False, soft_wrap=True)
+    card = report.card()
+    lines = card.lines()
+    console.print("\n".join([lines[0]] + [ln for ln in lines[1:] if " not run " not in ln]), markup=False,
+                  highlight=False, soft_wrap=True)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -82,10 +82,13 @@ def test_report_localises_each_bug_to_its_component(name: str) -> None:
 
     rep = report.sweep(f"tests.field.{name}", components=["transformer"], devices=["cpu"],
                        dtypes={"cpu": ["float64"]}, seed=0, impl_map=FIELD / f"{name}.map.toml")
+    card = {r["clause"]: r["status"] for r in rep.card().rows()}
     if not CATALOGUE[name]["bugs"]:
         assert rep.passed, f"{name}: a correct file fails the report"
+        assert "FAIL" not in card.values(), f"{name}: the report's card fails a correct file: {card}"
         return
     assert not rep.passed and rep.first_divergence is not None, f"{name}: the report misses its bugs"
+    assert card["transformer.compose"] == "FAIL", f"{name}: the report's card: {card}"
     assert rep.first_divergence.startswith(LOCALISED[name]), (
         f"{name}: first divergence {rep.first_divergence}, expected in {LOCALISED[name]} "
         f"({CATALOGUE[name]['bugs'][0]['component']})")

@@ -127,7 +127,10 @@ def test_report_json_schema(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     data = _strict_json(out.read_text())
     assert status == (0 if data["passed"] else 1)
     assert {"schema", "impl", "seed", "passed", "first_divergence", "torch", "devices", "dtypes", "components",
-            "configs", "elapsed_s", "rows", "results", "localization"} <= set(data)
+            "configs", "elapsed_s", "rows", "results", "localization", "card"} <= set(data)
+    card = {r["clause"]: r["status"] for r in data["card"]}
+    assert {"ln.biased-variance", "transformer.compose", "mha.formula", "numerics.float32"} <= set(card)
+    assert all(v == ("pass" if data["passed"] else v) for v in card.values())
     row_keys = {"component", "config", "configs", "device", "dtype", "passed", "skipped", "max_abs", "max_rel",
                 "torch_abs", "ratio", "rule", "tolerance", "allowed", "margin", "detail", "first_divergence",
                 "command", "seconds"}
