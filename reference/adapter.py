@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import inspect
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -75,6 +74,10 @@ class ImplMap:
 
     @classmethod
     def load(cls, path: str | Path) -> ImplMap:
+        try:
+            import tomllib  # Python 3.11+
+        except ModuleNotFoundError:  # Python 3.10: the tomli backport (a dependency there, pyproject.toml)
+            import tomli as tomllib
         with open(path, "rb") as f:
             return cls.from_dict(tomllib.load(f), source=str(path))
 
