@@ -41,10 +41,9 @@ if str(ROOT) not in sys.path:  # run from a bare working tree (e.g. the GPU mach
     sys.path.insert(0, str(ROOT))
 
 from reference import contract  # noqa: E402
-from reference.adapter import ImplMap  # noqa: E402
 from reference.card import Card, one_line  # noqa: E402
 from reference.contract import DEFAULT_IMPL  # noqa: E402
-from reference.diagnose import Diagnosis, reach  # noqa: E402
+from reference.diagnose import Diagnosis  # noqa: E402
 from tests import COLLECTED_CLAUSES, COLLECTED_NODEIDS  # noqa: E402
 from tests.negative_controls import EXPECTED_KILLS  # noqa: E402  (the kill matrix's record: "smoke")
 
@@ -103,22 +102,15 @@ CARD = pytest.StashKey[Card]()
 
 
 def _load(config: pytest.Config) -> None:
-    """Import ``--impl`` (exit 2 with the import error when it cannot be imported), read ``--impl-map``, diagnose
-    the API and keep the module the tests reach: the module itself, or it seen through the map in effect."""
-    import importlib
-
-    name = config.getoption("--impl")
+    """Import ``--impl``, read ``--impl-map`` and diagnose the API (``contract.open_impl``; exit 2 with the error
+    when the module cannot be imported or the map cannot be read); keep the module the tests reach."""
+    name, path = config.getoption("--impl"), config.getoption("--impl-map")
     try:
-        module = importlib.import_module(name)
-    except Exception as exc:  # noqa: BLE001: any import failure of the user's module ends the run, exit 2
-        pytest.exit(f"cannot import --impl {name}: {type(exc).__name__}: {exc}", returncode=2)
-    path = config.getoption("--impl-map")
-    try:
-        user_map = ImplMap.load(path) if path else ImplMap()
-    except (OSError, ValueError) as exc:
-        pytest.exit(f"cannot read --impl-map {path}: {exc}", returncode=2)
-    config.stash[IMPL], diag = reach(module, user_map, impl=name)
+        config.stash[IMPL], diag = contract.open_impl(name, path)
+    except ImportError as exc:
+        pytest.exit(str(exc), returncode=2)
     config.stash[DIAGNOSIS] = diag
+    user_map = diag.user
     card = Card(name)
     for clause, what, entries in (("api.names", "class name(s)", [user_map.classes]),
                                   ("api.signatures", "argument(s)", list(user_map.arguments.values())),

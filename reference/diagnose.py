@@ -213,9 +213,9 @@ def _match_arguments(wanted: tuple[str, ...], theirs: list[str], missing: list[s
     return assigned, how
 
 
-def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str, dict[str, str]], list[str]]:
-    """Findings, proposed argument entries, and the classes whose arguments come in another order."""
-    findings, proposed, reordered = [], {}, []
+def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str, dict[str, str]]]:
+    """Findings (an argument order of its own is the non-blocking ``(order)`` finding) and proposed entries."""
+    findings, proposed = [], {}
     for contract, wanted in SIGNATURES.items():
         obj = getattr(module, m.classes.get(contract, contract), None)
         if obj is None:
@@ -242,11 +242,10 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
             findings.append(Finding("api.signatures", contract, w, found or None, message))
         order = [given.get(w, proposed.get(contract, {}).get(w, w)) for w in wanted]
         if [t for t in theirs if t in order] != [o for o in order if o in theirs]:
-            reordered.append(contract)
             findings.append(Finding("api.signatures", contract, "(order)", None,
                                     f"`{contract}{tuple(theirs)}` takes the contract's arguments "
                                     f"{tuple(wanted)} in another order", blocking=False))
-    return findings, proposed, reordered
+    return findings, proposed
 
 
 # ------------------------------------------------------------------------------------------------ attributes
@@ -410,11 +409,13 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
     diag.findings += name_findings
     proposed = ImplMap(classes=classes)
     effective = user_map.merged(proposed)
-    sig_findings, arguments, _ = _signatures(module, effective)
+    sig_findings, arguments = _signatures(module, effective)
     diag.findings += sig_findings
     proposed = ImplMap(classes=classes, arguments=arguments)
     effective = user_map.merged(proposed)
     attributes: dict[str, dict[str, str]] = {}
+    attr_findings: dict[tuple[str, str], Finding] = {}  # each attribute's first finding, over the rounds
+    model = None
     for _ in range(4):  # attributes found on one round can open the path to the next (e.g. a renamed `layers`)
         adapted = adapt(module, effective)
         try:
@@ -423,26 +424,21 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
             diag.findings.append(Finding("build.structure", "build_transformer", "build_transformer", None,
                                          f"`build_transformer{tuple(PROBE.values())}` raised "
                                          f"{type(exc).__name__}: {exc}"))
+            model = None
             break
         _forward(model)
         found, new = _attributes(model, adapted, effective)
+        for f in found:
+            attr_findings.setdefault((f.where, f.contract), f)
         if not new:
-            diag.findings += found
-            diag.findings += _affine_shapes(model, PROBE["d_model"])
             break
         for where, entries in new.items():
             attributes.setdefault(where, {}).update(entries)
         proposed = ImplMap(classes=classes, arguments=arguments, attributes=attributes)
         effective = user_map.merged(proposed)
-    else:
-        diag.findings += found
-    attr_findings = [f for f in diag.findings if f.clause == "api.attributes"]
-    known = {(f.where, f.contract) for f in attr_findings}
-    for where, entries in attributes.items():  # findings of earlier rounds, fixed by the map since
-        for attr, found in entries.items():
-            if (where, attr) not in known:
-                diag.findings.append(Finding("api.attributes", where, attr, found,
-                                             f"`{where}` has no `{attr}`; its `{found}` looks like it"))
+    diag.findings += attr_findings.values()
+    if model is not None:
+        diag.findings += _affine_shapes(model, PROBE["d_model"])
     diag.proposed, diag.effective = proposed, effective
     return diag
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -144,8 +145,7 @@ def test_a_half_mappable_model_gets_black_box_verdicts(tmp_path: Path) -> None:
     """A model no map can reach fully (a fused ``qkv``): the diagnosis test fails naming the missing projections,
     the black-box tests run and pass (it is correct), every other test is skipped as not reached; no error."""
     (tmp_path / "fused_qkv.py").write_text(FUSED_QKV)
-    env = {**__import__("os").environ, "PYTHONPATH": f"{tmp_path}{__import__('os').pathsep}{FIELD.parent.parent}",
-           "CI": "true"}
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{FIELD.parent.parent}", "CI": "true"}
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--impl", "fused_qkv",
                           "-ra", "tests/test_contract.py", "tests/test_blackbox.py", "tests/test_masking.py"],
                          capture_output=True, text=True, cwd=FIELD.parent.parent, env=env)
