@@ -40,10 +40,10 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # run from a bare working tree (e.g. the GPU machine) without installing
     sys.path.insert(0, str(ROOT))
 
-from reference import contract  # noqa: E402
+from reference import components, contract  # noqa: E402
 from reference.card import Card, one_line  # noqa: E402
 from reference.contract import DEFAULT_IMPL  # noqa: E402
-from reference.diagnose import Diagnosis  # noqa: E402
+from reference.findings import Diagnosis  # noqa: E402
 from tests import COLLECTED_CLAUSES, COLLECTED_NODEIDS  # noqa: E402
 from tests.negative_controls import EXPECTED_KILLS  # noqa: E402  (the kill matrix's record: "smoke")
 
@@ -83,9 +83,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "--strict is a different option")
     group.addoption("--device", default="all", choices=("cpu", "cuda", "all"),
                     help="run device-parametrised tests on this device only (default: all)")
-    group.addoption("--compile", action="store_true", default=bool(contract.compile_backend),
+    group.addoption("--compile", action="store_true", default=bool(contract.compile_backend()),
                     help="run the suite on torch.compile'd modules (see --compile-backend)")
-    group.addoption("--compile-backend", default=contract.compile_backend or "inductor",
+    group.addoption("--compile-backend", default=contract.compile_backend() or "inductor",
                     help="torch.compile backend for --compile (default inductor; aot_eager/eager compile faster)")
     group.addoption("--impl-map", default=os.environ.get("SCRATCH_TRANSFORMER_IMPL_MAP"), metavar="FILE",
                     help="TOML map of the implementation's own class, argument and attribute names onto the "
@@ -144,7 +144,7 @@ def _random_profile() -> bool:
 @pytest.hookimpl(trylast=True)  # after Hypothesis' own plugin has read --hypothesis-seed
 def pytest_configure(config: pytest.Config) -> None:
     _load(config)
-    contract.compile_backend = config.getoption("--compile-backend") if config.getoption("--compile") else None
+    contract.use_compile(config.getoption("--compile-backend") if config.getoption("--compile") else None)
     if _random_profile() and config.getoption("hypothesis_seed", None) is None:
         hypothesis_core.global_force_seed = SESSION_SEED
     if config.getoption("--impl") != DEFAULT_IMPL and config.getoption("hypothesis_profile", None) is None \
@@ -218,7 +218,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     api = "\n".join(diag.lines()) + "\n" if diag is not None and diag.findings else ""
     return api + (f"scratch-transformer: impl={config.getoption('--impl')}, torch {torch.__version__}, cuda: {cuda}, "
             f"hypothesis profile: {_profile_name()}, {_seed_line(config)}, "
-            f"strict tier: {'on' if strict_tier(config) else 'off'}, compile: {contract.compile_backend or 'no'}"
+            f"strict tier: {'on' if strict_tier(config) else 'off'}, compile: {contract.compile_backend() or 'no'}"
             + ("" if torch.cuda.is_available() or config.getoption("--device") != "all" else
                "\nscratch-transformer: no CUDA device, so device-parametrised tests are generated for cpu only "
                "(--device cuda collects their CUDA cases, as skips)"))
@@ -262,6 +262,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ids = tuple(c for m in item.iter_markers("clause") for c in m.args)
         if ids:
             item.user_properties.append(("clauses", ids))
+        # ``-k layer_norm``: the registry's name of every component the test's clauses judge
+        item.extra_keyword_matches.update(name for c in ids for name in components.for_clause(c))
     _apply_xfails(config, items)
     _order(items)
     if not strict_tier(config):

@@ -55,21 +55,10 @@ class ImplMap:
         for contract, yours in classes.items():
             _check(contract in names, f"{source}: [classes] {contract!r} is not a contract name", contract, names)
             _check(isinstance(yours, str), f"{source}: [classes] {contract} must name a class or function", "", ())
-        arguments = {k: dict(v) for k, v in data.get("arguments", {}).items()}
-        for where, entries in arguments.items():
-            _check(where in SIGNATURES, f"{source}: [arguments.{where}] is not a contract class", where, SIGNATURES)
-            for contract, yours in entries.items():
-                _check(contract in SIGNATURES[where], f"{source}: [arguments.{where}] {contract!r} is not one of "
-                       f"its contract arguments {list(SIGNATURES[where])}", contract, SIGNATURES[where])
-                _check(yours is False or isinstance(yours, str),
-                       f"{source}: [arguments.{where}] {contract} must be your parameter's name or false", "", ())
-        attributes = {k: dict(v) for k, v in data.get("attributes", {}).items()}
-        for where, entries in attributes.items():
-            _check(where in ATTRIBUTES, f"{source}: [attributes.{where}] is not a contract class", where, ATTRIBUTES)
-            for contract, yours in entries.items():
-                _check(contract in ATTRIBUTES[where], f"{source}: [attributes.{where}] {contract!r} is not one of "
-                       f"its contract attributes {list(ATTRIBUTES[where])}", contract, ATTRIBUTES[where])
-                _check(isinstance(yours, str), f"{source}: [attributes.{where}] {contract} must be a name", "", ())
+        arguments = _section(source, data, "arguments", SIGNATURES, "arguments",
+                             lambda yours: yours is False or isinstance(yours, str), "your parameter's name or false")
+        attributes = _section(source, data, "attributes", ATTRIBUTES, "attributes",
+                              lambda yours: isinstance(yours, str), "a name")
         return cls(classes, arguments, attributes)
 
     @classmethod
@@ -113,6 +102,19 @@ def _check(ok: bool, message: str, name: str, known) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the adapter
+def _section(source: str, data: dict, section: str, table: dict, what: str, valid: Callable[[Any], bool],
+             expected: str) -> dict[str, dict[str, Any]]:
+    """``[section.Where]`` tables of a map, each key checked against ``table[Where]`` (the contract's names)."""
+    entries = {k: dict(v) for k, v in data.get(section, {}).items()}
+    for where, names in entries.items():
+        _check(where in table, f"{source}: [{section}.{where}] is not a contract class", where, table)
+        for contract, yours in names.items():
+            _check(contract in table[where], f"{source}: [{section}.{where}] {contract!r} is not one of its contract "
+                   f"{what} {list(table[where])}", contract, table[where])
+            _check(valid(yours), f"{source}: [{section}.{where}] {contract} must be {expected}", "", ())
+    return entries
+
+
 def _rename_slots(module: nn.Module, renames: dict[str, str]) -> None:
     """Rename parameters, buffers and submodules ``yours -> contract`` in place, keeping their order."""
     for registry in ("_parameters", "_buffers", "_modules"):

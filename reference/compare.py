@@ -1,14 +1,20 @@
-"""The comparison helper: ``torch.testing.assert_close`` plus a message that says where and why.
+"""The one judge: every comparison of the kit (tests, report, localiser) is a :class:`Verdict` from :func:`judge`
+or :func:`judge_l2`; the ``assert_*`` helpers raise its message when it fails.
 
-A failure names the component, the configuration, the mismatch count, the worst element (index, both values,
-abs/rel error), the tolerance broken, and, under the error-ratio rule, the implementation's error next to torch's.
+Rules (docs/tolerances.md): **direct** ``|a - e| <= atol + rtol |e|`` elementwise (``torch.isclose``; rtol/atol
+from ``tolerances.value_tol``/``grad_tol`` or given); **ratio** ``max|a - e| <= K max|t - e| + floor(dtype, scale)``
+with ``t`` torch's own output in the same dtype; **ratio-l2** the ratio rule on the relative L2 error of many
+tensors together; and, where a rule fails and the caller gives the oracle's ``sensitivity``, the **conditioning**
+bound every backward-stable algorithm meets (``reference.conditioning``). A failure names the component, the
+configuration, the mismatch count, the worst element (index, both values, abs/rel error), the tolerance broken, and,
+under the error-ratio rule, the implementation's error next to torch's.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
+import dataclasses
+import math
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -73,19 +79,6 @@ def error_stats(actual: ArrayLike, expected: ArrayLike, where: ArrayLike | None 
                       scale=float(e_abs.max()), numel=diff.numel())
 
 
-def _log_conditioning(component: str, dtype: Any, used: torch.Tensor, sens: torch.Tensor, ok: bool) -> None:
-    """With ``SCRATCH_TRANSFORMER_COND_LOG=file``, append one JSON line per comparison the conditioning bound
-    decided: the largest ``error / sensitivity`` (what ``COND_FACTOR`` must cover), for docs/tolerances.md."""
-    path = os.environ.get("SCRATCH_TRANSFORMER_COND_LOG")
-    if not path:
-        return
-    ratio = (used / sens.clamp_min(torch.finfo(torch.float64).tiny)).nan_to_num(nan=float("inf"))
-    with open(path, "a") as log:
-        log.write(json.dumps({"impl": os.environ.get("SCRATCH_TRANSFORMER_IMPL", ""), "component": component,
-                              "dtype": str(dtype), "ratio": float(ratio.max()) if ratio.numel() else 0.0,
-                              "ok": ok}) + "\n")
-
-
 class NonFiniteReference(AssertionError):
     """A reference (the float64 oracle or torch's output) is NaN/inf where values are compared: the comparison is
     undefined there, so it is a test error, never an allowance (restrict ``where`` to the elements it defines)."""
@@ -107,108 +100,190 @@ def check_reference_finite(reference: ArrayLike, *, what: str, component: str,
 
 
 def describe(component: str, config: Mapping[str, Any] | None) -> str:
+    """``"LayerNormalization [d=4, seed=0]"``: what a message says was compared."""
     cfg = ", ".join(f"{k}={v}" for k, v in (config or {}).items())
     return f"{component} [{cfg}]"
 
 
-def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
-                 config: Mapping[str, Any] | None = None, rtol: float | None = None, atol: float | None = None,
-                 dtype: torch.dtype | None = None, grad: bool = False, where: ArrayLike | None = None,
-                 sensitivity: Callable[[], ArrayLike] | None = None) -> None:
-    """``torch.testing.assert_close`` in float64 with the tolerance of ``dtype`` (or the given rtol/atol).
+# --------------------------------------------------------------------------------------------------- verdicts
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    """One comparison against a reference, the rule it was held to, and why it passed or failed."""
 
-    ``where`` selects the elements to compare (others are ignored). ``sensitivity`` (lazy, elementwise: the
-    expected value's change under one rounding of its inputs, ``reference.conditioning``) widens each element's
-    allowance to ``COND_FACTOR * sensitivity`` where that is larger: what a backward-stable algorithm may err by on
-    an ill-conditioned element. The message adds the component, the config and the worst element to torch's own
-    report.
+    max_abs: float
+    max_rel: float
+    scale: float = 0.0  # max |reference| over the compared elements
+    torch_abs: float | None = None  # torch's own max abs error on the same inputs (None: no counterpart)
+    rule: str  # "direct", "ratio", "ratio-l2", "conditioning", "shape" or "skip"
+    tolerance: str  # the rule with its numbers, for people
+    allowed: float  # max abs error allowed (direct rule: at the worst element)
+    margin: float  # error / allowance at the worst element: <= 1 passes
+    ok: bool
+    index: tuple[int, ...] = ()  # where the largest abs error sits
+    actual: float = math.nan  # the implementation's value there
+    expected: float = math.nan  # the reference's value there
+    note: str = ""
+    explanation: str = field(default="", repr=False)  # the failure message (empty when ``ok``)
+    stats: ErrorStats | None = field(default=None, repr=False, compare=False)
+    torch_stats: ErrorStats | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ratio(self) -> float | None:
+        """Implementation error / torch's own error (None without a torch figure; inf when torch's is 0)."""
+        if self.torch_abs is None:
+            return None
+        if self.torch_abs == 0:
+            return 0.0 if self.max_abs == 0 else math.inf
+        return self.max_abs / self.torch_abs
+
+    def line(self) -> str:
+        """``max abs 1.2e-03 at (0, 3, 5): impl 0.5 vs oracle 0.5012; allowed 2 x ... [FAIL]``."""
+        if self.rule in ("shape", "skip"):
+            return self.note
+        return (f"max abs {self.max_abs:.2e} at {self.index}: impl {self.actual:.8g} vs oracle {self.expected:.8g}; "
+                f"allowed {self.allowed:.2e} ({self.tolerance})")
+
+    def message(self) -> str:
+        """The assertion message of a failed verdict."""
+        return self.explanation or self.line()
+
+
+def _margin(error: float, allowed: float) -> float:
+    return error / allowed if allowed > 0 else (0.0 if error == 0 else math.inf)
+
+
+def _worst(diff: torch.Tensor, allowance: torch.Tensor | float, where: ArrayLike | None) -> tuple[int, float]:
+    """(flat index, value) of the largest ``diff / allowance`` over the compared elements (0 where diff is 0)."""
+    ratio = (diff / allowance).nan_to_num(nan=math.inf)
+    ratio = torch.where(diff == 0, torch.zeros_like(ratio), ratio)
+    if where is not None:
+        ratio = torch.where(keep_mask(where, ratio), ratio, torch.zeros_like(ratio))
+    if ratio.numel() == 0:
+        return 0, 0.0
+    flat = int(torch.argmax(ratio))
+    return flat, float(ratio.reshape(-1)[flat])
+
+
+def _unravel(flat: int, shape: torch.Size) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat, tuple(shape))) if len(shape) else ()
+
+
+def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_out: ArrayLike | None = None,
+          rule: str = "auto", grad: bool = False, where: ArrayLike | None = None,
+          sensitivity: Callable[[], ArrayLike] | None = None, rtol: float | None = None, atol: float | None = None,
+          k: float = tolerances.K, component: str = "", config: Mapping[str, Any] | None = None,
+          label: str = "torch") -> Verdict:
+    """Judge ``actual`` (the implementation) against ``expected`` (the float64 reference); never raises on a mismatch.
+
+    ``rule="auto"``: the error-ratio rule below float64 when ``torch_out`` (torch's output in ``dtype`` on the same
+    inputs) has a finite error, else the direct rule. ``"direct"``: ``|a - e| <= atol + rtol |e|`` elementwise,
+    (rtol, atol) given or ``value_tol(dtype)`` (``grad_tol`` with ``grad``); torch's error is still measured, for
+    the record. ``"ratio"``: ``max|a - e| <= k max|t - e| + floor(dtype, max|e|)`` (the direct rule when torch's
+    error is not finite). ``where`` (bool, broadcastable) selects the elements compared. ``sensitivity`` (lazy,
+    elementwise): where the rule fails, each element may still err by ``COND_FACTOR`` times the reference's change
+    under one rounding of its inputs (direct: the larger of that and the rule's allowance; ratio: that plus the
+    floor, at least the rule's allowance); the verdict's rule is then ``"conditioning"``. ``component``/``config``/
+    ``label`` only word the message.
     """
-    __tracebackhide__ = True
-    if (rtol is None) != (atol is None):
-        raise ValueError("give rtol and atol together or not at all")
-    if rtol is None:
-        if dtype is None:
-            dtype = actual.dtype if isinstance(actual, torch.Tensor) else torch.float64
-        rtol, atol = (tolerances.grad_tol if grad else tolerances.value_tol)(dtype)
+    what = describe(component, config)
     a, e = to_f64(actual), to_f64(expected)
     if a.shape != e.shape:
-        raise AssertionError(f"{describe(component, config)}: shape {tuple(a.shape)} != expected {tuple(e.shape)}")
-    check_reference_finite(e, what="expected value", component=component, config=config, where=where)
-    if where is not None:
-        keep = keep_mask(where, a)
-        a = torch.where(keep, a, torch.zeros_like(a))  # excluded positions may hold NaN on either side
-        e = torch.where(keep, e, torch.zeros_like(e))
-    stats = error_stats(a, e)
-    cond_line = ""
-    if sensitivity is not None and not bool(((a - e).abs() <= atol + rtol * e.abs()).all()):
-        sens = to_f64(sensitivity()).expand_as(a)
-        check_reference_finite(sens, what="oracle sensitivity", component=component, config=config, where=where)
-        allowed = torch.maximum(atol + rtol * e.abs(), conditioning.COND_FACTOR * sens)
-        passed = bool(((a - e).abs() <= allowed).all())
-        _log_conditioning(component, dtype, ((a - e).abs() - atol - rtol * e.abs()).clamp_min(0), sens, passed)
-        if passed:
-            return
-        excess = ((a - e).abs() / allowed).nan_to_num(nan=float("inf"))
-        worst = tuple(int(i) for i in np.unravel_index(int(torch.argmax(excess)), tuple(a.shape)))
-        cond_line = (f"\n  conditioning bound broken too: at {worst} error {float((a - e).abs()[worst]):.3e} > "
-                     f"{conditioning.COND_FACTOR:g} * sensitivity {float(sens[worst]):.3e} (one rounding of every "
-                     f"input and weight moves the oracle by that much there)")
-
-    def message(generated: str) -> str:
-        return (f"{describe(component, config)}{' (gradient)' if grad else ''} is not close to its reference\n"
-                f"  {stats.line()}\n  tolerance broken: rtol={rtol:.1e}, atol={atol:.1e}{cond_line}\n"
-                + "\n".join("  " + line for line in generated.splitlines()))
-
-    torch.testing.assert_close(a, e, rtol=rtol, atol=atol, equal_nan=False, msg=message)
-
-
-def assert_error_ratio(actual: ArrayLike, torch_out: ArrayLike, oracle: ArrayLike, *, component: str,
-                       dtype: torch.dtype, config: Mapping[str, Any] | None = None, k: float = tolerances.K,
-                       where: ArrayLike | None = None, label: str = "torch",
-                       sensitivity: Callable[[], ArrayLike] | None = None) -> tuple[ErrorStats, ErrorStats]:
-    """The error-ratio rule: ``err(impl, oracle) <= k * err(torch, oracle) + floor(dtype, scale)``, or, where
-    ``sensitivity`` is given (float32/float64), the conditioning bound if larger: per element
-    ``COND_FACTOR * sensitivity + floor`` (``reference.conditioning``). The ratio against one torch path is not a
-    bound on what every correct algorithm errs by; the conditioning bound is.
-
-    ``oracle`` is the float64 truth; ``torch_out`` is PyTorch's own module in the same low precision on the same
-    inputs and weights. Returns both error figures (for reports). ``where`` restricts the elements compared.
-    """
-    __tracebackhide__ = True
-    check_reference_finite(oracle, what="float64 oracle", component=component, config=config, where=where)
-    check_reference_finite(torch_out, what=f"{label} output", component=component, config=config, where=where)
-    impl_err = error_stats(actual, oracle, where)
-    torch_err = error_stats(torch_out, oracle, where)
-    allowed = tolerances.allowed_error(dtype, torch_err.max_abs, impl_err.scale, k=k)
-    if not impl_err.max_abs <= allowed:
+        note = f"shape {tuple(a.shape)} != reference {tuple(e.shape)}"
+        return Verdict(max_abs=math.inf, max_rel=math.inf, rule="shape", tolerance="shapes must match",
+                       allowed=0.0, margin=math.inf, ok=False, note=note, explanation=f"{what}: {note}")
+    stats = error_stats(a, e, where)
+    torch_stats = None
+    if torch_out is not None:
+        t = to_f64(torch_out)
+        torch_stats = error_stats(t, e, where) if t.shape == e.shape else None
+    common = dict(max_abs=stats.max_abs, max_rel=stats.max_rel, scale=stats.scale, index=stats.index,
+                  actual=stats.actual, expected=stats.expected, stats=stats, torch_stats=torch_stats,
+                  torch_abs=torch_stats.max_abs if torch_stats else None)
+    ratio_rule = rule == "ratio" or (rule == "auto" and dtype != torch.float64 and rtol is None)
+    if ratio_rule and torch_stats is not None and math.isfinite(torch_stats.max_abs):
+        allowed = tolerances.allowed_error(dtype, torch_stats.max_abs, stats.scale, k=k)
+        floor = tolerances.floor(dtype, stats.scale)
+        verdict = Verdict(rule="ratio", tolerance=f"{k:g} x {torch_stats.max_abs:.2e} + {floor:.2e}",
+                          allowed=allowed, margin=_margin(stats.max_abs, allowed), ok=stats.max_abs <= allowed,
+                          **common)
+        diff = (a - e).abs().nan_to_num(nan=math.inf)
+        base: torch.Tensor | float = allowed
+    else:
+        if rtol is None or atol is None:
+            rtol, atol = (tolerances.grad_tol if grad else tolerances.value_tol)(dtype)
+        diff = (a - e).abs().nan_to_num(nan=math.inf)
+        base = atol + rtol * e.abs()
+        close = torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=False)
+        if where is not None:
+            close = close | ~keep_mask(where, close)
+        flat, margin = _worst(diff, base, where)
+        verdict = Verdict(rule="direct", tolerance=f"rtol={rtol:.0e}, atol={atol:.0e}",
+                          allowed=float(base.reshape(-1)[flat]) if base.numel() else atol, margin=margin,
+                          ok=bool(close.all()), **common)
+    if verdict.ok:
+        return verdict
+    if sensitivity is not None:
+        conditioned = _conditioning(verdict, diff, base, sensitivity, dtype=dtype, where=where, what=what,
+                                    component=component, config=config)
+        if conditioned.ok:
+            return conditioned
+        cond_line = conditioned.explanation
+    else:
         cond_line = ""
-        if sensitivity is not None:
-            a, e = to_f64(actual), to_f64(oracle)
-            sens = to_f64(sensitivity()).expand_as(e)
-            check_reference_finite(sens, what="oracle sensitivity", component=component, config=config, where=where)
-            per_element = torch.clamp(conditioning.COND_FACTOR * sens + tolerances.floor(dtype, impl_err.scale),
-                                      min=allowed)
-            diff = (a - e).abs().nan_to_num(nan=float("inf"))
-            if where is not None:
-                diff = torch.where(keep_mask(where, diff), diff, torch.zeros_like(diff))
-            passed = bool((diff <= per_element).all())
-            _log_conditioning(component, dtype, (diff - tolerances.floor(dtype, impl_err.scale)).clamp_min(0), sens,
-                              passed)
-            if passed:
-                return impl_err, torch_err
-            worst = tuple(int(i) for i in np.unravel_index(int(torch.argmax(diff / per_element)), tuple(diff.shape)))
-            cond_line = (f"\n  conditioning bound broken too: at {worst} error {float(diff[worst]):.3e} > "
-                         f"{conditioning.COND_FACTOR:g} * sensitivity {float(sens[worst]):.3e} + floor (one rounding "
-                         f"of every input and weight moves the oracle by that much there)")
-        ratio = impl_err.max_abs / torch_err.max_abs if torch_err.max_abs else float("inf")
-        raise AssertionError(
-            f"{describe(component, config)} exceeds the error-ratio tolerance\n"
-            f"  implementation vs float64 oracle: {impl_err.line()}\n"
-            f"  {label} vs float64 oracle: {torch_err.line()}\n"
-            f"  implementation error / {label} error = {ratio:.3g}\n"
-            f"  tolerance broken: {k} * {torch_err.max_abs:.3e} + floor {tolerances.floor(dtype, impl_err.scale):.3e}"
-            f" = {allowed:.3e} ({dtype}, output scale {impl_err.scale:.3g}, {impl_err.numel} elements){cond_line}")
-    return impl_err, torch_err
+    return dataclasses.replace(verdict, explanation=_explain(verdict, what, dtype=dtype, grad=grad, k=k, label=label,
+                                                             rtol=rtol, atol=atol) + cond_line)
+
+
+def _conditioning(verdict: Verdict, diff: torch.Tensor, base: torch.Tensor | float,
+                  sensitivity: Callable[[], ArrayLike], *, dtype: torch.dtype, where: ArrayLike | None, what: str,
+                  component: str, config: Mapping[str, Any] | None) -> Verdict:
+    """The conditioning bound of a failed verdict: ``ok`` with rule "conditioning", or not ok with the line that
+    says where the bound breaks in ``explanation``."""
+    sens = to_f64(sensitivity()).expand_as(diff)
+    check_reference_finite(sens, what="oracle sensitivity", component=component, config=config, where=where)
+    floor = tolerances.floor(dtype, verdict.scale)
+    if verdict.rule == "ratio":
+        allowance = torch.clamp(conditioning.COND_FACTOR * sens + floor, min=float(base))
+        used = (diff - floor).clamp_min(0)
+        text, plus = f"{conditioning.COND_FACTOR:g} x sensitivity to one rounding + floor", " + floor"
+    else:
+        allowance = torch.maximum(torch.as_tensor(base, dtype=torch.float64).expand_as(diff),
+                                  conditioning.COND_FACTOR * sens)
+        used = (diff - base).clamp_min(0)
+        text, plus = f"max(rule, {conditioning.COND_FACTOR:g} x sensitivity to one rounding)", ""
+    flat, margin = _worst(diff, allowance, where)
+    within = diff <= allowance
+    if where is not None:
+        keep = keep_mask(where, within)
+        within, used = within | ~keep, torch.where(keep, used, torch.zeros_like(used))
+    passed = bool(within.all())
+    conditioning.log_ratio(component, dtype, used, sens, passed)
+    if passed:
+        return dataclasses.replace(verdict, rule="conditioning", tolerance=text, ok=True, margin=margin,
+                                   allowed=float(allowance.reshape(-1)[flat]) if allowance.numel() else 0.0)
+    at = _unravel(flat, diff.shape)
+    return dataclasses.replace(verdict, explanation=(
+        f"\n  conditioning bound broken too: at {at} error {float(diff.reshape(-1)[flat]):.3e} > "
+        f"{conditioning.COND_FACTOR:g} * sensitivity {float(sens.reshape(-1)[flat]):.3e}{plus} (one rounding of "
+        f"every input and weight moves the oracle by that much there)"))
+
+
+def _explain(v: Verdict, what: str, *, dtype: torch.dtype, grad: bool, k: float, label: str,
+             rtol: float | None, atol: float | None) -> str:
+    """The failure message of a direct or ratio verdict (without the conditioning line)."""
+    s, t = v.stats, v.torch_stats
+    assert s is not None
+    if v.rule == "ratio":
+        assert t is not None
+        ratio = s.max_abs / t.max_abs if t.max_abs else float("inf")
+        return (f"{what} exceeds the error-ratio tolerance\n"
+                f"  implementation vs float64 oracle: {s.line()}\n"
+                f"  {label} vs float64 oracle: {t.line()}\n"
+                f"  implementation error / {label} error = {ratio:.3g}\n"
+                f"  tolerance broken: {k} * {t.max_abs:.3e} + floor {tolerances.floor(dtype, s.scale):.3e}"
+                f" = {v.allowed:.3e} ({dtype}, output scale {s.scale:.3g}, {s.numel} elements)")
+    return (f"{what}{' (gradient)' if grad else ''} is not close to its reference\n"
+            f"  {s.line()}\n  tolerance broken: rtol={rtol:.1e}, atol={atol:.1e}")
 
 
 def relative_l2_error(actual: ArrayLike, expected: ArrayLike) -> float:
@@ -217,10 +292,9 @@ def relative_l2_error(actual: ArrayLike, expected: ArrayLike) -> float:
     return float((a - e).norm() / e.norm().clamp_min(torch.finfo(torch.float64).tiny))
 
 
-def assert_l2_error_ratio(actual: Mapping[str, ArrayLike], torch_out: Mapping[str, ArrayLike],
-                          oracle: Mapping[str, ArrayLike], *, component: str, dtype: torch.dtype,
-                          config: Mapping[str, Any] | None = None, k: float = tolerances.K,
-                          label: str = "torch", floor_eps: float | None = None) -> tuple[float, float]:
+def judge_l2(actual: Mapping[str, ArrayLike], torch_out: Mapping[str, ArrayLike], oracle: Mapping[str, ArrayLike],
+             *, dtype: torch.dtype, k: float = tolerances.K, floor_eps: float | None = None, component: str = "",
+             config: Mapping[str, Any] | None = None, label: str = "torch") -> Verdict:
     """The error-ratio rule on the relative L2 error of many tensors taken together (e.g. every gradient).
 
     For 16-bit gradients through ReLU, where a pre-activation within one rounding step of 0 flips its gate and
@@ -228,24 +302,100 @@ def assert_l2_error_ratio(actual: Mapping[str, ArrayLike], torch_out: Mapping[st
     accuracy (docs/tolerances.md). Rule: ``err_impl <= k * err_torch + floor``, the floor
     ``FLOOR_EPS[dtype] * eps(dtype)`` unless ``floor_eps`` (in epsilons) is given: a caller that can show torch's
     error cannot vanish (e.g. every output is rounded to the dtype) may pass 0 and judge by the ratio alone.
+    The verdict's ``max_abs`` and ``max_rel`` are the implementation's relative L2 error, ``torch_abs`` torch's.
     """
-    __tracebackhide__ = True
     names = list(oracle)
-    for n in names:
-        check_reference_finite(oracle[n], what=f"float64 oracle of {n}", component=component, config=config)
-        check_reference_finite(torch_out[n], what=f"{label} value of {n}", component=component, config=config)
-    impl_err = relative_l2_error(torch.cat([to_f64(actual[n]).reshape(-1) for n in names]),
-                                 torch.cat([to_f64(oracle[n]).reshape(-1) for n in names]))
-    torch_err = relative_l2_error(torch.cat([to_f64(torch_out[n]).reshape(-1) for n in names]),
-                                  torch.cat([to_f64(oracle[n]).reshape(-1) for n in names]))
+
+    def flat(values: Mapping[str, ArrayLike]) -> torch.Tensor:
+        return torch.cat([to_f64(values[n]).reshape(-1) for n in names])
+
+    impl_err = relative_l2_error(flat(actual), flat(oracle))
+    torch_err = relative_l2_error(flat(torch_out), flat(oracle))
     allowed = (tolerances.allowed_error(dtype, torch_err, 0.0, k=k) if floor_eps is None
                else k * torch_err + floor_eps * tolerances.eps(dtype))
-    if not impl_err <= allowed:
-        per_tensor = sorted(((relative_l2_error(actual[n], oracle[n]), n) for n in names), reverse=True)[:3]
-        worst = ", ".join(f"{n} {e:.3e}" for e, n in per_tensor)
-        raise AssertionError(
-            f"{describe(component, config)} exceeds the error-ratio tolerance (relative L2 over {len(names)} tensors)\n"
-            f"  implementation vs float64 oracle: {impl_err:.3e} (worst tensors: {worst})\n"
-            f"  {label} vs float64 oracle: {torch_err:.3e}\n"
-            f"  tolerance broken: {k} * {torch_err:.3e} + floor {allowed - k * torch_err:.3e} = {allowed:.3e}")
-    return impl_err, torch_err
+    floor = tolerances.floor(dtype, 0.0) if floor_eps is None else floor_eps * tolerances.eps(dtype)
+    verdict = Verdict(max_abs=impl_err, max_rel=impl_err, scale=1.0, torch_abs=torch_err, rule="ratio-l2",
+                      tolerance=f"rel L2: {k:g} x {torch_err:.2e} + {floor:.2e}", allowed=allowed,
+                      margin=_margin(impl_err, allowed), ok=impl_err <= allowed)
+    if verdict.ok:
+        return verdict
+    per_tensor = sorted(((relative_l2_error(actual[n], oracle[n]), n) for n in names), reverse=True)[:3]
+    worst = ", ".join(f"{n} {e:.3e}" for e, n in per_tensor)
+    return dataclasses.replace(verdict, explanation=(
+        f"{describe(component, config)} exceeds the error-ratio tolerance (relative L2 over {len(names)} tensors)\n"
+        f"  implementation vs float64 oracle: {impl_err:.3e} (worst tensors: {worst})\n"
+        f"  {label} vs float64 oracle: {torch_err:.3e}\n"
+        f"  tolerance broken: {k} * {torch_err:.3e} + floor {floor:.3e} = {allowed:.3e}"))
+
+
+# --------------------------------------------------------------------------------------------------- assertions
+def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
+                 config: Mapping[str, Any] | None = None, rtol: float | None = None, atol: float | None = None,
+                 dtype: torch.dtype | None = None, grad: bool = False, where: ArrayLike | None = None,
+                 sensitivity: Callable[[], ArrayLike] | None = None) -> None:
+    """The direct rule (:func:`judge` with ``rule="direct"``) in float64 with the tolerance of ``dtype`` (default
+    ``actual``'s) or the given rtol/atol; raises the verdict's message, followed by
+    ``torch.testing.assert_close``'s own mismatch report.
+
+    ``where`` selects the elements to compare (others are ignored). ``sensitivity`` widens each element's
+    allowance to ``COND_FACTOR * sensitivity`` where that is larger (``reference.conditioning``).
+    """
+    __tracebackhide__ = True
+    if (rtol is None) != (atol is None):
+        raise ValueError("give rtol and atol together or not at all")
+    if dtype is None:
+        dtype = actual.dtype if isinstance(actual, torch.Tensor) else torch.float64
+    a, e = to_f64(actual), to_f64(expected)
+    if a.shape == e.shape:
+        check_reference_finite(e, what="expected value", component=component, config=config, where=where)
+    v = judge(a, e, dtype=dtype, rule="direct", grad=grad, where=where, sensitivity=sensitivity, rtol=rtol,
+              atol=atol, component=component, config=config)
+    if v.ok:
+        return
+    if v.rule != "shape":  # torch's own report of the mismatched elements, after ours
+        if where is not None:
+            keep = keep_mask(where, a)
+            a, e = torch.where(keep, a, torch.zeros_like(a)), torch.where(keep, e, torch.zeros_like(e))
+        rtol, atol = (rtol, atol) if rtol is not None else (tolerances.grad_tol if grad else tolerances.value_tol)(dtype)
+        torch.testing.assert_close(a, e, rtol=rtol, atol=atol, equal_nan=False, msg=lambda generated: (
+            v.message() + "\n" + "\n".join("  " + line for line in generated.splitlines())))
+    raise AssertionError(v.message())
+
+
+def assert_error_ratio(actual: ArrayLike, torch_out: ArrayLike, oracle: ArrayLike, *, component: str,
+                       dtype: torch.dtype, config: Mapping[str, Any] | None = None, k: float = tolerances.K,
+                       where: ArrayLike | None = None, label: str = "torch",
+                       sensitivity: Callable[[], ArrayLike] | None = None) -> tuple[ErrorStats, ErrorStats]:
+    """The error-ratio rule (:func:`judge` with ``rule="ratio"``): ``err(impl, oracle) <= k * err(torch, oracle) +
+    floor(dtype, scale)``, or, where ``sensitivity`` is given, the conditioning bound if larger. Raises the
+    verdict's message; a non-finite oracle or torch output at a compared element is a test error
+    (:class:`NonFiniteReference`). Returns both error figures (for reports).
+    """
+    __tracebackhide__ = True
+    check_reference_finite(oracle, what="float64 oracle", component=component, config=config, where=where)
+    check_reference_finite(torch_out, what=f"{label} output", component=component, config=config, where=where)
+    v = judge(actual, oracle, dtype=dtype, torch_out=torch_out, rule="ratio", where=where, sensitivity=sensitivity,
+              k=k, component=component, config=config, label=label)
+    if v.rule == "shape":
+        raise AssertionError(v.message())
+    if not v.ok:
+        raise AssertionError(v.message())
+    assert v.stats is not None and v.torch_stats is not None
+    return v.stats, v.torch_stats
+
+
+def assert_l2_error_ratio(actual: Mapping[str, ArrayLike], torch_out: Mapping[str, ArrayLike],
+                          oracle: Mapping[str, ArrayLike], *, component: str, dtype: torch.dtype,
+                          config: Mapping[str, Any] | None = None, k: float = tolerances.K,
+                          label: str = "torch", floor_eps: float | None = None) -> tuple[float, float]:
+    """:func:`judge_l2`, raising its message; returns (implementation error, torch error)."""
+    __tracebackhide__ = True
+    for n in oracle:
+        check_reference_finite(oracle[n], what=f"float64 oracle of {n}", component=component, config=config)
+        check_reference_finite(torch_out[n], what=f"{label} value of {n}", component=component, config=config)
+    v = judge_l2(actual, torch_out, oracle, dtype=dtype, k=k, floor_eps=floor_eps, component=component,
+                 config=config, label=label)
+    if not v.ok:
+        raise AssertionError(v.message())
+    assert v.torch_abs is not None
+    return v.max_abs, v.torch_abs

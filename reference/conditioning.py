@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import os
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -232,3 +234,16 @@ def torch_sensitivities(run: Callable[[], dict[str, torch.Tensor]], modules: Seq
         for name, value in reference.items():
             worst[name] = torch.maximum(worst[name], (_f64(out[name]) - _f64(value)).abs())
     return {name: _rowwise(w) * scale for name, w in worst.items()}
+
+
+def log_ratio(component: str, dtype: Any, used: torch.Tensor, sens: torch.Tensor, ok: bool) -> None:
+    """With ``SCRATCH_TRANSFORMER_COND_LOG=file``, append one JSON line per comparison the conditioning bound
+    decided: the largest ``error / sensitivity`` (what ``COND_FACTOR`` must cover), for docs/tolerances.md."""
+    path = os.environ.get("SCRATCH_TRANSFORMER_COND_LOG")
+    if not path:
+        return
+    ratio = (used / sens.clamp_min(torch.finfo(torch.float64).tiny)).nan_to_num(nan=float("inf"))
+    with open(path, "a") as log:
+        log.write(json.dumps({"impl": os.environ.get("SCRATCH_TRANSFORMER_IMPL", ""), "component": component,
+                              "dtype": str(dtype), "ratio": float(ratio.max()) if ratio.numel() else 0.0,
+                              "ok": ok}) + "\n")

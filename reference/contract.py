@@ -19,60 +19,20 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from .components import COMPONENTS
+
 DEFAULT_IMPL = "scratch_transformer"
 
-#: Names every implementation must export (the blog's API).
-REQUIRED_NAMES = (
-    "InputEmbeddings", "PositionalEncoding", "LayerNormalization", "FeedForwardBlock", "MultiHeadAttentionBlock",
-    "ResidualConnection", "EncoderBlock", "Encoder", "DecoderBlock", "Decoder", "ProjectionLayer", "Transformer",
-    "build_transformer",
-)
+#: Names every implementation must export (the blog's API), in the registry's order.
+REQUIRED_NAMES = tuple(c.contract for c in COMPONENTS.values() if c.required)
 #: Extras beyond the blog's API; tests that need one skip (with this name in the reason) when it is missing.
-OPTIONAL_NAMES = ("causal_mask", "padding_mask")
-
-#: Constructor parameters of each contract class, in order, as the blog writes them.
-SIGNATURES: dict[str, tuple[str, ...]] = {
-    "InputEmbeddings": ("d_model", "vocab_size"),
-    "PositionalEncoding": ("d_model", "seq_len", "dropout"),
-    "LayerNormalization": ("features", "eps"),
-    "FeedForwardBlock": ("d_model", "d_ff", "dropout"),
-    "MultiHeadAttentionBlock": ("d_model", "h", "dropout"),
-    "ResidualConnection": ("features", "dropout"),
-    "EncoderBlock": ("features", "self_attention_block", "feed_forward_block", "dropout"),
-    "Encoder": ("features", "layers"),
-    "DecoderBlock": ("features", "self_attention_block", "cross_attention_block", "feed_forward_block", "dropout"),
-    "Decoder": ("features", "layers"),
-    "ProjectionLayer": ("d_model", "vocab_size"),
-    "Transformer": ("encoder", "decoder", "src_embed", "tgt_embed", "src_pos", "tgt_pos", "projection_layer"),
-    "build_transformer": ("src_vocab_size", "tgt_vocab_size", "src_seq_len", "tgt_seq_len", "d_model", "N", "h",
-                          "dropout", "d_ff"),
-}
-
+OPTIONAL_NAMES = tuple(c.contract for c in COMPONENTS.values() if not c.required)
+#: Constructor parameters of each contract class (and of ``build_transformer``), in order, as the blog writes them.
+SIGNATURES: dict[str, tuple[str, ...]] = {c.contract: c.signature for c in COMPONENTS.values() if c.required}
 #: What an instance of each contract class holds, by name: the kind of each attribute ("int", "float", "Linear",
 #: "Embedding", "Dropout", "ModuleList", "vector" = a 1-D parameter, "buffer", "method", "weights" = the
 #: [B, h, Lq, Lk] tensor a forward leaves, or another contract class's name).
-ATTRIBUTES: dict[str, dict[str, str]] = {
-    "InputEmbeddings": {"d_model": "int", "vocab_size": "int", "embedding": "Embedding"},
-    "PositionalEncoding": {"d_model": "int", "seq_len": "int", "dropout": "Dropout", "pe": "buffer"},
-    "LayerNormalization": {"eps": "float", "alpha": "vector", "bias": "vector"},
-    "FeedForwardBlock": {"linear_1": "Linear", "dropout": "Dropout", "linear_2": "Linear"},
-    "MultiHeadAttentionBlock": {"d_model": "int", "h": "int", "d_k": "int", "w_q": "Linear", "w_k": "Linear",
-                                "w_v": "Linear", "w_o": "Linear", "dropout": "Dropout", "attention": "method",
-                                "attention_scores": "weights"},
-    "ResidualConnection": {"dropout": "Dropout", "norm": "LayerNormalization"},
-    "EncoderBlock": {"self_attention_block": "MultiHeadAttentionBlock", "feed_forward_block": "FeedForwardBlock",
-                     "residual_connections": "ModuleList"},
-    "Encoder": {"layers": "ModuleList", "norm": "LayerNormalization"},
-    "DecoderBlock": {"self_attention_block": "MultiHeadAttentionBlock", "cross_attention_block":
-                     "MultiHeadAttentionBlock", "feed_forward_block": "FeedForwardBlock",
-                     "residual_connections": "ModuleList"},
-    "Decoder": {"layers": "ModuleList", "norm": "LayerNormalization"},
-    "ProjectionLayer": {"proj": "Linear"},
-    "Transformer": {"encoder": "Encoder", "decoder": "Decoder", "src_embed": "InputEmbeddings",
-                    "tgt_embed": "InputEmbeddings", "src_pos": "PositionalEncoding", "tgt_pos": "PositionalEncoding",
-                    "projection_layer": "ProjectionLayer", "encode": "method", "decode": "method",
-                    "project": "method"},
-}
+ATTRIBUTES: dict[str, dict[str, str]] = {c.contract: dict(c.attributes) for c in COMPONENTS.values() if c.attributes}
 
 
 _OPENED: dict[tuple[str, str | None], tuple[ModuleType, Any]] = {}
@@ -159,9 +119,19 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 #: Environment variable naming a ``torch.compile`` backend; see ``compile_backend``.
 COMPILE_ENV = "SCRATCH_TRANSFORMER_COMPILE"
-#: When set (``pytest --compile``, or ``SCRATCH_TRANSFORMER_COMPILE=inductor``), every module ``construct`` and
-#: ``build_model`` return is compiled with this ``torch.compile`` backend (see ``compile_module``); None = eager.
-compile_backend: str | None = os.environ.get(COMPILE_ENV) or None
+_COMPILE: dict[str, str | None] = {"backend": os.environ.get(COMPILE_ENV) or None}
+
+
+def compile_backend() -> str | None:
+    """The ``torch.compile`` backend every module ``construct`` and ``build_model`` return is compiled with (see
+    ``compile_module``); None = eager. Set by ``use_compile`` (``pytest --compile``, ``report --compile``) or the
+    environment (``SCRATCH_TRANSFORMER_COMPILE=inductor``)."""
+    return _COMPILE["backend"]
+
+
+def use_compile(backend: str | None) -> None:
+    """Compile every module built from now on with ``backend`` (None: eager)."""
+    _COMPILE["backend"] = backend or None
 
 
 def compile_module(module: nn.Module, backend: str) -> nn.Module:
@@ -200,8 +170,8 @@ def construct(factory: Any, *args: Any, device: torch.device | str = "cpu", dtyp
         with default_dtype(build_dtype):
             module = factory(*args, **kwargs)
         module = module.to(device=device, dtype=dtype)
-    if compile_backend and isinstance(module, nn.Module):
-        compile_module(module, compile_backend)
+    if compile_backend() and isinstance(module, nn.Module):
+        compile_module(module, compile_backend())
     return module
 
 

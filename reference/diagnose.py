@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -20,105 +19,24 @@ import torch
 from torch import nn
 
 from .adapter import ImplMap, adapt
+from .findings import Diagnosis, Finding
+from .components import BY_CONTRACT, COMPONENTS
 from .contract import ATTRIBUTES, REQUIRED_NAMES, SIGNATURES
 
 #: Sizes of the model the diagnosis builds: small, with every size distinct so shapes tell the parts apart.
 PROBE = {"src_vocab_size": 11, "tgt_vocab_size": 13, "src_seq_len": 17, "tgt_seq_len": 18, "d_model": 8, "N": 1,
          "h": 2, "dropout": 0.1, "d_ff": 16}
-#: Where each contract class sits in a built Transformer (attribute paths; ``[0]`` indexes a ModuleList).
-PATHS = {
-    "Transformer": "", "Encoder": "encoder", "Decoder": "decoder", "InputEmbeddings": "src_embed",
-    "PositionalEncoding": "src_pos", "ProjectionLayer": "projection_layer", "EncoderBlock": "encoder.layers[0]",
-    "DecoderBlock": "decoder.layers[0]", "MultiHeadAttentionBlock": "decoder.layers[0].cross_attention_block",
-    "FeedForwardBlock": "encoder.layers[0].feed_forward_block",
-    "ResidualConnection": "encoder.layers[0].residual_connections[0]", "LayerNormalization": "encoder.norm",
-}
+#: Where each contract class sits in a built Transformer (the registry's ``probe_path``: attribute paths, ``[0]``
+#: indexes a ModuleList), in the order the diagnosis visits them: the model, then down the tree, the norm last.
+PATHS = {c: BY_CONTRACT[c].probe_path for c in (
+    "Transformer", "Encoder", "Decoder", "InputEmbeddings", "PositionalEncoding", "ProjectionLayer", "EncoderBlock",
+    "DecoderBlock", "MultiHeadAttentionBlock", "FeedForwardBlock", "ResidualConnection", "LayerNormalization")}
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One deviation from the contract: its clause, where, the contract's name, the closest match found."""
-
-    clause: str
-    where: str
-    contract: str
-    found: str | None
-    message: str
-    blocking: bool = True  # tests cannot reach this part of the contract without a map entry
-
-    def line(self) -> str:
-        return f"[{self.clause}] {self.message}"
-
-
-@dataclass
-class Diagnosis:
-    """Findings of one implementation, the map proposed for them and the map in effect (user's + proposed)."""
-
-    impl: str
-    findings: list[Finding] = field(default_factory=list)
-    proposed: ImplMap = field(default_factory=ImplMap)
-    effective: ImplMap = field(default_factory=ImplMap)
-    user: ImplMap = field(default_factory=ImplMap)  # the map the user gave (--impl-map)
-
-    def unaccepted(self) -> list[Finding]:
-        """API findings the user's own map does not cover: deviations the diagnosis test reports as failures."""
-        return [f for f in self.findings if f.clause.startswith(("api.", "build."))
-                and not (_covered(f, self.user) or (f.contract == "(order)" and f.where in self.user.arguments))]
-
-    def unresolved(self) -> list[Finding]:
-        """Blocking findings the effective map does not cover: what stops tests from reaching the contract."""
-        return [f for f in self.findings if f.blocking and not _covered(f, self.effective)]
-
-    def blackbox_reachable(self) -> bool:
-        """Whether ``build_transformer`` and the Transformer's ``encode``/``decode``/``project`` are reached, so the
-        black-box tests (``@pytest.mark.blackbox``) can run although other deviations stop the rest."""
-        return not any(f.clause == "build.structure" or f.where in ("build_transformer", "Transformer")
-                       for f in self.unresolved())
-
-    def not_reached_reason(self) -> str | None:
-        left = self.unresolved()
-        if not left:
-            return None
-        first = left[0]
-        more = f" and {len(left) - 1} more" if len(left) > 1 else ""
-        return f"not reached because of {first.clause}: {first.message}{more} (write an --impl-map)"
-
-    def lines(self) -> list[str]:
-        if not self.findings:
-            return [f"API diagnosis of {self.impl}: every contract name, argument and attribute found"]
-        out = [f"API diagnosis of {self.impl}: {len(self.findings)} deviation(s) from the contract"]
-        out += ["  " + f.line() + ("" if not f.blocking or not _covered(f, self.effective) else "  -> mapped")
-                for f in self.findings]
-        if self.proposed:
-            out += ["  the kit mapped these names itself; save the map below as a file and pass --impl-map FILE to "
-                    "edit it:"] + ["    " + line for line in self.proposed.to_toml().splitlines()]
-        return out
-
-
-def _covered(f: Finding, m: ImplMap) -> bool:
-    if f.clause == "api.names":
-        return f.contract in m.classes
-    if f.clause == "api.signatures":
-        return f.contract in m.arguments.get(f.where, {})
-    if f.clause == "api.attributes":
-        return f.contract in m.attributes.get(f.where, {})
-    return False
-
-
-#: Names other walkthroughs give the contract's classes (the Annotated Transformer's, Hugging Face's, the
-#: acronyms): lower case, without underscores. A candidate spelled so is matched before any fuzzy match.
-SYNONYMS = {
-    "InputEmbeddings": ("embeddings", "embedding", "tokenembedding", "tokenembeddings", "inputembedding", "embed"),
-    "PositionalEncoding": ("positionalembedding", "posencoding", "sinusoidalpositionalencoding", "positional"),
-    "LayerNormalization": ("layernorm", "norm", "layernormalisation"),
-    "FeedForwardBlock": ("positionwisefeedforward", "feedforward", "ffn", "mlp", "ff", "feedforwardnetwork"),
-    "MultiHeadAttentionBlock": ("multiheadedattention", "multiheadattention", "mha", "attention", "selfattention"),
-    "ResidualConnection": ("sublayerconnection", "residual", "skipconnection", "residualblock"),
-    "EncoderBlock": ("encoderlayer",), "DecoderBlock": ("decoderlayer",),
-    "ProjectionLayer": ("generator", "outputhead", "projection", "lmhead", "head", "outputprojection"),
-    "Transformer": ("encoderdecoder", "seq2seq", "transformermodel", "model"),
-    "build_transformer": ("makemodel", "buildmodel", "createmodel", "maketransformer", "build"),
-}
+#: Names other walkthroughs give the contract's classes (the registry's ``synonyms``: the Annotated Transformer's,
+#: Hugging Face's, the acronyms), lower case, without underscores. A candidate spelled so is matched before any
+#: fuzzy match.
+SYNONYMS = {c.contract: c.synonyms for c in COMPONENTS.values() if c.synonyms}
 
 
 def _synonym(contract: str, candidates: list[str]) -> str | None:

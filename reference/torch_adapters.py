@@ -15,7 +15,7 @@ projection has one (``w_q.bias``, ...), it is loaded into its rows of ``in_proj_
 exact, and ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` take their fused fast paths
 (``torch._native_multi_head_attention``, ``torch._transformer_encoder_layer_fwd``, the nested-tensor encoder) only
 when ``in_proj_bias is not None``: ``bias=False`` would confine the comparison to torch's slow path. Zero biases of a
-model without projection biases are the only torch parameters with no contract name (``unmapped_parameters``).
+model without projection biases are the only torch parameters with no contract name (``torch_names.unmapped_parameters``).
 
 Masks. Contract: None or bool/int broadcastable to [B, h, Lq, Lk], nonzero = may attend.
 ``nn.MultiheadAttention``: bool, True = masked, ``attn_mask`` [Lq, Lk] or [B*h, Lq, Lk] and ``key_padding_mask``
@@ -29,37 +29,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import numpy_ref
+from . import numpy_ref, torch_ref
+from .masks import MaskLike, contract_mask_4d
 from .numpy_ref import CONTRACT_EPS, PROJECTIONS
-
-#: A contract mask: None, or a bool/int tensor or NumPy array broadcastable to [B, h, Lq, Lk]; nonzero = attend.
-MaskLike = Any
-
-
-# --------------------------------------------------------------------------------------------------- masks
-def contract_mask_4d(mask: MaskLike, *, batch: int, heads: int, len_q: int, len_k: int) -> torch.Tensor | None:
-    """The contract mask as bool [b, hh, lq, lk] (True = may attend), each dim 1 or the full size.
-
-    Leading dims are added as in broadcasting; raises ValueError when the mask does not broadcast to
-    [batch, heads, len_q, len_k].
-    """
-    if mask is None:
-        return None
-    m = torch.as_tensor(mask) != 0
-    if m.dim() > 4:
-        raise ValueError(f"mask has {m.dim()} dims; at most 4 ([B, h, Lq, Lk])")
-    m = m.reshape((1,) * (4 - m.dim()) + tuple(m.shape))
-    full = (batch, heads, len_q, len_k)
-    if any(s not in (1, f) for s, f in zip(m.shape, full)):
-        raise ValueError(f"mask of shape {tuple(m.shape)} does not broadcast to [B, h, Lq, Lk] = {list(full)}")
-    return m
-
 
 def to_mha_masks(mask: MaskLike, *, batch: int, heads: int, len_q: int, len_k: int
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -92,18 +68,6 @@ def from_mha_masks(attn_mask: torch.Tensor | None, key_padding_mask: torch.Tenso
     return keep
 
 
-def attended_rows(mask: MaskLike, *, batch: int, heads: int, len_q: int, len_k: int) -> torch.Tensor:
-    """bool [B, Lq, 1]: the query rows that see at least one key in every head.
-
-    Elsewhere torch returns NaN (or zeros on some fused paths) and the contract only asks for finite values, so
-    value comparisons are restricted to these rows.
-    """
-    m = contract_mask_4d(mask, batch=batch, heads=heads, len_q=len_q, len_k=len_k)
-    if m is None:
-        return torch.ones(batch, len_q, 1, dtype=torch.bool)
-    return m.expand(batch, heads, len_q, len_k).any(dim=-1).all(dim=1)[..., None]  # (B, Lq, 1)
-
-
 def to_sdpa_mask(mask: MaskLike, *, batch: int, heads: int, len_q: int, len_k: int) -> torch.Tensor | None:
     """Contract mask -> ``F.scaled_dot_product_attention``'s bool mask (True = may attend), 4-d, broadcastable."""
     return contract_mask_4d(mask, batch=batch, heads=heads, len_q=len_q, len_k=len_k)
@@ -130,12 +94,26 @@ def _load_norm(dst: nn.LayerNorm, src: nn.Module) -> None:
     dst.bias.copy_(src.bias)
 
 
-def _to_layer_norm(norm: nn.Module, eps: float, features: int) -> nn.LayerNorm:
-    """``nn.LayerNorm(features)`` holding the norm's gain and shift (a scalar gain, a contract deviation, is
-    broadcast over the features so the rest is still judged)."""
-    ln = nn.LayerNorm(features, eps=float(eps), **_factory(norm.alpha))
+def to_layer_norm(norm: nn.Module, *, eps: float = CONTRACT_EPS, features: int | None = None) -> nn.LayerNorm:
+    """``nn.LayerNorm(features, eps=eps)`` holding the norm's ``alpha``/``bias`` (features: default the gain's size;
+    a scalar gain, a contract deviation, is broadcast over ``features`` so the rest is still judged)."""
+    ln = nn.LayerNorm(features or norm.alpha.shape[-1], eps=float(eps), **_factory(norm.alpha))
     _load_norm(ln, norm)
     return ln
+
+
+class TorchFeedForward(nn.Sequential):
+    """``nn.Linear -> nn.ReLU -> nn.Linear`` (``linear1``, ``linear2`` as in ``nn.TransformerEncoderLayer``)."""
+
+
+def to_feed_forward(block: nn.Module) -> TorchFeedForward:
+    """The feed-forward block as ``nn.Linear(d, d_ff) -> nn.ReLU() -> nn.Linear(d_ff, d)`` holding its weights."""
+    l1, l2 = block.linear_1.weight, block.linear_2.weight  # (d_ff, d), (d, d_ff)
+    seq = TorchFeedForward(nn.Linear(l1.shape[1], l1.shape[0], **_factory(l1)), nn.ReLU(),
+                           nn.Linear(l2.shape[1], l2.shape[0], **_factory(l2)))
+    _load_linear(seq[0], block.linear_1)
+    _load_linear(seq[2], block.linear_2)
+    return seq
 
 
 #: Attribute of an adapter-built ``nn.MultiheadAttention`` naming the contract projections whose biases it holds
@@ -225,7 +203,8 @@ def to_encoder(encoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS,
     layers = [to_encoder_layer(block, h=h, eps=eps) for block in encoder.layers]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
-        stack = nn.TransformerEncoder(layers[0], num_layers=len(layers), norm=_to_layer_norm(encoder.norm, eps, layers[0].linear1.in_features),
+        stack = nn.TransformerEncoder(layers[0], num_layers=len(layers), norm=to_layer_norm(encoder.norm, eps=eps,
+                                                                   features=layers[0].linear1.in_features),
                                       enable_nested_tensor=nested_tensor)
     stack.layers = nn.ModuleList(layers)
     stack.use_nested_tensor = nested_tensor
@@ -236,8 +215,8 @@ def to_decoder(decoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> nn.T
     """``nn.TransformerDecoder`` with one converted layer per contract block (h heads, every norm ``eps``) and final
     norm = ``decoder.norm``."""
     layers = [to_decoder_layer(block, h=h, eps=eps) for block in decoder.layers]
-    stack = nn.TransformerDecoder(layers[0], num_layers=len(layers), norm=_to_layer_norm(decoder.norm, eps,
-                                                                                      layers[0].linear1.in_features))
+    stack = nn.TransformerDecoder(layers[0], num_layers=len(layers), norm=to_layer_norm(decoder.norm, eps=eps,
+                                                                                     features=layers[0].linear1.in_features))
     stack.layers = nn.ModuleList(layers)
     return stack
 
@@ -272,23 +251,12 @@ def mha_forward(mha: nn.MultiheadAttention, q: torch.Tensor, k: torch.Tensor, v:
     return out
 
 
-def _project(mha_block: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
-    """``x W^T (+ b)`` with the block's projection ``name`` (its bias when it has one); [B, L, d] -> [B, L, d]."""
-    return F.linear(x, getattr(mha_block, name).weight, projection_bias(mha_block, name))
-
-
 def sdpa_attention(mha_block: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    mask: MaskLike, *, h: int) -> torch.Tensor:
-    """The contract block's projections (biases included when it has them) around
-    ``F.scaled_dot_product_attention`` with h heads; [B, Lq, d] -> [B, Lq, d]."""
-    d_model = _d_model(mha_block)
-    B, Lq, Lk = q.shape[0], q.shape[1], k.shape[1]
-    query = _project(mha_block, "w_q", q).view(B, Lq, h, d_model // h).transpose(1, 2)  # (B, h, Lq, d_k)
-    key = _project(mha_block, "w_k", k).view(B, Lk, h, d_model // h).transpose(1, 2)  # (B, h, Lk, d_k)
-    value = _project(mha_block, "w_v", v).view(B, Lk, h, d_model // h).transpose(1, 2)  # (B, h, Lk, d_k)
-    sdpa_mask = _on(to_sdpa_mask(mask, batch=B, heads=h, len_q=Lq, len_k=Lk), q)
-    heads = F.scaled_dot_product_attention(query, key, value, attn_mask=sdpa_mask, dropout_p=0.0)
-    return _project(mha_block, "w_o", heads.transpose(1, 2).reshape(B, Lq, d_model))  # (B, Lq, d)
+    """``torch_ref.multi_head_attention`` on the block's own projections (biases included when it has them):
+    ``F.scaled_dot_product_attention`` with h heads; [B, Lq, d] -> [B, Lq, d]. Gradients reach the block."""
+    return torch_ref.multi_head_attention(q, k, v, mask, dict(mha_block.named_parameters()), h,
+                                          need_weights=False)[0]
 
 
 def encoder_forward(module: nn.TransformerEncoderLayer | nn.TransformerEncoder, x: torch.Tensor, mask: MaskLike
@@ -373,86 +341,3 @@ class TorchTransformerModel(nn.Module):
                                memory_mask=_on(mem_attn, x), src_key_padding_mask=_on(src_kpm, x),
                                tgt_key_padding_mask=_on(tgt_kpm, x), memory_key_padding_mask=_on(mem_kpm, x))
         return self.project(out)
-
-
-# --------------------------------------------------------------------------------------------------- names
-NameMap = Iterator[tuple[str, str, "slice | None"]]
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _name_pairs(module: nn.Module, tp: str = "", cp: str = "") -> NameMap:
-    """(torch parameter name, contract parameter name, row slice of the torch tensor or None), recursively."""
-    j = _join
-    if isinstance(module, TorchTransformerModel):
-        yield "src_embed.weight", "src_embed.embedding.weight", None
-        yield "tgt_embed.weight", "tgt_embed.embedding.weight", None
-        yield from _name_pairs(module.projection, "projection", "projection_layer.proj")
-        yield from _name_pairs(module.transformer, "transformer", cp)
-    elif isinstance(module, nn.Transformer):
-        yield from _name_pairs(module.encoder, j(tp, "encoder"), j(cp, "encoder"))
-        yield from _name_pairs(module.decoder, j(tp, "decoder"), j(cp, "decoder"))
-    elif isinstance(module, (nn.TransformerEncoder, nn.TransformerDecoder)):
-        for i, layer in enumerate(module.layers):
-            yield from _name_pairs(layer, j(tp, f"layers.{i}"), j(cp, f"layers.{i}"))
-        if module.norm is not None:
-            yield from _name_pairs(module.norm, j(tp, "norm"), j(cp, "norm"))
-    elif isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
-        yield from _name_pairs(module.self_attn, j(tp, "self_attn"), j(cp, "self_attention_block"))
-        if isinstance(module, nn.TransformerDecoderLayer):
-            yield from _name_pairs(module.multihead_attn, j(tp, "multihead_attn"), j(cp, "cross_attention_block"))
-        yield from _name_pairs(module.linear1, j(tp, "linear1"), j(cp, "feed_forward_block.linear_1"))
-        yield from _name_pairs(module.linear2, j(tp, "linear2"), j(cp, "feed_forward_block.linear_2"))
-        norms = ("norm1", "norm2", "norm3") if isinstance(module, nn.TransformerDecoderLayer) else ("norm1", "norm2")
-        for i, norm in enumerate(norms):
-            yield from _name_pairs(getattr(module, norm), j(tp, norm), j(cp, f"residual_connections.{i}.norm"))
-    elif isinstance(module, nn.MultiheadAttention):
-        d, biases = module.embed_dim, getattr(module, CONTRACT_BIASES, ())
-        for i, name in enumerate(("w_q", "w_k", "w_v")):
-            yield j(tp, "in_proj_weight"), j(cp, f"{name}.weight"), slice(i * d, (i + 1) * d)
-            if name in biases:
-                yield j(tp, "in_proj_bias"), j(cp, f"{name}.bias"), slice(i * d, (i + 1) * d)
-        yield j(tp, "out_proj.weight"), j(cp, "w_o.weight"), None
-        if "w_o" in biases:
-            yield j(tp, "out_proj.bias"), j(cp, "w_o.bias"), None
-    elif isinstance(module, nn.LayerNorm):
-        yield j(tp, "weight"), j(cp, "alpha"), None
-        yield j(tp, "bias"), j(cp, "bias"), None
-    elif isinstance(module, nn.Linear):
-        yield j(tp, "weight"), j(cp, "weight"), None
-        if module.bias is not None:
-            yield j(tp, "bias"), j(cp, "bias"), None
-    else:
-        raise TypeError(f"no contract names for {type(module).__name__}")
-
-
-def by_contract_name(module: nn.Module, get: Callable[[torch.Tensor], torch.Tensor | None]
-                     ) -> dict[str, torch.Tensor | None]:
-    """``get(parameter)`` of every torch parameter that has a contract counterpart, keyed by the contract's
-    ``named_parameters()`` name (``in_proj_weight`` split into ``w_q``/``w_k``/``w_v``; ``in_proj_bias`` likewise
-    into ``w_q.bias``/... and ``out_proj.bias`` as ``w_o.bias`` where the contract block had those biases)."""
-    params = dict(module.named_parameters())
-    out: dict[str, torch.Tensor | None] = {}
-    for torch_name, contract_name, rows in _name_pairs(module):
-        value = get(params[torch_name])
-        out[contract_name] = value if value is None or rows is None else value[rows]
-    return out
-
-
-def params_by_contract_name(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The torch module's parameters under the contract's names (to check an adapter loaded every weight)."""
-    return by_contract_name(module, lambda p: p.detach())
-
-
-def grads_by_contract_name(module: nn.Module) -> dict[str, torch.Tensor | None]:
-    """The torch module's ``.grad`` under the contract's names (None where no gradient was accumulated)."""
-    return by_contract_name(module, lambda p: p.grad)
-
-
-def unmapped_parameters(module: nn.Module) -> list[str]:
-    """Torch parameter names with no contract counterpart: the zero ``in_proj_bias`` / ``out_proj.bias`` of
-    attention blocks whose projections have no biases."""
-    mapped = {torch_name for torch_name, _, _ in _name_pairs(module)}
-    return [name for name, _ in module.named_parameters() if name not in mapped]

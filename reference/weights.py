@@ -13,9 +13,11 @@ import torch
 from torch import nn
 
 from . import conditioning
-from .numpy_ref import CONTRACT_EPS
+from .components import COMPONENTS
+from .hooks import contract_class
+from .numpy_ref import CONTRACT_EPS, join
 
-__all__ = ["CONTRACT_EPS", "extract_weights", "to_numpy"]
+__all__ = ["CONTRACT_EPS", "contract_weights", "extract_weights", "to_numpy"]
 
 
 def to_numpy(x: torch.Tensor | None) -> np.ndarray | None:
@@ -33,3 +35,43 @@ def extract_weights(module: nn.Module) -> dict[str, np.ndarray]:
     """Every parameter of ``module`` by its dotted ``named_parameters()`` name, as a float64 NumPy array (the
     attention projections' biases included when the module has them)."""
     return {name: to_numpy(p) for name, p in module.named_parameters()}
+
+
+#: The parameters the contract gives each leaf component (``named_parameters()`` names relative to it), and those
+#: it may have or not (absent = zero: the attention projections' biases), from the registry.
+CONTRACT_PARAMETERS = {c.contract: c.parameters for c in COMPONENTS.values() if c.parameters}
+OPTIONAL_PARAMETERS = {c.contract: c.optional_parameters for c in COMPONENTS.values() if c.optional_parameters}
+
+
+def contract_weights(model: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The model's float64 weights for the oracle, and a note per submodule path that breaks the parameter contract.
+
+    A missing bias (``X.bias`` next to ``X.weight``) or norm gain/shift is filled with the value it stands for
+    (zeros / ones) so the oracle can still run everything downstream; the submodule itself is flagged. Parameters
+    beyond the contract are named in the note too (the oracle ignores them). Optional parameters
+    (``OPTIONAL_PARAMETERS``: the attention projections' biases) are used when present and never flagged.
+    """
+    weights = extract_weights(model)
+    notes: dict[str, str] = {}
+    for path, module in model.named_modules():
+        names = CONTRACT_PARAMETERS.get(contract_class(module))
+        if names is None:
+            continue
+        own = {name for name, _ in module.named_parameters()}
+        lacking = [n for n in names if n not in own]
+        extra = sorted(own - set(names) - set(OPTIONAL_PARAMETERS.get(contract_class(module), ())))
+        for name in lacking:
+            key = join(path, name)
+            if name.endswith("bias") and join(path, name[: -len("bias")] + "weight") in weights:
+                weights[key] = np.zeros(weights[join(path, name[: -len("bias")] + "weight")].shape[0])
+            elif name in ("alpha", "bias") and join(path, "bias" if name == "alpha" else "alpha") in weights:
+                other = weights[join(path, "bias" if name == "alpha" else "alpha")]
+                weights[key] = np.ones_like(other) if name == "alpha" else np.zeros_like(other)
+        text = []
+        if lacking:
+            text.append(f"lacks contract parameter(s) {', '.join(lacking)} (the oracle uses the neutral value)")
+        if extra:
+            text.append(f"has parameters beyond the contract: {', '.join(extra)} (the oracle ignores them)")
+        if text:
+            notes[path] = "; ".join(text)
+    return weights, notes

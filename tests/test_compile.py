@@ -25,6 +25,7 @@ import torch
 from hypothesis import given, note
 
 from reference import torch_adapters as ta
+from reference import torch_names
 from reference.compare import assert_close, assert_error_ratio
 from reference.contract import ModelConfig, build_model, construct, randomize_parameters_
 from tests.strategies import AttentionConfig, AttentionInputs, fixed_shape_decoder_inputs
@@ -202,7 +203,7 @@ def test_transformer_inductor_error_is_within_eager_error_ratio(impl, device: st
 
     torch._dynamo.reset()
     compiled = torch.compile(pipeline, backend="inductor", fullgraph=True)
-    oracle, oracle_grads = loss_and_grads(reference64, pipeline, ta.grads_by_contract_name)
+    oracle, oracle_grads = loss_and_grads(reference64, pipeline, torch_names.grads_by_contract_name)
     assert set(oracle_grads) == {n for n, _ in model.named_parameters()}, "nn.Transformer reference: names differ"
     eager, eager_grads = loss_and_grads(model, pipeline)
     out, grads = loss_and_grads(model, compiled)

@@ -40,8 +40,7 @@ from tests.strategies import (
     model_inputs,
     sequence_lengths,
 )
-
-DTYPES = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32, id="float32")]
+from tests.support import DTYPES, decoder_block, encoder_block
 
 #: Input scales at which the fixed ``VALUE_TOL`` table is a justified yardstick, per kind of component (both
 #: dtypes). The table bounds error relative to the output element; a component qualifies at a scale when its
@@ -68,10 +67,14 @@ def _sequences(scales: tuple[str, ...]) -> st.SearchStrategy[AttentionInputs]:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _build(factory, *args, device: str, dtype: torch.dtype, mode: DropoutMode, seed: int) -> nn.Module:
-    module = construct(factory, *args, device=device, dtype=dtype)
+def _randomized(module: nn.Module, mode: DropoutMode, seed: int) -> nn.Module:
+    """``module`` with random non-default parameters (from ``seed``), in ``mode``'s train or eval mode."""
     randomize_parameters_(module, seed)
     return module.train(mode.train)
+
+
+def _build(factory, *args, device: str, dtype: torch.dtype, mode: DropoutMode, seed: int) -> nn.Module:
+    return _randomized(construct(factory, *args, device=device, dtype=dtype), mode, seed)
 
 
 def _tensor(a: np.ndarray | None, device: str, dtype: torch.dtype | None = None) -> torch.Tensor | None:
@@ -263,16 +266,11 @@ def test_residual_connection_matches_oracle(impl, device, dtype, case: Attention
 
 
 def _encoder_block(impl, d: int, h: int, d_ff: int, *, device, dtype, mode: DropoutMode, seed: int) -> nn.Module:
-    kw = dict(device=device, dtype=dtype)
-    return _build(impl.EncoderBlock, d, construct(impl.MultiHeadAttentionBlock, d, h, mode.p, **kw),
-                  construct(impl.FeedForwardBlock, d, d_ff, mode.p, **kw), mode.p, mode=mode, seed=seed, **kw)
+    return _randomized(encoder_block(impl, d, h, d_ff, mode.p, device, dtype), mode, seed)
 
 
 def _decoder_block(impl, d: int, h: int, d_ff: int, *, device, dtype, mode: DropoutMode, seed: int) -> nn.Module:
-    kw = dict(device=device, dtype=dtype)
-    return _build(impl.DecoderBlock, d, construct(impl.MultiHeadAttentionBlock, d, h, mode.p, **kw),
-                  construct(impl.MultiHeadAttentionBlock, d, h, mode.p, **kw),
-                  construct(impl.FeedForwardBlock, d, d_ff, mode.p, **kw), mode.p, mode=mode, seed=seed, **kw)
+    return _randomized(decoder_block(impl, d, h, d_ff, mode.p, device, dtype), mode, seed)
 
 
 @pytest.mark.clause("encoder.block", "numerics.float64", "numerics.float32")
@@ -317,11 +315,14 @@ def test_decoder_block_matches_oracle(impl, device, dtype, case: AttentionInputs
 
 
 # ------------------------------------------------------------------------------------------------ stacks
+#: Stack inputs: no fully masked rows (their values would feed later layers), lengths <= 16 for speed.
+STACKS = {"max_d_model": 64, "max_len": 16, "allow_fully_masked": False}
+
+
 @pytest.mark.clause("encoder.stack", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(case=dense_attention_inputs(scales=PRE_NORM_SCALES, cross=False, max_d_model=64, max_len=16,
-                                  allow_fully_masked=False),
-       N=st.integers(1, 3), d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=seeds)
+@given(case=dense_attention_inputs(scales=PRE_NORM_SCALES, cross=False, **STACKS), N=st.integers(1, 3),
+       d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=seeds)
 def test_encoder_matches_oracle(impl, device, dtype, case: AttentionInputs, N: int, d_ff: int, mode: DropoutMode,
                                 seed: int) -> None:
     """N encoder blocks then the final norm (no fully masked rows: their values would feed later layers)."""
@@ -339,9 +340,8 @@ def test_encoder_matches_oracle(impl, device, dtype, case: AttentionInputs, N: i
 
 @pytest.mark.clause("decoder.stack", "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(case=dense_attention_inputs(scales=LINEAR_SCALES, decoder=True, max_d_model=64, max_len=16,
-                                  allow_fully_masked=False),
-       N=st.integers(1, 3), d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=seeds)
+@given(case=dense_attention_inputs(scales=LINEAR_SCALES, decoder=True, **STACKS), N=st.integers(1, 3),
+       d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=seeds)
 def test_decoder_matches_oracle(impl, device, dtype, case: AttentionInputs, N: int, d_ff: int, mode: DropoutMode,
                                 seed: int) -> None:
     config = {**case.describe(), "N": N, "d_ff": d_ff, "mode": mode}

@@ -15,64 +15,27 @@ it. See docs/tolerances.md and docs/divergences.md.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
-from collections import Counter
-from types import ModuleType
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
-from torch import nn
 
 from reference import conditioning, numpy_ref
 from reference import torch_adapters as ta
-from reference import tolerances
-from reference.compare import assert_close, assert_error_ratio, to_f64
-from reference.contract import build_model, construct, missing_extras, randomize_parameters_
-from reference.weights import CONTRACT_EPS, extract_weights, to_numpy
+from reference.compare import assert_error_ratio
+from reference.contract import build_model, missing_extras, randomize_parameters_
+from reference.weights import CONTRACT_EPS, extract_weights
 from tests.strategies import (KEY_PADDING_KINDS, AttentionInputs, DropoutMode, ModelInputs, dense_attention_inputs,
                               dropout_modes, feed_forward_widths, model_inputs)
-
-DTYPES = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32, id="float32")]
-SEEDS = st.integers(0, 2**31 - 1)
-LAYERS = st.integers(1, 3)
-
-
-# --------------------------------------------------------------------------------------------------- helpers
-def as_tensor(a: np.ndarray | None, device: str, dtype: torch.dtype | None = None) -> torch.Tensor | None:
-    return None if a is None else torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
+from tests.support import (DTYPES, LAYERS, SEEDS, as_tensor, counting, decoder, decoder_block, encode_decode_project,
+                           encoder, encoder_block, f64, keys_values, mha_block, model_tensors, noted, rows, set_mode,
+                           torch_twin)
 
 
-def f64(t: torch.Tensor | None) -> np.ndarray | None:
-    """The exact float64 values of a (low-precision) tensor, for the NumPy oracle (perturbed inside
-    ``reference.conditioning.perturbation``, to measure the oracle's sensitivity)."""
-    return None if t is None else to_numpy(t.double())
-
-
-def assert_float64_close(actual: torch.Tensor, expected: torch.Tensor | np.ndarray, *, component: str,
-                         config: dict, where: torch.Tensor | None = None, grad: bool = False,
-                         sensitivity: Callable[[], torch.Tensor] | None = None) -> None:
-    """float64 direct comparison: ``VALUE_TOL`` (``GRAD_TOL``) with atol raised to ``floor(float64, scale)``, i.e.
-    9.1e-13 times the output's scale, when the scale exceeds 1. Elements outside ``where`` are not compared."""
-    __tracebackhide__ = True
-    a, e = to_f64(actual), to_f64(expected)
-    if where is not None:  # torch's NaN rows are out of the comparison: blank them on both sides
-        keep = where.expand_as(a).cpu()
-        a, e = torch.where(keep, a, torch.zeros_like(a)), torch.where(keep, e, torch.zeros_like(e))
-    scale = float(e.abs().max()) if e.numel() else 0.0
-    # Rounding follows the output's scale, not each element's size: with inputs up to 1e3 an output element that
-    # cancels down to ~10 still carries ~1e-14 of the 1e3 scale (measured up to 6e-14; docs/tolerances.md).
-    rtol, atol = (tolerances.grad_tol if grad else tolerances.value_tol)(
-        torch.float64, (0.0, tolerances.floor(torch.float64, scale)))
-    assert_close(a, e, rtol=rtol, atol=atol, component=component, config=config, grad=grad, where=where,
-                 sensitivity=sensitivity)
-
-
+# --------------------------------------------------------------------------------------------------- policy
 def apply_policy(actual: torch.Tensor, torch_out: torch.Tensor, oracle: Callable[[], np.ndarray], *,
                  dtype: torch.dtype, component: str, config: dict, where: torch.Tensor | None,
                  label: str) -> None:
@@ -89,7 +52,7 @@ def apply_policy(actual: torch.Tensor, torch_out: torch.Tensor, oracle: Callable
     note(f"{component}: impl err {impl_err.max_abs:.3e}, {label} err {torch_err.max_abs:.3e}")
 
 
-#: The policy every comparison goes through (``python -m tests.test_equivalence_torch`` swaps in a recorder).
+#: The policy every comparison goes through (``python -m benchmarks.error_ratios`` swaps in a recorder).
 POLICY: Callable[..., None] = apply_policy
 
 
@@ -102,75 +65,6 @@ def check_forward(actual: torch.Tensor, torch_out: torch.Tensor, oracle: Callabl
     assert not bad.any(), f"{component} {config}: {int(bad.sum())} non-finite outputs (fully masked rows included)"
     where = None if where is None else where.expand_as(actual).cpu()
     POLICY(actual, torch_out, oracle, dtype=dtype, component=component, config=config, where=where, label=label)
-
-
-def set_mode(modules: list[nn.Module], mode: DropoutMode) -> None:
-    for m in modules:
-        m.train(mode.train)
-
-
-@contextlib.contextmanager
-def counting(*names: str) -> Iterator[Counter]:
-    """Count calls of ``torch.<name>`` (torch's fused kernels) inside the block."""
-    counts: Counter = Counter()
-    originals = {name: getattr(torch, name) for name in names}
-
-    def wrap(name: str, fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            counts[name] += 1
-            return fn(*args, **kwargs)
-        return counted
-
-    try:
-        for name in names:
-            setattr(torch, name, wrap(name, originals[name]))
-        yield counts
-    finally:
-        for name, fn in originals.items():
-            setattr(torch, name, fn)
-
-
-# --------------------------------------------------------------------------------------------------- builders
-def mha_block(impl, d_model: int, h: int, p: float, device: str, dtype: torch.dtype) -> nn.Module:
-    return construct(impl.MultiHeadAttentionBlock, d_model, h, p, device=device, dtype=dtype)
-
-
-def encoder_block(impl, d_model: int, h: int, d_ff: int, p: float, device: str, dtype: torch.dtype) -> nn.Module:
-    kw = {"device": device, "dtype": dtype}
-    return construct(impl.EncoderBlock, d_model, mha_block(impl, d_model, h, p, device, dtype),
-                     construct(impl.FeedForwardBlock, d_model, d_ff, p, **kw), p, **kw)
-
-
-def decoder_block(impl, d_model: int, h: int, d_ff: int, p: float, device: str, dtype: torch.dtype) -> nn.Module:
-    kw = {"device": device, "dtype": dtype}
-    return construct(impl.DecoderBlock, d_model, mha_block(impl, d_model, h, p, device, dtype),
-                     mha_block(impl, d_model, h, p, device, dtype),
-                     construct(impl.FeedForwardBlock, d_model, d_ff, p, **kw), p, **kw)
-
-
-def encoder(impl, n: int, d_model: int, h: int, d_ff: int, p: float, device: str, dtype: torch.dtype) -> nn.Module:
-    blocks = nn.ModuleList([encoder_block(impl, d_model, h, d_ff, p, device, dtype) for _ in range(n)])
-    return construct(impl.Encoder, d_model, blocks, device=device, dtype=dtype)
-
-
-def decoder(impl, n: int, d_model: int, h: int, d_ff: int, p: float, device: str, dtype: torch.dtype) -> nn.Module:
-    blocks = nn.ModuleList([decoder_block(impl, d_model, h, d_ff, p, device, dtype) for _ in range(n)])
-    return construct(impl.Decoder, d_model, blocks, device=device, dtype=dtype)
-
-
-def keys_values(case: AttentionInputs, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(k, v) of an attention call: x itself for self-attention (one tensor, as the blocks call it); for
-    cross-attention the memory as keys and the memory reversed along its length as values, so that k and v differ
-    (a block that projects its values from k is caught)."""
-    if case.memory is None:
-        return x, x
-    return (as_tensor(case.memory, x.device, x.dtype),
-            as_tensor(case.memory[:, ::-1].copy(), x.device, x.dtype))
-
-
-def rows(case: AttentionInputs, mask: np.ndarray | None, len_k: int) -> torch.Tensor:
-    return ta.attended_rows(mask, batch=case.cfg.B, heads=case.cfg.h, len_q=case.cfg.Lq, len_k=len_k)
 
 
 # --------------------------------------------------------------------------------------------------- attention
@@ -396,21 +290,14 @@ def test_transformer_matches_torch_transformer(impl, device, dtype, case: ModelI
                                                seed: int) -> None:
     """encode / decode / project against ``nn.Transformer``'s encoder and decoder between ``nn.Embedding`` and
     ``nn.Linear``, and the logits against ``nn.Transformer.forward`` end to end."""
-    config = {**case.describe(), "mode": mode, "seed": seed}
-    note(config)
+    config = noted(case, mode=mode, seed=seed)
     cfg = type(case.cfg)(**{**case.cfg.kwargs(), "dropout": mode.p})
     model = randomize_parameters_(build_model(impl, cfg, device=device, dtype=dtype), seed)
-    torch_model = ta.TorchTransformerModel(model, h=cfg.h)
-    set_mode([model, torch_model], mode)
-    src, tgt = as_tensor(case.src, device), as_tensor(case.tgt, device)
-    src_mask, tgt_mask = as_tensor(case.src_mask, device), as_tensor(case.tgt_mask, device)
+    torch_model = torch_twin(model, ta.TorchTransformerModel, cfg.h, mode)
+    src, tgt, src_mask, tgt_mask = model_tensors(case, device)
     with torch.no_grad():
-        memory = model.encode(src, src_mask)
-        decoded = model.decode(memory, src_mask, tgt, tgt_mask)
-        logits = model.project(decoded)
-        t_memory = torch_model.encode(src, src_mask)
-        t_decoded = torch_model.decode(t_memory, src_mask, tgt, tgt_mask)
-        t_logits = torch_model.project(t_decoded)
+        memory, decoded, logits = encode_decode_project(model, src, tgt, src_mask, tgt_mask)
+        t_memory, t_decoded, t_logits = encode_decode_project(torch_model, src, tgt, src_mask, tgt_mask)
         end_to_end = torch_model(src, tgt, src_mask, tgt_mask)
     w, h, eps = extract_weights(model), cfg.h, CONTRACT_EPS
     trace: dict[str, np.ndarray] = {}
@@ -435,69 +322,3 @@ def test_transformer_matches_torch_transformer(impl, device, dtype, case: ModelI
             forward = model(src, tgt, src_mask, tgt_mask)
         check_forward(forward, end_to_end, oracle("projection_layer"), dtype=dtype, component="Transformer.forward",
                       config=config, label="nn.Transformer.forward")
-
-
-# --------------------------------------------------------------------------------------------------- measurement
-def measure_error_ratios(module: ModuleType, examples: int, dtypes: tuple[torch.dtype, ...]) -> None:
-    """Run every test of ``module`` (this one, or tests.test_gradients) with ``examples`` Hypothesis examples,
-    recording instead of asserting through ``module.POLICY``, and print per comparison: percentiles of
-    impl_err / torch_err, how many exceed K, the largest impl_err / allowed, the smallest floor (in eps of the
-    output scale) under which every example passes with K, and the worst example (docs/tolerances.md)."""
-    from collections import defaultdict
-
-    from hypothesis import settings
-
-    from reference import tolerances
-    from reference.compare import error_stats
-    from reference.contract import load_impl
-
-    samples: dict[tuple[str, str], list[tuple[float, float, float, float, float]]] = defaultdict(list)
-    worst: dict[tuple[str, str], tuple[float, dict]] = {}
-
-    def record(actual, torch_out, oracle, *, component, dtype, config, where, label):
-        expected = oracle()
-        impl_err, torch_err = error_stats(actual, expected, where), error_stats(torch_out, expected, where)
-        allowed = tolerances.allowed_error(dtype, torch_err.max_abs, impl_err.scale)
-        unit = tolerances.eps(dtype) * max(impl_err.scale, 1.0)
-        needed = (impl_err.max_abs - tolerances.K * torch_err.max_abs) / unit
-        direct = error_stats(actual, torch_out, where).max_abs / max(impl_err.scale, 1.0)
-        key = (str(dtype).replace("torch.", ""), f"{component} vs {label}")
-        samples[key].append((impl_err.max_abs, torch_err.max_abs, allowed, needed, direct))
-        if impl_err.max_abs / allowed > worst.get(key, (0.0, {}))[0]:
-            worst[key] = (impl_err.max_abs / allowed, {**config, "impl_err": impl_err.max_abs,
-                                                       "torch_err": torch_err.max_abs, "out_scale": impl_err.scale})
-
-    module.POLICY = record
-    impl = load_impl()
-    for name, test in list(vars(module).items()):
-        if name.startswith("test_"):
-            run = settings(max_examples=examples, derandomize=True, database=None, deadline=None)(test)
-            if "dtype" in inspect.signature(test).parameters:
-                for dtype in dtypes:
-                    run(impl=impl, device="cpu", dtype=dtype)
-            elif "float64" not in name or torch.float64 in dtypes:
-                run(impl=impl, device="cpu")
-    print(f"impl_err / torch_err over {examples} examples per comparison (K = {tolerances.K}; 'torch exact': "
-          "examples where torch's error is 0, left out of the percentiles); floor needed = smallest FLOOR_EPS "
-          "under which every example passes with K")
-    print(f"{'dtype':8s} {'comparison':68s} {'n':>4s} {'p50':>5s} {'p90':>5s} {'p99':>5s} {'max':>6s} {'>K':>3s} "
-          f"{'torch exact':>11s} {'err/allowed':>11s} {'floor needed':>12s} {'|impl-torch|/scale':>18s}")
-    for (dtype, what), rows_ in sorted(samples.items()):
-        errs = np.array(rows_)
-        measurable = errs[:, 1] > 0
-        ratio = errs[measurable, 0] / errs[measurable, 1]
-        q = np.percentile(ratio, [50, 90, 99]) if ratio.size else [np.nan] * 3
-        print(f"{dtype:8s} {what:68s} {len(errs):4d} {q[0]:5.2f} {q[1]:5.2f} {q[2]:5.2f} "
-              f"{(ratio.max() if ratio.size else np.nan):6.2f} {int((ratio > tolerances.K).sum()):3d} "
-              f"{int((~measurable).sum()):11d} {float((errs[:, 0] / errs[:, 2]).max()):11.3f} "
-              f"{max(0.0, float(errs[:, 3].max())):12.2f} {float(errs[:, 4].max()):18.2e}")
-    print("worst example of each comparison (largest impl_err / allowed):")
-    for key, (ratio_, config) in sorted(worst.items()):
-        print(f"  {key[0]} {key[1]}: {ratio_:.3f} {config}")
-
-
-if __name__ == "__main__":  # python -m tests.test_equivalence_torch [examples]
-    import sys
-
-    measure_error_ratios(sys.modules[__name__], int(sys.argv[1]) if len(sys.argv) > 1 else 100,
-                         (torch.float32, torch.float64))

@@ -57,6 +57,14 @@ def _param(module: nn.Module, name: str) -> torch.Tensor:
     return dict(module.named_parameters())[name].detach().clone().requires_grad_()
 
 
+def _check_wrt_parameters(module: nn.Module, names: tuple[str, ...], x: torch.Tensor, *, label: str,
+                          args: tuple = ()) -> None:
+    """gradcheck of ``module(x, *args)`` w.r.t. x and the parameters ``names`` (through ``functional_call``)."""
+    __tracebackhide__ = True
+    params = [_param(module, name) for name in names]
+    _check(lambda x, *ps: functional_call(module, dict(zip(names, ps)), (x, *args)), x, *params, label=label)
+
+
 # ------------------------------------------------------------------------------------------------ position-wise
 @pytest.mark.clause("embed.scaled-lookup", "numerics.float64")
 def test_input_embeddings_gradcheck_wrt_table(impl, device) -> None:
@@ -77,26 +85,21 @@ def test_positional_encoding_gradcheck(impl, device) -> None:
 def test_layer_normalization_gradcheck_wrt_input_and_parameters(impl, device) -> None:
     norm = _module(impl.LayerNormalization, 5, device=device)
     (x,) = _inputs((2, 3, 5), device=device)
-    alpha, bias = _param(norm, "alpha"), _param(norm, "bias")
-    _check(lambda x, a, b: functional_call(norm, {"alpha": a, "bias": b}, (x,)), x, alpha, bias,
-           label="LayerNormalization")
+    _check_wrt_parameters(norm, ("alpha", "bias"), x, label="LayerNormalization")
 
 
 @pytest.mark.clause("ffn.formula", "numerics.float64")
 def test_feed_forward_block_gradcheck_wrt_input_and_weights(impl, device) -> None:
     ff = _module(impl.FeedForwardBlock, 4, D_FF, P, device=device)
     (x,) = _inputs((2, 3, 4), device=device)
-    w1, b2 = _param(ff, "linear_1.weight"), _param(ff, "linear_2.bias")
-    _check(lambda x, w1, b2: functional_call(ff, {"linear_1.weight": w1, "linear_2.bias": b2}, (x,)), x, w1, b2,
-           label="FeedForwardBlock")
+    _check_wrt_parameters(ff, ("linear_1.weight", "linear_2.bias"), x, label="FeedForwardBlock")
 
 
 @pytest.mark.clause("projection.logits", "numerics.float64")
 def test_projection_layer_gradcheck_wrt_input_and_weight(impl, device) -> None:
     proj = _module(impl.ProjectionLayer, 4, 6, device=device)
     (x,) = _inputs((2, 3, 4), device=device)
-    w = _param(proj, "proj.weight")
-    _check(lambda x, w: functional_call(proj, {"proj.weight": w}, (x,)), x, w, label="ProjectionLayer")
+    _check_wrt_parameters(proj, ("proj.weight",), x, label="ProjectionLayer")
 
 
 @pytest.mark.clause("residual.pre-norm", "numerics.float64")
@@ -104,8 +107,7 @@ def test_residual_connection_gradcheck_with_feed_forward_sublayer(impl, device) 
     res = _module(impl.ResidualConnection, 4, P, device=device)
     ff = _module(impl.FeedForwardBlock, 4, D_FF, P, device=device, seed=1)
     (x,) = _inputs((2, 3, 4), device=device)
-    alpha = _param(res, "norm.alpha")
-    _check(lambda x, a: functional_call(res, {"norm.alpha": a}, (x, ff)), x, alpha, label="ResidualConnection")
+    _check_wrt_parameters(res, ("norm.alpha",), x, args=(ff,), label="ResidualConnection")
 
 
 # ------------------------------------------------------------------------------------------------ attention

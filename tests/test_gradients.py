@@ -21,16 +21,18 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, note
+from hypothesis import strategies as st
 from torch import nn
 
 from reference import conditioning
+from reference import masks, torch_names
 from reference import torch_adapters as ta
 from reference.compare import assert_error_ratio
 from reference.contract import build_model, randomize_parameters_
 from tests.strategies import (WELL_CONDITIONED_SCALES, AttentionInputs, DropoutMode, ModelInputs,
                               dense_attention_inputs, dropout_modes, feed_forward_widths, model_inputs)
-from tests.test_equivalence_torch import (DTYPES, LAYERS, SEEDS, as_tensor, assert_float64_close, decoder,
-                                          decoder_block, encoder, encoder_block, mha_block, set_mode)
+from tests.support import (DTYPES, LAYERS, SEEDS, as_tensor, assert_float64_close, decoder, decoder_block, encoder,
+                           encoder_block, mha_block, noted, set_mode, torch_twin)
 
 Grads = dict[str, torch.Tensor]
 Runner = Callable[..., torch.Tensor]  # (module, **floating inputs) -> output
@@ -51,7 +53,8 @@ def apply_policy(actual: torch.Tensor, torch_out: torch.Tensor, oracle: Callable
                            config=config, label=label, sensitivity=sensitivity)
 
 
-#: The policy every gradient goes through (``python -m tests.test_gradients`` swaps in a recorder).
+#: The policy every gradient goes through (``python -m benchmarks.error_ratios --module tests.test_gradients``
+#: swaps in a recorder).
 POLICY: Callable[..., None] = apply_policy
 
 
@@ -85,21 +88,21 @@ def compare_gradients(impl_module: nn.Module, torch_module: nn.Module, impl_run:
         shape = impl_run(impl_module, **inputs).shape
     g = cotangent(shape, seed)
     ours = gradients(impl_module, impl_run, inputs, g, impl_names)
-    theirs = gradients(torch_module, torch_run, inputs, g, ta.grads_by_contract_name)
+    theirs = gradients(torch_module, torch_run, inputs, g, torch_names.grads_by_contract_name)
     assert set(ours) == set(theirs), f"gradient names differ: {set(ours) ^ set(theirs)}"
     reference: Grads = theirs  # float64: torch's gradient is the oracle
     torch64 = torch_module
     if dtype != torch.float64:  # torch in float64 on the same (float32-exact) weights and inputs: the oracle
         torch64 = copy.deepcopy(torch_module).to(torch.float64)
         reference = gradients(torch64, torch_run, {k: v.double() for k, v in inputs.items()}, g,
-                              ta.grads_by_contract_name)
+                              torch_names.grads_by_contract_name)
     cache: dict[str, Grads] = {}
 
     def sensitivity(name: str) -> torch.Tensor:
         """How far one rounding (in ``dtype``) of every weight and input moves the float64 gradient of ``name``."""
         if not cache:
             cache.update(conditioning.torch_sensitivities(
-                lambda modules, moved: gradients(modules[0], torch_run, moved, g, ta.grads_by_contract_name),
+                lambda modules, moved: gradients(modules[0], torch_run, moved, g, torch_names.grads_by_contract_name),
                 [torch64], {k: v.double() for k, v in inputs.items()}, reference, conditioning.unit_roundoff(dtype)))
         return cache[name]
 
@@ -114,7 +117,12 @@ def compare_gradients(impl_module: nn.Module, torch_module: nn.Module, impl_run:
 
 
 # --------------------------------------------------------------------------------------------------- cases
-def run_self_or_cross(case: AttentionInputs) -> tuple[dict[str, np.ndarray], Runner, Runner]:
+#: What a component's gradients are taken with: its floating inputs (name -> array) and how the implementation's
+#: module and torch's are called on them.
+Case = tuple[dict[str, np.ndarray], Runner, Runner]
+
+
+def run_self_or_cross(case: AttentionInputs) -> Case:
     """Inputs and runners for an attention block: self-attention feeds one x as q, k and v; cross-attention q, the
     memory as k and the memory reversed along its length as v."""
     mask = case.mask
@@ -126,6 +134,20 @@ def run_self_or_cross(case: AttentionInputs) -> tuple[dict[str, np.ndarray], Run
             lambda m, q, k, v: ta.mha_forward(m, q, k, v, _on(mask, q)))
 
 
+def run_encoder(case: AttentionInputs) -> Case:
+    """Inputs and runners for an encoder block or stack: x under ``case.mask``."""
+    mask = case.mask
+    return {"x": case.x}, lambda m, x: m(x, _on(mask, x)), lambda m, x: ta.encoder_forward(m, x, mask)
+
+
+def run_decoder(case: AttentionInputs) -> Case:
+    """Inputs and runners for a decoder block or stack: x and the memory, under src_mask = ``case.mask`` and
+    tgt_mask = ``case.self_mask``."""
+    src, tgt = case.mask, case.self_mask
+    return ({"x": case.x, "memory": case.memory}, lambda m, x, memory: m(x, memory, _on(src, x), _on(tgt, x)),
+            lambda m, x, memory: ta.decoder_forward(m, x, memory, src, tgt))
+
+
 def _on(mask: np.ndarray | None, like: torch.Tensor) -> torch.Tensor | None:
     return None if mask is None else torch.as_tensor(mask, device=like.device)
 
@@ -134,71 +156,61 @@ def tensors(arrays: dict[str, np.ndarray], device: str, dtype: torch.dtype) -> d
     return {k: as_tensor(v, device, dtype) for k, v in arrays.items()}
 
 
+def compare_case_gradients(impl_module: nn.Module, torch_module: nn.Module, case: Case, device: str,
+                           dtype: torch.dtype, **kwargs) -> None:
+    """``compare_gradients`` on ``case``'s inputs (as tensors in ``dtype``) and runners."""
+    __tracebackhide__ = True
+    arrays, impl_run, torch_run = case
+    compare_gradients(impl_module, torch_module, impl_run, torch_run, tensors(arrays, device, dtype), dtype=dtype,
+                      **kwargs)
+
+
 # --------------------------------------------------------------------------------------------------- components
 def mha_gradients(impl, device: str, dtype: torch.dtype, case: AttentionInputs, mode: DropoutMode, seed: int) -> None:
     cfg = case.cfg
-    config = {**case.describe(), "mode": mode, "seed": seed}
-    note(config)
+    config = noted(case, mode=mode, seed=seed)
     block = randomize_parameters_(mha_block(impl, cfg.d_model, cfg.h, mode.p, device, dtype), seed)
-    mha = ta.to_multihead_attention(block, h=cfg.h)
-    set_mode([block, mha], mode)
-    arrays, impl_run, torch_run = run_self_or_cross(case)
-    compare_gradients(block, mha, impl_run, torch_run, tensors(arrays, device, dtype), dtype=dtype,
-                      component="MultiHeadAttentionBlock", config=config, label="nn.MultiheadAttention", seed=seed)
+    mha = torch_twin(block, ta.to_multihead_attention, cfg.h, mode)
+    compare_case_gradients(block, mha, run_self_or_cross(case), device, dtype, component="MultiHeadAttentionBlock",
+                           config=config, label="nn.MultiheadAttention", seed=seed)
 
 
 def encoder_block_gradients(impl, device: str, dtype: torch.dtype, case: AttentionInputs, d_ff: int,
                             mode: DropoutMode, seed: int) -> None:
     cfg = case.cfg
-    config = {**case.describe(), "d_ff": d_ff, "mode": mode, "seed": seed}
-    note(config)
+    config = noted(case, d_ff=d_ff, mode=mode, seed=seed)
     block = randomize_parameters_(encoder_block(impl, cfg.d_model, cfg.h, d_ff, mode.p, device, dtype), seed)
-    layer = ta.to_encoder_layer(block, h=cfg.h)
-    set_mode([block, layer], mode)
-    mask = case.mask
-    compare_gradients(block, layer, lambda m, x: m(x, _on(mask, x)), lambda m, x: ta.encoder_forward(m, x, mask),
-                      tensors({"x": case.x}, device, dtype), dtype=dtype, component="EncoderBlock", config=config,
-                      label="nn.TransformerEncoderLayer", seed=seed)
+    layer = torch_twin(block, ta.to_encoder_layer, cfg.h, mode)
+    compare_case_gradients(block, layer, run_encoder(case), device, dtype, component="EncoderBlock", config=config,
+                           label="nn.TransformerEncoderLayer", seed=seed)
 
 
 def decoder_block_gradients(impl, device: str, dtype: torch.dtype, case: AttentionInputs, d_ff: int,
                             mode: DropoutMode, seed: int) -> None:
     cfg = case.cfg
-    config = {**case.describe(), "d_ff": d_ff, "mode": mode, "seed": seed}
-    note(config)
+    config = noted(case, d_ff=d_ff, mode=mode, seed=seed)
     block = randomize_parameters_(decoder_block(impl, cfg.d_model, cfg.h, d_ff, mode.p, device, dtype), seed)
-    layer = ta.to_decoder_layer(block, h=cfg.h)
-    set_mode([block, layer], mode)
-    src, tgt = case.mask, case.self_mask
-    compare_gradients(block, layer, lambda m, x, memory: m(x, memory, _on(src, x), _on(tgt, x)),
-                      lambda m, x, memory: ta.decoder_forward(m, x, memory, src, tgt),
-                      tensors({"x": case.x, "memory": case.memory}, device, dtype), dtype=dtype,
-                      component="DecoderBlock", config=config, label="nn.TransformerDecoderLayer", seed=seed)
+    layer = torch_twin(block, ta.to_decoder_layer, cfg.h, mode)
+    compare_case_gradients(block, layer, run_decoder(case), device, dtype, component="DecoderBlock", config=config,
+                           label="nn.TransformerDecoderLayer", seed=seed)
 
 
 def encoder_gradients(impl, device: str, dtype: torch.dtype, case: AttentionInputs, n: int, d_ff: int,
                       seed: int) -> None:
     cfg = case.cfg
-    config = {**case.describe(), "N": n, "d_ff": d_ff, "seed": seed}
-    note(config)
+    config = noted(case, N=n, d_ff=d_ff, seed=seed)
     stack = randomize_parameters_(encoder(impl, n, cfg.d_model, cfg.h, d_ff, 0.0, device, dtype), seed)
-    mask = case.mask
-    compare_gradients(stack, ta.to_encoder(stack, h=cfg.h), lambda m, x: m(x, _on(mask, x)),
-                      lambda m, x: ta.encoder_forward(m, x, mask), tensors({"x": case.x}, device, dtype),
-                      dtype=dtype, component="Encoder", config=config, label="nn.TransformerEncoder", seed=seed)
+    compare_case_gradients(stack, ta.to_encoder(stack, h=cfg.h), run_encoder(case), device, dtype,
+                           component="Encoder", config=config, label="nn.TransformerEncoder", seed=seed)
 
 
 def decoder_gradients(impl, device: str, dtype: torch.dtype, case: AttentionInputs, n: int, d_ff: int,
                       seed: int) -> None:
     cfg = case.cfg
-    config = {**case.describe(), "N": n, "d_ff": d_ff, "seed": seed}
-    note(config)
+    config = noted(case, N=n, d_ff=d_ff, seed=seed)
     stack = randomize_parameters_(decoder(impl, n, cfg.d_model, cfg.h, d_ff, 0.0, device, dtype), seed)
-    src, tgt = case.mask, case.self_mask
-    compare_gradients(stack, ta.to_decoder(stack, h=cfg.h), lambda m, x, memory: m(x, memory, _on(src, x), _on(tgt, x)),
-                      lambda m, x, memory: ta.decoder_forward(m, x, memory, src, tgt),
-                      tensors({"x": case.x, "memory": case.memory}, device, dtype), dtype=dtype,
-                      component="Decoder", config=config, label="nn.TransformerDecoder", seed=seed)
+    compare_case_gradients(stack, ta.to_decoder(stack, h=cfg.h), run_decoder(case), device, dtype,
+                           component="Decoder", config=config, label="nn.TransformerDecoder", seed=seed)
 
 
 # --------------------------------------------------------------------------------------------------- tests
@@ -213,10 +225,32 @@ FLOAT32_GRADIENT_SCALES = ("tiny", "unit", "large")
 MHA_CASES = {"max_len": 32, "max_d_model": 64, "allow_fully_masked": False}
 LAYER_CASES = {"max_len": 32, "max_d_model": 64, "allow_fully_masked": False}
 STACK_CASES = {"max_len": 16, "max_d_model": 64, "allow_fully_masked": False}
+#: The input scales of each dtype's gradient tests (above).
+GRADIENT_SCALES = {torch.float64: WELL_CONDITIONED_SCALES, torch.float32: FLOAT32_GRADIENT_SCALES}
+
+
+def mha_cases(dtype: torch.dtype) -> dict[str, st.SearchStrategy]:
+    """``@given`` arguments of an attention block's gradient test in ``dtype``: case, mode, seed."""
+    return {"case": dense_attention_inputs(scales=GRADIENT_SCALES[dtype], **MHA_CASES), "mode": dropout_modes(),
+            "seed": SEEDS}
+
+
+def layer_cases(dtype: torch.dtype, **kind: bool) -> dict[str, st.SearchStrategy]:
+    """``@given`` arguments of an encoder (``cross=False``) or decoder (``decoder=True``) block's gradient test in
+    ``dtype``: case, d_ff, mode, seed."""
+    return {"case": dense_attention_inputs(**kind, scales=GRADIENT_SCALES[dtype], **LAYER_CASES),
+            "d_ff": feed_forward_widths(64), "mode": dropout_modes(), "seed": SEEDS}
+
+
+def stack_cases(dtype: torch.dtype, **kind: bool) -> dict[str, st.SearchStrategy]:
+    """``@given`` arguments of an encoder (``cross=False``) or decoder (``decoder=True``) stack's gradient test in
+    ``dtype``: case, n, d_ff, seed."""
+    return {"case": dense_attention_inputs(**kind, scales=GRADIENT_SCALES[dtype], **STACK_CASES), "n": LAYERS,
+            "d_ff": feed_forward_widths(64), "seed": SEEDS}
 
 
 @pytest.mark.clause("mha.formula", "numerics.float64")
-@given(case=dense_attention_inputs(scales=WELL_CONDITIONED_SCALES, **MHA_CASES), mode=dropout_modes(), seed=SEEDS)
+@given(**mha_cases(torch.float64))
 def test_multi_head_attention_block_gradients_match_torch_float64(impl, device, case: AttentionInputs,
                                                                   mode: DropoutMode, seed: int) -> None:
     """w_q, w_k, w_v, w_o (and their biases, when the block has them) and the inputs, self- and cross-attention,
@@ -225,31 +259,28 @@ def test_multi_head_attention_block_gradients_match_torch_float64(impl, device, 
 
 
 @pytest.mark.clause("mha.formula", "numerics.float32")
-@given(case=dense_attention_inputs(scales=FLOAT32_GRADIENT_SCALES, **MHA_CASES), mode=dropout_modes(), seed=SEEDS)
+@given(**mha_cases(torch.float32))
 def test_multi_head_attention_block_gradients_match_torch_float32(impl, device, case: AttentionInputs,
                                                                   mode: DropoutMode, seed: int) -> None:
     mha_gradients(impl, device, torch.float32, case, mode, seed)
 
 
 @pytest.mark.clause("encoder.block", "numerics.float64")
-@given(case=dense_attention_inputs(cross=False, scales=WELL_CONDITIONED_SCALES, **LAYER_CASES),
-       d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=SEEDS)
+@given(**layer_cases(torch.float64, cross=False))
 def test_encoder_block_gradients_match_torch_float64(impl, device, case: AttentionInputs, d_ff: int,
                                                      mode: DropoutMode, seed: int) -> None:
     encoder_block_gradients(impl, device, torch.float64, case, d_ff, mode, seed)
 
 
 @pytest.mark.clause("encoder.block", "numerics.float32")
-@given(case=dense_attention_inputs(cross=False, scales=FLOAT32_GRADIENT_SCALES, **LAYER_CASES),
-       d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=SEEDS)
+@given(**layer_cases(torch.float32, cross=False))
 def test_encoder_block_gradients_match_torch_float32(impl, device, case: AttentionInputs, d_ff: int,
                                                      mode: DropoutMode, seed: int) -> None:
     encoder_block_gradients(impl, device, torch.float32, case, d_ff, mode, seed)
 
 
 @pytest.mark.clause("decoder.block", "numerics.float64")
-@given(case=dense_attention_inputs(decoder=True, scales=WELL_CONDITIONED_SCALES, **LAYER_CASES),
-       d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=SEEDS)
+@given(**layer_cases(torch.float64, decoder=True))
 def test_decoder_block_gradients_match_torch_float64(impl, device, case: AttentionInputs, d_ff: int,
                                                      mode: DropoutMode, seed: int) -> None:
     """Including the gradient that flows into the encoder output through cross-attention."""
@@ -257,40 +288,35 @@ def test_decoder_block_gradients_match_torch_float64(impl, device, case: Attenti
 
 
 @pytest.mark.clause("decoder.block", "numerics.float32")
-@given(case=dense_attention_inputs(decoder=True, scales=FLOAT32_GRADIENT_SCALES, **LAYER_CASES),
-       d_ff=feed_forward_widths(64), mode=dropout_modes(), seed=SEEDS)
+@given(**layer_cases(torch.float32, decoder=True))
 def test_decoder_block_gradients_match_torch_float32(impl, device, case: AttentionInputs, d_ff: int,
                                                      mode: DropoutMode, seed: int) -> None:
     decoder_block_gradients(impl, device, torch.float32, case, d_ff, mode, seed)
 
 
 @pytest.mark.clause("encoder.stack", "numerics.float64")
-@given(case=dense_attention_inputs(cross=False, scales=WELL_CONDITIONED_SCALES, **STACK_CASES), n=LAYERS,
-       d_ff=feed_forward_widths(64), seed=SEEDS)
+@given(**stack_cases(torch.float64, cross=False))
 def test_encoder_gradients_match_torch_float64(impl, device, case: AttentionInputs, n: int, d_ff: int,
                                                seed: int) -> None:
     encoder_gradients(impl, device, torch.float64, case, n, d_ff, seed)
 
 
 @pytest.mark.clause("encoder.stack", "numerics.float32")
-@given(case=dense_attention_inputs(cross=False, scales=FLOAT32_GRADIENT_SCALES, **STACK_CASES), n=LAYERS,
-       d_ff=feed_forward_widths(64), seed=SEEDS)
+@given(**stack_cases(torch.float32, cross=False))
 def test_encoder_gradients_match_torch_float32(impl, device, case: AttentionInputs, n: int, d_ff: int,
                                                seed: int) -> None:
     encoder_gradients(impl, device, torch.float32, case, n, d_ff, seed)
 
 
 @pytest.mark.clause("decoder.stack", "numerics.float64")
-@given(case=dense_attention_inputs(decoder=True, scales=WELL_CONDITIONED_SCALES, **STACK_CASES), n=LAYERS,
-       d_ff=feed_forward_widths(64), seed=SEEDS)
+@given(**stack_cases(torch.float64, decoder=True))
 def test_decoder_gradients_match_torch_float64(impl, device, case: AttentionInputs, n: int, d_ff: int,
                                                seed: int) -> None:
     decoder_gradients(impl, device, torch.float64, case, n, d_ff, seed)
 
 
 @pytest.mark.clause("decoder.stack", "numerics.float32")
-@given(case=dense_attention_inputs(decoder=True, scales=FLOAT32_GRADIENT_SCALES, **STACK_CASES), n=LAYERS,
-       d_ff=feed_forward_widths(64), seed=SEEDS)
+@given(**stack_cases(torch.float32, decoder=True))
 def test_decoder_gradients_match_torch_float32(impl, device, case: AttentionInputs, n: int, d_ff: int,
                                                seed: int) -> None:
     decoder_gradients(impl, device, torch.float32, case, n, d_ff, seed)
@@ -337,7 +363,7 @@ def _masked_backward(impl, device: str, case: AttentionInputs, seed: int, *, row
     if rows is not None:
         g = g * rows[..., None].to(device=device, dtype=dtype)
     (out * g).sum().backward()
-    full = ta.contract_mask_4d(case.mask, batch=cfg.B, heads=cfg.h, len_q=cfg.Lq, len_k=cfg.Lk)
+    full = masks.contract_mask_4d(case.mask, batch=cfg.B, heads=cfg.h, len_q=cfg.Lq, len_k=cfg.Lk)
     full = full.expand(cfg.B, cfg.h, cfg.Lq, cfg.Lk)
     live = torch.ones(cfg.B, cfg.Lq, dtype=torch.bool) if rows is None else rows.cpu()
     unseen = ~(full & live[:, None, :, None]).any(dim=1).any(dim=1)  # (B, Lk): no live query, no head
@@ -353,7 +379,7 @@ def test_multi_head_attention_block_gradients_where_nothing_may_attend(impl, dev
     other rows (masked keys weigh exactly 0 where a row has a key; what a fully masked row holds is free)."""
     cfg = case.cfg
     note(case.describe())
-    full = ta.contract_mask_4d(case.mask, batch=cfg.B, heads=cfg.h, len_q=cfg.Lq, len_k=cfg.Lk)
+    full = masks.contract_mask_4d(case.mask, batch=cfg.B, heads=cfg.h, len_q=cfg.Lq, len_k=cfg.Lk)
     rows = full.expand(cfg.B, cfg.h, cfg.Lq, cfg.Lk).any(dim=-1).all(dim=1)  # (B, Lq): a key in every head
     block, grads, unseen = _masked_backward(impl, device, case, seed, rows=rows)
     for name, grad in [*grads.items(), *((n, p.grad) for n, p in block.named_parameters())]:
@@ -379,11 +405,3 @@ def test_multi_head_attention_block_fully_masked_rows_pass_no_gradient(impl, dev
         leaked = grads[name].detach().cpu()[unseen]
         assert not leaked.any(), f"masked {name} positions got gradient up to {leaked.abs().max():.3e}"
 
-
-if __name__ == "__main__":  # python -m tests.test_gradients [examples]
-    import sys
-
-    from tests.test_equivalence_torch import measure_error_ratios
-
-    measure_error_ratios(sys.modules[__name__], int(sys.argv[1]) if len(sys.argv) > 1 else 100,
-                         (torch.float32, torch.float64))

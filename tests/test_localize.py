@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -21,25 +21,26 @@ from torch import nn
 
 from reference import numpy_ref, tolerances
 from reference.contract import ModelConfig, build_model, randomize_parameters_
-from reference.localize import CONTRACT_CLASSES, Case, Localization, contract_class, judge, localize, random_case
+from reference.compare import judge
+from reference.hooks import CONTRACT_CLASSES, contract_class
+from reference.localize import Localization, localize
+from reference.masks import Case, random_case
 from tests.negative_controls import load_control
 from tests.positive_controls import load_control as load_positive_control
 from tests.strategies import ModelInputs, dense_arrays, model_inputs
+from tests.support import DTYPES, torch_threads
 
 pytestmark = pytest.mark.clause("kit")
 
-DTYPES = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32, id="float32")]
 CFG = ModelConfig(src_vocab_size=11, tgt_vocab_size=13, src_seq_len=7, tgt_seq_len=6, d_model=16, N=2, h=2,
                   dropout=0.0, d_ff=32)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
+def one_thread() -> Iterator[None]:
     """Tiny tensors: one torch thread is fastest, and fair to the other test processes."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_threads(1):
+        yield
 
 
 def _tensor(a: np.ndarray | None, device: str) -> torch.Tensor | None:

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from reference import numpy_ref
+from reference import numpy_ref, torch_ref
+from reference import masks, torch_names
 from reference import torch_adapters as ta
 from reference.compare import assert_error_ratio, assert_l2_error_ratio, to_f64
 from reference.contract import ModelConfig, build_model, construct, randomize_parameters_
@@ -76,7 +77,7 @@ def test_multi_head_attention_low_precision_within_torch_error(impl, device, pre
                                             device=device, dtype=dtype), seed)
     mha = ta.to_multihead_attention(block, h=cfg.h)
     mask = torch.tril(torch.ones(cfg.Lq, cfg.Lk, dtype=torch.bool), diagonal=cfg.Lk - cfg.Lq)[None, None]
-    where = ta.attended_rows(mask, batch=cfg.B, heads=cfg.h, len_q=cfg.Lq, len_k=cfg.Lk)
+    where = masks.attended_rows(mask, batch=cfg.B, heads=cfg.h, len_q=cfg.Lq, len_k=cfg.Lk)
     x, memory = _inputs(cfg, seed, device=device, dtype=dtype)
     x.requires_grad_(True)
     x_torch = x.detach().clone().requires_grad_(True)
@@ -116,11 +117,9 @@ def test_layer_norm_and_feed_forward_low_precision_within_torch_error(impl, devi
                                          device=device, dtype=dtype), seed).eval()
     with torch.no_grad(), tf32_matmuls(tf32):
         got_norm = norm(x)
-        torch_norm = torch.nn.functional.layer_norm(x, (cfg.d_model,), norm.alpha.expand(cfg.d_model),
-                                                    norm.bias.expand(cfg.d_model), CONTRACT_EPS)
+        torch_norm = torch_ref.layer_norm(x, norm.alpha, norm.bias, CONTRACT_EPS)
         got_ff = ff(x)
-        torch_ff = torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(
-            x, ff.linear_1.weight, ff.linear_1.bias)), ff.linear_2.weight, ff.linear_2.bias)
+        torch_ff = torch_ref.feed_forward(x, dict(ff.named_parameters()))
     w_norm, w_ff, x64 = extract_weights(norm), extract_weights(ff), to_f64(x).numpy()
     assert_error_ratio(got_norm, torch_norm, numpy_ref.layer_norm(x64, w_norm["alpha"], w_norm["bias"], CONTRACT_EPS),
                        component="LayerNormalization", dtype=dtype, config=config, label="F.layer_norm")
@@ -165,7 +164,7 @@ def _transformer_run(impl, device: str, dtype: torch.dtype, tf32: bool, seed: in
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: missing or non-finite gradient"
         grads[name] = p.grad
     return {"logits": logits, "torch_logits": torch_logits, "oracle": oracle, "grads": grads,
-            "grads_torch": ta.grads_by_contract_name(reference), "grads64": ta.grads_by_contract_name(reference64)}
+            "grads_torch": torch_names.grads_by_contract_name(reference), "grads64": torch_names.grads_by_contract_name(reference64)}
 
 
 @pytest.mark.clause("transformer.compose", "numerics.low-precision")

@@ -14,7 +14,7 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from reference.compare import assert_close
-from reference.contract import build_model, construct, missing_extras, randomize_parameters_
+from reference.contract import build_model, construct, randomize_parameters_
 from tests.strategies import (
     AttentionConfig,
     AttentionInputs,
@@ -25,6 +25,7 @@ from tests.strategies import (
     model_batches,
     token_batches,
 )
+from tests.support import skip_unless_extras
 
 F64 = torch.float64
 
@@ -269,8 +270,7 @@ def test_multi_head_attention_mask_broadcast_forms_identical(impl, device: str, 
 @given(size=st.integers(1, 64))
 def test_causal_mask_matches_numpy_tril(impl, size: int) -> None:
     """``causal_mask(size)`` is exactly Bool[1, size, size] = ``np.tril(ones)``: position t sees keys <= t."""
-    if missing := missing_extras(impl, "causal_mask"):
-        pytest.skip(f"implementation lacks {missing[0]}")
+    skip_unless_extras(impl, "causal_mask")
     mask = impl.causal_mask(size)
     expected = np.tril(np.ones((size, size), dtype=bool))[None]
     assert mask.dtype == torch.bool and tuple(mask.shape) == expected.shape, f"{mask.dtype} {tuple(mask.shape)}"
@@ -283,8 +283,7 @@ def test_causal_mask_matches_numpy_tril(impl, size: int) -> None:
            lambda L: token_batches(B, L, 6))), pad_id=st.integers(0, 5))
 def test_padding_mask_matches_comparison(impl, tokens: np.ndarray, pad_id: int) -> None:
     """``padding_mask(tokens, pad_id)`` is exactly Bool[B, 1, 1, L] = ``tokens != pad_id`` on the key axis."""
-    if missing := missing_extras(impl, "padding_mask"):
-        pytest.skip(f"implementation lacks {missing[0]}")
+    skip_unless_extras(impl, "padding_mask")
     note(f"tokens={tokens.tolist()}, pad_id={pad_id}")
     mask = impl.padding_mask(torch.as_tensor(tokens), pad_id)
     expected = (tokens != pad_id)[:, None, None, :]

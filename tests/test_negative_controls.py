@@ -10,20 +10,15 @@ the default implementation.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
-
 import pytest
 import torch
 
 from reference.contract import DEFAULT_IMPL, ModelConfig, build_model, load_impl
 from conftest import smoke_tests
 from tests import COLLECTED_NODEIDS
-from tests.negative_controls import EXPECTED_KILLS, control_names, dotted, load_control
-from tests.negative_controls.kill_matrix import COMMAND, ROOT, child_env, is_property_test, kill_costs, tier_args
+from tests.negative_controls import control_names, dotted, load_control
+from tests.negative_controls.kill_matrix import COMMAND, ROOT, is_property_test, kill_costs, tier_args
+from tests.support import expected_kills, run_controls, skip_unless_default_impl
 
 pytestmark = pytest.mark.clause("kit")
 
@@ -42,14 +37,7 @@ KILLS_PER_CONTROL = 3
 
 @pytest.fixture(scope="module", autouse=True)
 def _default_impl_only(impl_name: str) -> None:
-    if impl_name != DEFAULT_IMPL:
-        pytest.skip(f"the negative-control meta-tests judge the suite, not --impl {impl_name}")
-
-
-def expected_kills() -> dict:
-    if not EXPECTED_KILLS.exists():
-        pytest.fail(f"{EXPECTED_KILLS.relative_to(ROOT)} is missing: run `{COMMAND}`")
-    return json.loads(EXPECTED_KILLS.read_text())
+    skip_unless_default_impl(impl_name, "negative-control")
 
 
 def test_negative_controls_catalogue_covers_every_component() -> None:
@@ -143,18 +131,6 @@ def _fastest_kills(kills: dict[str, list]) -> list[str]:
     return sorted(kills, key=lambda nodeid: (sum(kills[nodeid][1:]), nodeid))[:KILLS_PER_CONTROL]
 
 
-def _run(entries: list[dict]) -> list[dict]:
-    with tempfile.TemporaryDirectory(prefix="negative-controls-") as tmp:
-        spec, out = Path(tmp) / "spec.json", Path(tmp) / "out.json"
-        spec.write_text(json.dumps(entries))
-        proc = subprocess.run([sys.executable, "-m", "tests.negative_controls._run", str(spec), str(out)],
-                              cwd=ROOT, env=child_env(), capture_output=True, text=True)
-        assert out.exists(), f"the control runner crashed:\n{(proc.stdout + proc.stderr)[-4000:]}"
-        results = json.loads(out.read_text())
-    assert len(results) == len(entries), f"the runner stopped early:\n{(proc.stdout + proc.stderr)[-4000:]}"
-    return results
-
-
 @pytest.mark.slow  # ~35 s: forty-odd pytest sessions
 def test_negative_controls_are_caught_and_the_correct_implementation_is_not() -> None:
     """Every control fails one of the smoke tests counted for it, run as users run the smoke tier (the ``ci``
@@ -179,7 +155,7 @@ def test_negative_controls_are_caught_and_the_correct_implementation_is_not() ->
     # this test).
     entries += [{"impl": dotted(n), "args": [*chosen[n], *([prop[n]] if prop[n] else []), *args, *tier_args(n)],
                  **({} if smoke[n] else {"max_examples": examples})} for n in names]
-    baseline, *results = _run(entries)
+    baseline, *results = run_controls(entries)
 
     hint = f"(exit {{}}; if the recorded tests were renamed, run `{COMMAND}`)"
     not_passing = {k: v["message"] for k, v in baseline["outcomes"].items() if v["outcome"] in ("failed", "error")}

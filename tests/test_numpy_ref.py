@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from reference import numpy_ref as R
-from reference.localize import contract_class
+from reference.hooks import contract_class
 from reference.contract import REQUIRED_NAMES, ModelConfig, build_model, randomize_parameters_
 from reference.weights import extract_weights
 from tests.strategies import AttentionConfig, attention_configs, dense_arrays, masks, model_configs

@@ -10,16 +10,13 @@ failure here is a false alarm: the suite asserts more than the contract, or a to
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from reference.contract import DEFAULT_IMPL, ModelConfig, build_model, load_impl
+from reference.contract import ModelConfig, build_model, load_impl
 from tests import positive_controls
-from tests.negative_controls import EXPECTED_KILLS
-from tests.negative_controls.kill_matrix import COMMAND, ROOT
-from tests.test_negative_controls import _run
+from tests.negative_controls.kill_matrix import COMMAND
+from tests.support import expected_kills, run_controls, skip_unless_default_impl
 
 pytestmark = pytest.mark.clause("kit")
 #: The issue's floor on the catalogue.
@@ -31,14 +28,12 @@ REQUIRED = ("attn_sdpa", "attn_neg_inf_nan_to_num", "attn_blog_fill_dtype_safe",
 
 @pytest.fixture(scope="module", autouse=True)
 def _default_impl_only(impl_name: str) -> None:
-    if impl_name != DEFAULT_IMPL:
-        pytest.skip(f"the positive-control meta-tests judge the suite, not --impl {impl_name}")
+    skip_unless_default_impl(impl_name, "positive-control")
 
 
 def recorded() -> dict:
-    if not EXPECTED_KILLS.exists():
-        pytest.fail(f"{EXPECTED_KILLS.relative_to(ROOT)} is missing: run `{COMMAND}`")
-    return json.loads(EXPECTED_KILLS.read_text()).get("positive", {})
+    """The kill matrix's record of the positive controls."""
+    return expected_kills().get("positive", {})
 
 
 def test_positive_controls_catalogue() -> None:
@@ -77,14 +72,14 @@ def test_kill_matrix_records_every_positive_control_passing() -> None:
 def test_positive_controls_pass_their_recorded_selection() -> None:
     """Every positive control passes the recorded selection of tests, the way the kill matrix ran them."""
     record = recorded()
-    examples = json.loads(EXPECTED_KILLS.read_text()).get("max_examples")
+    examples = expected_kills().get("max_examples")
     names = [n for n in positive_controls.control_names() if record.get(n, {}).get("selection")]
     if not names:
         pytest.skip("no recorded selection (see test_kill_matrix_records_every_positive_control_passing)")
     entries = [{"impl": positive_controls.dotted(n), "args": [*record[n]["selection"], "--device", "cpu", "-q"],
                 "max_examples": examples} for n in names]
     alarms = []
-    for name, result in zip(names, _run(entries)):
+    for name, result in zip(names, run_controls(entries)):
         bad = {k: v["message"] for k, v in result["outcomes"].items() if v["outcome"] in ("failed", "error")}
         bad.update(result["collect_errors"])
         if bad or result["exit"] not in (0, 5):

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ import torch
 from reference import report
 from reference.contract import DEFAULT_IMPL
 from tests.conformance.blog_api import write_blog_api_impl
+from tests.support import torch_threads
 
 pytestmark = pytest.mark.clause("kit")
 
@@ -26,12 +28,10 @@ CROSS_KV = "tests.negative_controls.decoder_cross_attn_self_kv"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
+def one_thread() -> Iterator[None]:
     """Tiny tensors: one torch thread is fastest, and fair to the other test processes."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_threads(1):
+        yield
 
 
 def _strict_json(text: str) -> dict:
@@ -63,9 +63,9 @@ def test_report_all_pass_for_the_implementation(impl_name: str, device: str) -> 
 
 #: Negative controls and what the report must say: the component rows that fail and the first divergence.
 CONTROLS = {
-    "attn_no_scale": ({"mha/none", "mha/causal", "encoder_block", "transformer"},
+    "attn_no_scale": ({"multi_head_attention/none", "multi_head_attention/causal", "encoder_block", "transformer"},
                       "encoder.layers.0.self_attention_block"),
-    "pe_sin_cos_swapped": ({"positions", "transformer"}, "src_pos"),
+    "pe_sin_cos_swapped": ({"positional_encoding", "transformer"}, "src_pos"),
     "residual_post_norm": ({"encoder_block", "transformer"}, "encoder.layers.0.self_attention_block"),
     "projection_log_softmax": ({"transformer"}, "projection_layer"),
 }
@@ -76,7 +76,7 @@ def test_report_fails_on_a_negative_control_and_names_it(control: str) -> None:
     """The report fails the broken component's rows (and only rows that involve it), and names the first
     divergence of the full model."""
     failing, first = CONTROLS[control]
-    components = ["positions", "mha/none", "mha/causal", "feed_forward", "layer_norm", "encoder_block",
+    components = ["positional_encoding", "multi_head_attention/none", "multi_head_attention/causal", "feed_forward", "layer_norm", "encoder_block",
                   "transformer"]
     rep = report.sweep(f"tests.negative_controls.{control}", components=components, devices=["cpu"],
                        dtypes={"cpu": ["float64"]}, seed=0, configs=SMALL[:1])
@@ -92,7 +92,7 @@ def test_report_cli_exit_status_json_and_reproduction(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     args = ["--impl", CROSS_KV, "--device", "cpu", "--dtype", "float64", "--component", "transformer",
-            "--component", "mha/cross", "--json", str(out), "--no-progress"]
+            "--component", "multi_head_attention/cross", "--json", str(out), "--no-progress"]
     result = subprocess.run([sys.executable, "-m", "reference.report", *args], cwd=ROOT, env=env,
                             capture_output=True, text=True)
     text = result.stdout + result.stderr
@@ -105,7 +105,7 @@ def test_report_cli_exit_status_json_and_reproduction(tmp_path: Path) -> None:
     assert data["schema"] == report.SCHEMA and data["passed"] is False
     assert data["first_divergence"] == "decoder.layers.0.cross_attention_block"
     rows = {(r["component"], r["dtype"]): r for r in data["rows"]}
-    assert rows[("mha/cross", "float64")]["passed"] is True  # the control's attention block itself is right
+    assert rows[("multi_head_attention/cross", "float64")]["passed"] is True  # the control's attention block itself is right
     assert rows[("transformer", "float64")]["passed"] is False
     assert rows[("transformer", "float64")]["command"] == command
 
@@ -122,7 +122,7 @@ def test_report_json_schema(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     """``--json`` writes strict JSON with the documented keys (docs/report.md); exit 0 when everything passes."""
     out = tmp_path / "r.json"
     status = report.main(["--device", "cpu", "--dtype", "float32", "--component", "layer_norm", "--component",
-                          "transformer", "--component", "grad/mha", "--json", str(out), "--no-progress"])
+                          "transformer", "--component", "grad/multi_head_attention", "--json", str(out), "--no-progress"])
     printed = capsys.readouterr().out
     data = _strict_json(out.read_text())
     assert status == (0 if data["passed"] else 1)
@@ -146,7 +146,10 @@ def test_report_component_selection(capsys: pytest.CaptureFixture) -> None:
     """An exact name selects one component, a family name its members, globs work, an unknown name is a usage
     error (exit 2)."""
     assert report.select_components(["layer_norm"]) == ["layer_norm"]
-    assert report.select_components(["mha"]) == [c for c in report.COMPONENTS if c.startswith("mha/")]
+    mha = [c for c in report.COMPONENTS if c.startswith("multi_head_attention/")]
+    assert report.select_components(["multi_head_attention"]) == mha
+    assert report.select_components(["mha"]) == mha  # version 1 names still select their rows
+    assert report.select_components(["positions", "grad/mha"]) == ["positional_encoding", "grad/multi_head_attention"]
     assert report.select_components(["grad/*", "embedding"]) == \
         ["embedding"] + [c for c in report.COMPONENTS if c.startswith("grad/")]
     with pytest.raises(ValueError, match="no component matches"):
@@ -161,7 +164,7 @@ def test_report_runs_are_reproducible_from_the_seed(impl) -> None:
 
     def numbers(seed: int) -> tuple:
         return tuple(report.run_one(impl, name, config, "cpu", torch.float32, seed).outcome.verdict.max_abs
-                     for name in ("mha/random", "decoder_block", "grad/mha"))
+                     for name in ("multi_head_attention/random", "decoder_block", "grad/multi_head_attention"))
 
     assert numbers(7) == numbers(7)
     assert numbers(7) != numbers(8)
@@ -175,13 +178,13 @@ def test_report_skips_what_a_blog_api_implementation_lacks(tmp_path: Path, monke
         pytest.skip("the blog-API copy is made from scratch_transformer itself")
     write_blog_api_impl(tmp_path, "blog_api_report_copy")
     monkeypatch.syspath_prepend(str(tmp_path))
-    rep = report.sweep("blog_api_report_copy", components=["masks/causal", "masks/padding", "layer_norm",
+    rep = report.sweep("blog_api_report_copy", components=["causal_mask", "padding_mask", "layer_norm",
                                                            "transformer"],
                        devices=["cpu"], dtypes={"cpu": ["float64"]}, seed=0, configs=SMALL[:1])
     assert rep.passed, _failures(rep)
     skipped = {r.component: r.outcome.detail for r in rep.results if r.outcome.skipped}
-    assert skipped == {"masks/causal": "skipped: implementation lacks causal_mask",
-                       "masks/padding": "skipped: implementation lacks padding_mask"}
+    assert skipped == {"causal_mask": "skipped: implementation lacks causal_mask",
+                       "padding_mask": "skipped: implementation lacks padding_mask"}
 
 
 def test_report_plots_render(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from reference.contract import build_model, construct, missing_extras
 from tests.strategies import AttentionConfig, attention_configs, model_configs
+from tests.support import skip_unless_extras
 
 DTYPE = torch.float32
 
@@ -122,8 +123,7 @@ def test_transformer_shapes(impl, device, cfg, B: int, src_len: int, tgt_len: in
 @pytest.mark.clause("extra.mask-helpers")
 @given(size=st.integers(1, 32))
 def test_causal_mask_shape(impl, size: int) -> None:
-    if missing := missing_extras(impl, "causal_mask"):
-        pytest.skip(f"implementation lacks {missing[0]}")
+    skip_unless_extras(impl, "causal_mask")
     mask = impl.causal_mask(size)
     assert mask.shape == (1, size, size) and mask.dtype == torch.bool
 
@@ -131,8 +131,7 @@ def test_causal_mask_shape(impl, size: int) -> None:
 @pytest.mark.clause("extra.mask-helpers")
 @given(B=st.integers(1, 4), L=st.integers(1, 16))
 def test_padding_mask_shape(impl, B: int, L: int) -> None:
-    if missing := missing_extras(impl, "padding_mask"):
-        pytest.skip(f"implementation lacks {missing[0]}")
+    skip_unless_extras(impl, "padding_mask")
     mask = impl.padding_mask(torch.randint(0, 5, (B, L)), 0)
     assert mask.shape == (B, 1, 1, L) and mask.dtype == torch.bool
 

@@ -18,12 +18,14 @@ from torch import nn
 
 from reference import numpy_ref
 from reference import torch_adapters as ta
+from reference import torch_names
 from reference.contract import build_model, randomize_parameters_
 from reference.weights import CONTRACT_EPS, extract_weights
 from tests.strategies import (WELL_CONDITIONED_SCALES, AttentionConfig, AttentionInputs, ModelInputs, attention_masks,
                               dense_attention_inputs, feed_forward_widths, model_inputs)
-from tests.test_equivalence_torch import (LAYERS, SEEDS, as_tensor, assert_float64_close, counting, decoder,
-                                          decoder_block, encoder, encoder_block, keys_values, mha_block, rows)
+from tests.support import (LAYERS, SEEDS, as_tensor, assert_float64_close, counting, decoder, decoder_block,
+                           encode_decode_project, encoder, encoder_block, keys_values, mha_block, model_tensors, noted,
+                           rows)
 
 pytestmark = pytest.mark.clause("kit")
 
@@ -34,6 +36,8 @@ DTYPE = torch.float64
 WELL_CONDITIONED = WELL_CONDITIONED_SCALES
 #: torch's paths: "train" (the composite slow path), "eval" (no grad: fused kernels where torch takes them).
 PATHS = st.sampled_from(("train", "eval"))
+#: Sizes and scales of the attention, layer and stack inputs.
+CASES = {"max_len": 32, "max_d_model": 64, "scales": WELL_CONDITIONED}
 
 
 @torch.no_grad()
@@ -100,12 +104,12 @@ def test_adapters_load_every_parameter(impl, device, case: ModelInputs, seed: in
         with_projection_biases_(model, seed)
     torch_model = ta.TorchTransformerModel(model, h=case.cfg.h)
     ours = dict(model.named_parameters())
-    theirs = ta.params_by_contract_name(torch_model)
+    theirs = torch_names.params_by_contract_name(torch_model)
     assert set(theirs) == set(ours), f"missing {set(ours) - set(theirs)}, extra {set(theirs) - set(ours)}"
     for name, p in ours.items():
         assert torch.equal(theirs[name], p.detach()), f"{name} was not loaded exactly"
     extra = dict(torch_model.named_parameters())
-    unmapped = ta.unmapped_parameters(torch_model)
+    unmapped = torch_names.unmapped_parameters(torch_model)
     assert not (biased and unmapped), f"projection biases loaded but not mapped: {unmapped}"
     for name in unmapped:
         assert name.endswith(("in_proj_bias", "out_proj.bias")), name
@@ -116,8 +120,7 @@ def test_adapters_load_every_parameter(impl, device, case: ModelInputs, seed: in
 
 
 # --------------------------------------------------------------------------------------------------- forward
-@given(case=dense_attention_inputs(max_len=32, max_d_model=64, scales=WELL_CONDITIONED), path=PATHS, seed=SEEDS,
-       biased=st.booleans())
+@given(case=dense_attention_inputs(**CASES), path=PATHS, seed=SEEDS, biased=st.booleans())
 def test_torch_multihead_attention_matches_numpy(impl, device, case: AttentionInputs, path: str, seed: int,
                                                  biased: bool) -> None:
     """``nn.MultiheadAttention`` (slow path; fused ``_native_multi_head_attention`` for self-attention in eval with
@@ -145,8 +148,7 @@ def test_torch_multihead_attention_matches_numpy(impl, device, case: AttentionIn
     assert_float64_close(sdpa, oracle, where=where, component="sdpa_attention", config=config)
 
 
-@given(case=dense_attention_inputs(cross=False, max_len=32, max_d_model=64, scales=WELL_CONDITIONED),
-       d_ff=feed_forward_widths(64), path=PATHS, seed=SEEDS)
+@given(case=dense_attention_inputs(cross=False, **CASES), d_ff=feed_forward_widths(64), path=PATHS, seed=SEEDS)
 def test_torch_encoder_layer_matches_numpy(impl, device, case: AttentionInputs, d_ff: int, path: str,
                                            seed: int) -> None:
     cfg = case.cfg
@@ -162,9 +164,7 @@ def test_torch_encoder_layer_matches_numpy(impl, device, case: AttentionInputs, 
                          config=config)
 
 
-@given(case=dense_attention_inputs(decoder=True, max_len=32, max_d_model=64,
-                                             scales=WELL_CONDITIONED), d_ff=feed_forward_widths(64),
-       path=PATHS, seed=SEEDS)
+@given(case=dense_attention_inputs(decoder=True, **CASES), d_ff=feed_forward_widths(64), path=PATHS, seed=SEEDS)
 def test_torch_decoder_layer_matches_numpy(impl, device, case: AttentionInputs, d_ff: int, path: str,
                                            seed: int) -> None:
     cfg = case.cfg
@@ -181,8 +181,7 @@ def test_torch_decoder_layer_matches_numpy(impl, device, case: AttentionInputs, 
     assert_float64_close(out, oracle, where=where, component="to_decoder_layer", config=config)
 
 
-@given(case=dense_attention_inputs(cross=False, max_len=32, max_d_model=64, allow_fully_masked=False,
-                                             scales=WELL_CONDITIONED), n=LAYERS,
+@given(case=dense_attention_inputs(cross=False, allow_fully_masked=False, **CASES), n=LAYERS,
        d_ff=feed_forward_widths(64), path=PATHS, seed=SEEDS)
 def test_torch_encoder_matches_numpy(impl, device, case: AttentionInputs, n: int, d_ff: int, path: str,
                                      seed: int) -> None:
@@ -197,8 +196,7 @@ def test_torch_encoder_matches_numpy(impl, device, case: AttentionInputs, n: int
     assert_float64_close(out, oracle, component="to_encoder", config=config)
 
 
-@given(case=dense_attention_inputs(decoder=True, max_len=32, max_d_model=64, allow_fully_masked=False,
-                                             scales=WELL_CONDITIONED), n=LAYERS,
+@given(case=dense_attention_inputs(decoder=True, allow_fully_masked=False, **CASES), n=LAYERS,
        d_ff=feed_forward_widths(64), path=PATHS, seed=SEEDS)
 def test_torch_decoder_matches_numpy(impl, device, case: AttentionInputs, n: int, d_ff: int, path: str,
                                      seed: int) -> None:
@@ -221,18 +219,14 @@ def test_torch_transformer_matches_numpy(impl, device, case: ModelInputs, path: 
     """``TorchTransformerModel`` (nn.Embedding, the NumPy sinusoid table, nn.Transformer, nn.Linear): encode,
     decode and project, and ``nn.Transformer.forward`` end to end, with and without projection biases, against
     ``numpy_ref.transformer``."""
-    config = {**case.describe(), "path": path, "seed": seed, "biased": biased}
-    note(config)
+    config = noted(case, path=path, seed=seed, biased=biased)
     model = randomize_parameters_(build_model(impl, case.cfg, device=device, dtype=DTYPE), seed)
     if biased:
         with_projection_biases_(model, seed)
     torch_model = ta.TorchTransformerModel(model, h=case.cfg.h).train(path == "train")
-    src, tgt = as_tensor(case.src, device), as_tensor(case.tgt, device)
-    src_mask, tgt_mask = as_tensor(case.src_mask, device), as_tensor(case.tgt_mask, device)
+    src, tgt, src_mask, tgt_mask = model_tensors(case, device)
     with torch.no_grad():
-        memory = torch_model.encode(src, src_mask)
-        decoded = torch_model.decode(memory, src_mask, tgt, tgt_mask)
-        logits = torch_model.project(decoded)
+        memory, decoded, logits = encode_decode_project(torch_model, src, tgt, src_mask, tgt_mask)
         end_to_end = torch_model(src, tgt, src_mask, tgt_mask)
     trace: dict[str, np.ndarray] = {}
     numpy_ref.transformer(case.src, case.tgt, case.src_mask, case.tgt_mask, extract_weights(model), case.cfg.h,

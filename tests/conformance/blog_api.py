@@ -10,32 +10,55 @@ The suite must still judge its numbers, skipping (with a reason naming the part)
 from __future__ import annotations
 
 import importlib.util
+import inspect as _inspect
 import shutil
 from pathlib import Path
 
-_STRIP = '''
-import inspect as _inspect
-
 from torch import nn as _nn
 
+#: The contract classes whose constructors lose the keywords (all of them).
+BLOG_CLASSES = ("InputEmbeddings", "PositionalEncoding", "LayerNormalization", "FeedForwardBlock",
+                "MultiHeadAttentionBlock", "ResidualConnection", "EncoderBlock", "Encoder", "DecoderBlock", "Decoder",
+                "ProjectionLayer", "Transformer")
 
-def _blog_signature(cls):
-    """Subclass ``cls`` whose constructor refuses device=/dtype= keywords, as the blog's classes do."""
+
+# The two functions below run here (``tests.positive_controls.blog_api`` calls ``strip_to_blog_api``) and, as
+# source, in the copy ``write_blog_api_impl`` writes (which must not import this kit): they use only ``_inspect``,
+# ``_nn``, builtins and each other (the copy evaluates annotations: no ``from __future__ import annotations`` there).
+def blog_signature(cls: type, module: str) -> type:
+    """Subclass ``cls`` whose constructor refuses device=/dtype= keywords, as the blog's classes do, defined (for
+    its name and repr) in ``module``."""
     class Blog(cls):
         def __init__(self, *args):
             super().__init__(*args)
     Blog.__name__ = Blog.__qualname__ = cls.__name__
+    Blog.__module__ = module
     Blog.__init__.__signature__ = _inspect.Signature(
         [p for p in _inspect.signature(cls.__init__).parameters.values() if p.kind is not p.KEYWORD_ONLY])
     return Blog
 
 
-for _name in ("InputEmbeddings", "PositionalEncoding", "LayerNormalization", "FeedForwardBlock",
-              "MultiHeadAttentionBlock", "ResidualConnection", "EncoderBlock", "Encoder", "DecoderBlock", "Decoder",
-              "ProjectionLayer", "Transformer"):
-    globals()[_name] = _blog_signature(globals()[_name])
-Transformer.forward = _nn.Module.forward  # the blog's Transformer has encode/decode/project only
-del causal_mask, padding_mask
+def strip_to_blog_api(namespace: dict, names: tuple) -> None:
+    """In a contract module's ``namespace``: the classes ``names`` without device=/dtype= keywords, a
+    ``Transformer`` with encode/decode/project only (no ``forward``), no ``causal_mask``/``padding_mask``."""
+    for name in names:
+        namespace[name] = blog_signature(namespace[name], namespace["__name__"])
+    namespace["Transformer"].forward = _nn.Module.forward  # the blog's Transformer has encode/decode/project only
+    del namespace["causal_mask"], namespace["padding_mask"]
+
+
+_STRIP = f'''
+import inspect as _inspect
+
+from torch import nn as _nn
+
+
+{_inspect.getsource(blog_signature)}
+
+{_inspect.getsource(strip_to_blog_api)}
+
+strip_to_blog_api(globals(), {BLOG_CLASSES!r})
+del blog_signature, strip_to_blog_api
 
 
 def build_transformer(src_vocab_size, tgt_vocab_size, src_seq_len, tgt_seq_len, d_model=512, N=6, h=8,

@@ -13,6 +13,7 @@ no layout engine (it doubles the drawing time), ``bbox_inches="tight"`` instead.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,23 +21,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from . import numpy_ref
-from .contract import construct
-from .weights import to_numpy
+from .. import numpy_ref
+from ..contract import construct
+from ..weights import to_numpy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .report import Report
+    from .sweep import Report
 
 EXACT = "lightgrey"  # colour of exactly equal cells in difference maps
 
 
 def available() -> bool:
     """True when matplotlib can be imported."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _figure(width: float, height: float) -> Any:

@@ -1,0 +1,218 @@
+"""The component registry: one record per contract component, which tests, the report, the localiser and the API
+diagnosis all read (after PyTorch's OpInfo, ``torch/testing/_internal/opinfo/core.py``).
+
+A :class:`ComponentInfo` holds a component's one snake_case ``name`` (the oracle's function in ``numpy_ref``, the torch
+reference's in ``torch_ref``, the report's row key, the keyword ``pytest -k <name>`` selects its tests by), the
+contract's class or function (``contract``) with its constructor ``signature``, the attributes and parameters an
+instance holds, how to ``build`` one from sizes, the torch module that computes it (``torch_module``), the contract
+clauses it is judged under and the report's rows of it. ``contract.SIGNATURES``/``ATTRIBUTES``/``REQUIRED_NAMES``,
+``diagnose.PATHS``/``SYNONYMS``, ``localize.CONTRACT_CLASSES``/``CONTRACT_PARAMETERS`` and the report's clauses are
+views of this table. docs/architecture.md says how to add a component.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from . import numpy_ref, torch_adapters, torch_ref
+
+if TYPE_CHECKING:
+    from .contract import ModelConfig
+
+Build = Callable[..., nn.Module]  # (impl, cfg: ModelConfig, *, device, dtype) -> the component, default initialised
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    """Everything the kit knows about one contract component."""
+
+    name: str  # snake_case, one per component: oracle, torch reference, report key, test keyword
+    contract: str  # the contract's class or function name
+    signature: tuple[str, ...]  # constructor parameters, in the blog's order
+    attributes: Mapping[str, str] = field(default_factory=dict)  # name -> kind (see ``contract.ATTRIBUTES``)
+    parameters: tuple[str, ...] = ()  # leaf components: ``named_parameters()`` the oracle needs
+    optional_parameters: tuple[str, ...] = ()  # may be absent (absent = zero)
+    probe_path: str | None = None  # where the API diagnosis finds one in a built model ("" = the model)
+    synonyms: tuple[str, ...] = ()  # other walkthroughs' names, lower case without underscores
+    clauses: tuple[str, ...] = ()  # the contract clauses its behaviour is judged under
+    report: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # report row -> its clauses
+    required: bool = True  # False: an extra beyond the blog's API (tests that need it skip without it)
+    build: Build | None = None
+    oracle: Callable[..., Any] | None = None  # numpy_ref.<name>
+    torch_reference: Callable[..., Any] | None = None  # torch_ref.<name>
+    torch_module: Callable[..., nn.Module] | None = None  # torch_adapters.to_*: torch's module on its weights
+
+    @property
+    def is_class(self) -> bool:
+        return self.contract[:1].isupper()
+
+
+# --------------------------------------------------------------------------------------------------- builders
+def _construct(factory: Any, *args: Any, device: Any, dtype: torch.dtype) -> nn.Module:
+    from .contract import construct  # contract reads this registry: import at call time
+    return construct(factory, *args, device=device, dtype=dtype)
+
+
+def build(impl: ModuleType, name: str, cfg: ModelConfig, *, device: Any = "cpu", dtype: torch.dtype = torch.float32
+          ) -> nn.Module:
+    """Component ``name`` of ``impl`` at ``cfg``'s sizes (``d_model``, ``h``, ``d_ff``, ``dropout``, ``N``; the embedding's and
+    positions' source vocabulary and length, the projection's target vocabulary) in ``dtype`` on ``device``, with its default parameters."""
+    info = COMPONENTS[name]
+    if info.build is None:
+        raise ValueError(f"{name} is not built from sizes")
+    return info.build(impl, cfg, device=device, dtype=dtype)
+
+
+def _leaf(contract: str, *fields: str) -> Build:
+    """A builder that passes ``cfg``'s ``fields`` positionally to ``impl.<contract>``."""
+    def make(impl: ModuleType, s: ModelConfig, *, device: Any, dtype: torch.dtype) -> nn.Module:
+        return _construct(getattr(impl, contract), *(getattr(s, f) for f in fields), device=device, dtype=dtype)
+    return make
+
+
+def _encoder_block(impl: ModuleType, s: ModelConfig, *, device: Any, dtype: torch.dtype) -> nn.Module:
+    kw = {"device": device, "dtype": dtype}
+    return _construct(impl.EncoderBlock, s.d_model, build(impl, "multi_head_attention", s, **kw),
+                      build(impl, "feed_forward", s, **kw), s.dropout, **kw)
+
+
+def _decoder_block(impl: ModuleType, s: ModelConfig, *, device: Any, dtype: torch.dtype) -> nn.Module:
+    kw = {"device": device, "dtype": dtype}
+    return _construct(impl.DecoderBlock, s.d_model, build(impl, "multi_head_attention", s, **kw),
+                      build(impl, "multi_head_attention", s, **kw), build(impl, "feed_forward", s, **kw),
+                      s.dropout, **kw)
+
+
+def _stack(contract: str, block: str) -> Build:
+    """``impl.<contract>(d_model, ModuleList of N blocks)``."""
+    def make(impl: ModuleType, s: ModelConfig, *, device: Any, dtype: torch.dtype) -> nn.Module:
+        layers = nn.ModuleList([build(impl, block, s, device=device, dtype=dtype) for _ in range(s.N)])
+        return _construct(getattr(impl, contract), s.d_model, layers, device=device, dtype=dtype)
+    return make
+
+
+# --------------------------------------------------------------------------------------------------- records
+_MHA_ATTRS = {"d_model": "int", "h": "int", "d_k": "int", "w_q": "Linear", "w_k": "Linear", "w_v": "Linear",
+              "w_o": "Linear", "dropout": "Dropout", "attention": "method", "attention_scores": "weights"}
+_MASKED = ("mha.formula", "mask.semantics", "mask.zero-weight")
+
+_RECORDS = (
+    ComponentInfo(
+        "embedding", "InputEmbeddings", ("d_model", "vocab_size"),
+        {"d_model": "int", "vocab_size": "int", "embedding": "Embedding"}, ("embedding.weight",),
+        probe_path="src_embed", clauses=("embed.scaled-lookup",), report={"embedding": ("embed.scaled-lookup",)},
+        synonyms=("embeddings", "embedding", "tokenembedding", "tokenembeddings", "inputembedding", "embed"),
+        build=_leaf("InputEmbeddings", "d_model", "src_vocab_size"), oracle=numpy_ref.embedding,
+        torch_reference=torch_ref.embedding),
+    ComponentInfo(
+        "positional_encoding", "PositionalEncoding", ("d_model", "seq_len", "dropout"),
+        {"d_model": "int", "seq_len": "int", "dropout": "Dropout", "pe": "buffer"}, probe_path="src_pos",
+        synonyms=("positionalembedding", "posencoding", "sinusoidalpositionalencoding", "positional"),
+        clauses=("pe.formula", "pe.add"), report={"positional_encoding": ("pe.formula", "pe.add")},
+        build=_leaf("PositionalEncoding", "d_model", "src_seq_len", "dropout"), oracle=numpy_ref.positional_encoding,
+        torch_reference=torch_ref.positional_encoding),
+    ComponentInfo(
+        "layer_norm", "LayerNormalization", ("features", "eps"),
+        {"eps": "float", "alpha": "vector", "bias": "vector"}, ("alpha", "bias"), probe_path="encoder.norm",
+        synonyms=("layernorm", "norm", "layernormalisation"), clauses=("ln.biased-variance",),
+        report={"layer_norm": ("ln.biased-variance",), "layer_norm/offset": ("ln.biased-variance",),
+                "grad/layer_norm": ("ln.biased-variance",)},
+        build=_leaf("LayerNormalization", "d_model"), oracle=numpy_ref.layer_norm,
+        torch_reference=torch_ref.layer_norm, torch_module=torch_adapters.to_layer_norm),
+    ComponentInfo(
+        "feed_forward", "FeedForwardBlock", ("d_model", "d_ff", "dropout"),
+        {"linear_1": "Linear", "dropout": "Dropout", "linear_2": "Linear"},
+        ("linear_1.weight", "linear_1.bias", "linear_2.weight", "linear_2.bias"),
+        probe_path="encoder.layers[0].feed_forward_block",
+        synonyms=("positionwisefeedforward", "feedforward", "ffn", "mlp", "ff", "feedforwardnetwork"),
+        clauses=("ffn.formula",), report={"feed_forward": ("ffn.formula",), "grad/feed_forward": ("ffn.formula",)},
+        build=_leaf("FeedForwardBlock", "d_model", "d_ff", "dropout"), oracle=numpy_ref.feed_forward,
+        torch_reference=torch_ref.feed_forward, torch_module=torch_adapters.to_feed_forward),
+    ComponentInfo(
+        "multi_head_attention", "MultiHeadAttentionBlock", ("d_model", "h", "dropout"), _MHA_ATTRS,
+        tuple(f"{p}.weight" for p in numpy_ref.PROJECTIONS), tuple(f"{p}.bias" for p in numpy_ref.PROJECTIONS),
+        probe_path="decoder.layers[0].cross_attention_block",
+        synonyms=("multiheadedattention", "multiheadattention", "mha", "attention", "selfattention"),
+        clauses=("mha.formula", "mha.static-attention", "mask.semantics", "mask.zero-weight"),
+        report={"multi_head_attention/none": ("mha.formula", "mha.static-attention"),
+                **{f"multi_head_attention/{k}": _MASKED for k in ("causal", "key_padding", "random")},
+                "multi_head_attention/cross": ("mha.formula",), "multi_head_attention/large": ("mha.formula",),
+                "grad/multi_head_attention": ("mha.formula",)},
+        build=_leaf("MultiHeadAttentionBlock", "d_model", "h", "dropout"), oracle=numpy_ref.multi_head_attention,
+        torch_reference=torch_ref.multi_head_attention, torch_module=torch_adapters.to_multihead_attention),
+    ComponentInfo(
+        "residual", "ResidualConnection", ("features", "dropout"),
+        {"dropout": "Dropout", "norm": "LayerNormalization"}, probe_path="encoder.layers[0].residual_connections[0]",
+        synonyms=("sublayerconnection", "residual", "skipconnection", "residualblock"),
+        clauses=("residual.pre-norm",), build=_leaf("ResidualConnection", "d_model", "dropout"),
+        oracle=numpy_ref.residual),
+    ComponentInfo(
+        "encoder_block", "EncoderBlock", ("features", "self_attention_block", "feed_forward_block", "dropout"),
+        {"self_attention_block": "MultiHeadAttentionBlock", "feed_forward_block": "FeedForwardBlock",
+         "residual_connections": "ModuleList"}, probe_path="encoder.layers[0]", synonyms=("encoderlayer",),
+        clauses=("encoder.block", "residual.pre-norm"), report={"encoder_block": ("encoder.block", "residual.pre-norm")},
+        build=_encoder_block, oracle=numpy_ref.encoder_block, torch_module=torch_adapters.to_encoder_layer),
+    ComponentInfo(
+        "encoder", "Encoder", ("features", "layers"), {"layers": "ModuleList", "norm": "LayerNormalization"},
+        probe_path="encoder", clauses=("encoder.stack",), report={"encoder": ("encoder.stack",)},
+        build=_stack("Encoder", "encoder_block"), oracle=numpy_ref.encoder, torch_module=torch_adapters.to_encoder),
+    ComponentInfo(
+        "decoder_block", "DecoderBlock",
+        ("features", "self_attention_block", "cross_attention_block", "feed_forward_block", "dropout"),
+        {"self_attention_block": "MultiHeadAttentionBlock", "cross_attention_block": "MultiHeadAttentionBlock",
+         "feed_forward_block": "FeedForwardBlock", "residual_connections": "ModuleList"},
+        probe_path="decoder.layers[0]", synonyms=("decoderlayer",), clauses=("decoder.block", "residual.pre-norm"),
+        report={"decoder_block": ("decoder.block", "residual.pre-norm")}, build=_decoder_block,
+        oracle=numpy_ref.decoder_block, torch_module=torch_adapters.to_decoder_layer),
+    ComponentInfo(
+        "decoder", "Decoder", ("features", "layers"), {"layers": "ModuleList", "norm": "LayerNormalization"},
+        probe_path="decoder", clauses=("decoder.stack",), report={"decoder": ("decoder.stack",)},
+        build=_stack("Decoder", "decoder_block"), oracle=numpy_ref.decoder, torch_module=torch_adapters.to_decoder),
+    ComponentInfo(
+        "projection", "ProjectionLayer", ("d_model", "vocab_size"), {"proj": "Linear"}, ("proj.weight", "proj.bias"),
+        probe_path="projection_layer",
+        synonyms=("generator", "outputhead", "projection", "lmhead", "head", "outputprojection"),
+        clauses=("projection.logits",), build=_leaf("ProjectionLayer", "d_model", "tgt_vocab_size"),
+        oracle=numpy_ref.projection, torch_reference=torch_ref.projection),
+    ComponentInfo(
+        "transformer", "Transformer",
+        ("encoder", "decoder", "src_embed", "tgt_embed", "src_pos", "tgt_pos", "projection_layer"),
+        {"encoder": "Encoder", "decoder": "Decoder", "src_embed": "InputEmbeddings", "tgt_embed": "InputEmbeddings",
+         "src_pos": "PositionalEncoding", "tgt_pos": "PositionalEncoding", "projection_layer": "ProjectionLayer",
+         "encode": "method", "decode": "method", "project": "method"},
+        probe_path="", synonyms=("encoderdecoder", "seq2seq", "transformermodel", "model"),
+        clauses=("transformer.compose", "projection.logits"),
+        report={"transformer": ("transformer.compose", "projection.logits"),
+                "grad/transformer": ("transformer.compose",)},
+        oracle=numpy_ref.transformer, torch_module=torch_adapters.TorchTransformerModel),
+    ComponentInfo(
+        "build_transformer", "build_transformer",
+        ("src_vocab_size", "tgt_vocab_size", "src_seq_len", "tgt_seq_len", "d_model", "N", "h", "dropout", "d_ff"),
+        synonyms=("makemodel", "buildmodel", "createmodel", "maketransformer", "build"), clauses=("build.structure",)),
+    ComponentInfo("causal_mask", "causal_mask", ("size",), required=False, clauses=("extra.mask-helpers",),
+                  report={"causal_mask": ("extra.mask-helpers",)}),
+    ComponentInfo("padding_mask", "padding_mask", ("tokens", "pad_id"), required=False,
+                  clauses=("extra.mask-helpers",), report={"padding_mask": ("extra.mask-helpers",)}),
+)
+
+#: Every component by its snake_case name, in the contract's order.
+COMPONENTS: dict[str, ComponentInfo] = {c.name: c for c in _RECORDS}
+#: The same records by the contract's class or function name.
+BY_CONTRACT: dict[str, ComponentInfo] = {c.contract: c for c in _RECORDS}
+#: Every report row's clauses (the row's dtype adds its ``numerics.*`` clause).
+REPORT_CLAUSES: dict[str, tuple[str, ...]] = {row: clauses for c in _RECORDS for row, clauses in c.report.items()}
+
+
+def by_contract(name: str) -> ComponentInfo | None:
+    """The record of a contract class or function name (None for a name outside the contract)."""
+    return BY_CONTRACT.get(name)
+
+
+def for_clause(clause: str) -> list[str]:
+    """Names of the components judged under ``clause`` (``pytest -k <name>`` selects its tests)."""
+    return [c.name for c in _RECORDS if clause in c.clauses]

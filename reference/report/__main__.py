@@ -1,0 +1,7 @@
+"""``python -m reference.report``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

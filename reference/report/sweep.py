@@ -1,0 +1,231 @@
+"""The sweep: every selected report row x config x device x dtype, its results, their JSON and their card.
+
+Rows are named ``<component>`` or ``<component>/<variant>`` (forward) and ``grad/<component>`` (gradients), with the
+registry's snake_case component names; each row's clauses come from the registry (``components.REPORT_CLAUSES``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import platform
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .. import contract
+from ..card import Card
+from ..components import REPORT_CLAUSES
+from ..contract import load_impl
+from ..findings import Diagnosis
+from ..localize import Localization, jsonable
+from . import forward, gradients
+from .cases import CONFIGS, Config, Ctx, Outcome, case_seed
+
+SCHEMA = "scratch-transformer-report/1"
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+NUMERICS = {"float64": "numerics.float64", "float32": "numerics.float32", "float16": "numerics.low-precision",
+            "bfloat16": "numerics.low-precision"}
+MHA_KINDS = ("none", "causal", "key_padding", "random", "cross", "large")
+
+#: Every row of the sweep, in the order of the table.
+COMPONENTS: dict[str, Callable[[Ctx], Outcome]] = {
+    "causal_mask": forward.run_causal_mask,
+    "padding_mask": forward.run_padding_mask,
+    "embedding": forward.run_embedding,
+    "positional_encoding": forward.run_positional_encoding,
+    "layer_norm": forward.run_layer_norm,
+    "layer_norm/offset": forward.run_layer_norm_offset,
+    "feed_forward": forward.run_feed_forward,
+    **{f"multi_head_attention/{kind}": forward.make_run_mha(kind) for kind in MHA_KINDS},
+    "encoder_block": forward.run_encoder_block,
+    "decoder_block": forward.run_decoder_block,
+    "encoder": forward.run_encoder,
+    "decoder": forward.run_decoder,
+    "transformer": forward.run_transformer,
+    "grad/layer_norm": gradients.run_grad_layer_norm,
+    "grad/feed_forward": gradients.run_grad_feed_forward,
+    "grad/multi_head_attention": gradients.run_grad_multi_head_attention,
+    "grad/transformer": gradients.run_grad_transformer,
+}
+#: Names of report version 1 (before the registry), still accepted by ``--component``.
+ALIASES = {"mha": "multi_head_attention", "positions": "positional_encoding", "masks/causal": "causal_mask",
+           "masks/padding": "padding_mask", "grad/mha": "grad/multi_head_attention"}
+assert set(COMPONENTS) == set(REPORT_CLAUSES), "every report row needs its clauses in the registry"
+
+
+@dataclass
+class Result:
+    """One (component, config, device, dtype) run."""
+
+    component: str
+    config: str
+    device: str
+    dtype: str
+    outcome: Outcome | None
+    error: str = ""  # the exception text when the run raised
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome is not None and self.outcome.ok
+
+    @property
+    def margin(self) -> float:
+        return math.inf if self.outcome is None else self.outcome.verdict.margin
+
+    def to_json(self) -> dict[str, Any]:
+        """Strict JSON data (non-finite numbers as the strings "inf", "-inf", "nan")."""
+        v = self.outcome.verdict if self.outcome else None
+        loc = self.outcome.localization if self.outcome else None
+        return jsonable({
+            "component": self.component, "config": self.config, "device": self.device, "dtype": self.dtype,
+            "passed": self.passed, "skipped": bool(self.outcome and self.outcome.skipped),
+            "max_abs": v.max_abs if v else None, "max_rel": v.max_rel if v else None,
+            "torch_abs": v.torch_abs if v else None, "ratio": v.ratio if v else None,
+            "rule": v.rule if v else None, "tolerance": v.tolerance if v else None,
+            "allowed": v.allowed if v else None, "margin": v.margin if v else None,
+            "detail": self.outcome.detail if self.outcome else self.error,
+            "first_divergence": loc.first_divergence if loc else None, "seconds": round(self.seconds, 4)})
+
+
+def select_components(patterns: Sequence[str] | None) -> list[str]:
+    """Row names matching any pattern, in table order: an exact name selects just that row; otherwise a family
+    prefix (``multi_head_attention`` -> ``multi_head_attention/*``) or a glob (``grad/*``). Version 1 names
+    (``ALIASES``: ``mha``, ``positions``, ...) are accepted."""
+    if not patterns:
+        return list(COMPONENTS)
+    patterns = [ALIASES.get(p, p) for p in patterns]
+
+    def matches(name: str, p: str) -> bool:
+        if p in COMPONENTS:
+            return name == p
+        return name.startswith(p.rstrip("/") + "/") or fnmatch.fnmatch(name, p)
+
+    chosen = [name for name in COMPONENTS if any(matches(name, p) for p in patterns)]
+    if not chosen:
+        raise ValueError(f"no component matches {', '.join(patterns)}; known: {', '.join(COMPONENTS)}")
+    return chosen
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def run_one(impl: ModuleType, component: str, config: Config, device: str, dtype: torch.dtype,
+            seed: int) -> Result:
+    """One component run; an exception becomes a FAIL result carrying its text."""
+    s = case_seed(seed, component, config)
+    ctx = Ctx(impl, config, device, dtype, s, np.random.default_rng(s))
+    start = time.perf_counter()
+    try:
+        outcome, error = COMPONENTS[component](ctx), ""
+    except Exception as exc:  # a broken implementation may raise anywhere: that is a FAIL, not a crash
+        outcome, error = None, f"raised {type(exc).__name__}: {exc}"
+    return Result(component, config.name, device, dtype_name(dtype), outcome, error, time.perf_counter() - start)
+
+
+@dataclass
+class Report:
+    """All results of one sweep, and how to reproduce each."""
+
+    impl: str
+    seed: int
+    devices: list[str]
+    dtypes: dict[str, list[str]]  # device -> dtype names
+    components: list[str]
+    results: list[Result]
+    elapsed: float = 0.0
+    diagnosis: Diagnosis | None = None  # the API diagnosis of the implementation (its deviations go on the card)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def localizations(self) -> list[tuple[Result, Localization]]:
+        return [(r, r.outcome.localization) for r in self.results if r.outcome and r.outcome.localization]
+
+    @property
+    def first_divergence(self) -> str | None:
+        return next((loc.first_divergence for _, loc in self.localizations if not loc.ok), None)
+
+    def rows(self) -> list[list[Result]]:
+        """Results grouped by (component, device, dtype), in sweep order."""
+        groups: dict[tuple[str, str, str], list[Result]] = {}
+        for r in self.results:
+            groups.setdefault((r.component, r.device, r.dtype), []).append(r)
+        return list(groups.values())
+
+    def command(self, component: str, device: str, dtype: str) -> str:
+        """The command line that reproduces one row."""
+        return (f"python -m reference.report --impl {shlex.quote(self.impl)} --component {component} "
+                f"--device {device} --dtype {dtype} --seed {self.seed}")
+
+    def card(self) -> Card:
+        """The conformance card of this sweep: each run counted against its row's clauses and its dtype's
+        ``numerics.*`` clause, plus the API diagnosis's deviations (``reference.card``)."""
+        card = Card(self.impl)
+        for f in self.diagnosis.findings if self.diagnosis else ():
+            card.deviation(f.clause, f.message)
+        for r in self.results:
+            clauses = REPORT_CLAUSES.get(r.component, ()) + (NUMERICS[r.dtype],)
+            where = f"{r.component} ({r.device}, {r.dtype}, config {r.config})"
+            if r.outcome is not None and r.outcome.skipped:
+                card.add(clauses, where, "skipped", r.outcome.detail)
+            elif r.passed:
+                card.add(clauses, where, "passed")
+            else:
+                v = r.outcome.verdict if r.outcome else None
+                card.add(clauses, where, "failed", r.error or (v.line() if v else ""))
+        return card
+
+    def to_json(self) -> dict[str, Any]:
+        rows = []
+        for group in self.rows():
+            worst = max(group, key=lambda r: (not r.passed, r.margin))
+            rows.append({**worst.to_json(), "config": worst.config, "configs": [r.config for r in group],
+                         "passed": all(r.passed for r in group),
+                         "command": self.command(worst.component, worst.device, worst.dtype)})
+        return jsonable({
+            "schema": SCHEMA, "impl": self.impl, "seed": self.seed, "passed": self.passed,
+            "first_divergence": self.first_divergence, "torch": torch.__version__,
+            "python": platform.python_version(), "devices": self.devices, "dtypes": self.dtypes,
+            "components": self.components, "configs": {c.name: c.text() for c in CONFIGS},
+            "elapsed_s": round(self.elapsed, 3), "rows": rows, "results": [r.to_json() for r in self.results],
+            "localization": [{"component": r.component, "config": r.config, **loc.to_json()}
+                             for r, loc in self.localizations],
+            "card": [row for row in self.card().rows() if row["status"] != "not run"]})
+
+
+def available_devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def default_dtypes(device: str) -> list[str]:
+    """float64 and float32 everywhere; float16 and bfloat16 too on CUDA."""
+    return ["float64", "float32"] + (["float16", "bfloat16"] if device == "cuda" else [])
+
+
+def sweep(impl_name: str, *, components: Sequence[str], devices: Sequence[str], dtypes: dict[str, list[str]],
+          seed: int, configs: Sequence[Config] = CONFIGS, progress: Callable[[str], None] | None = None,
+          impl_map: str | Path | None = None) -> Report:
+    """Run every selected component x config x device x dtype (on ``impl_name`` seen through ``impl_map``)."""
+    impl = load_impl(impl_name, impl_map)
+    start = time.perf_counter()
+    results = []
+    for device in devices:
+        for dtype_name_ in dtypes[device]:
+            for component in components:
+                for config in configs:
+                    if progress:
+                        progress(f"{component} {config.name} {device} {dtype_name_}")
+                    results.append(run_one(impl, component, config, device, DTYPES[dtype_name_], seed))
+    return Report(impl_name, seed, list(devices), dict(dtypes), list(components), results,
+                  time.perf_counter() - start, contract.diagnosis_of(impl_name, impl_map))
