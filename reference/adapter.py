@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from . import tomlfile
 from .contract import ATTRIBUTES, OPTIONAL_NAMES, REQUIRED_NAMES, SIGNATURES
 
 _SECTIONS = ("classes", "arguments", "attributes")
@@ -63,12 +64,7 @@ class ImplMap:
 
     @classmethod
     def load(cls, path: str | Path) -> ImplMap:
-        try:
-            import tomllib  # Python 3.11+
-        except ModuleNotFoundError:  # Python 3.10: the tomli backport (a dependency there, pyproject.toml)
-            import tomli as tomllib
-        with open(path, "rb") as f:
-            return cls.from_dict(tomllib.load(f), source=str(path))
+        return cls.from_dict(tomlfile.load(path), source=str(path))
 
     def merged(self, other: ImplMap) -> ImplMap:
         """This map with ``other``'s entries added where this one has none."""

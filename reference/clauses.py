@@ -20,6 +20,9 @@ clauses disagree, when a clause has no test, or when the README's table is stale
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from . import tomlfile
 
 CONTRACT, STRICT, EXTRA, KIT = "contract", "strict", "extra", "kit"
 
@@ -31,81 +34,9 @@ class Clause:
     text: str
 
 
-_CLAUSES = [
-    # ---------------------------------------------------------------- API
-    Clause("api.names", CONTRACT, "the module exports the blog's class names and `build_transformer`"),
-    Clause("api.signatures", CONTRACT, "constructor arguments in the blog's order and names"),
-    Clause("api.attributes", CONTRACT, "submodule, parameter and buffer names and shapes of the contract table"),
-    # ---------------------------------------------------------------- components
-    Clause("embed.scaled-lookup", CONTRACT, "`InputEmbeddings`: `embedding(x) * sqrt(d_model)`, Long[B, L] -> [B, L, d]"),
-    Clause("pe.formula", CONTRACT, "`pe[pos, 2i] = sin(pos / 10000^(2i/d))`, `pe[pos, 2i+1] = cos(...)`, computed in "
-           "float64 and cast once to the module dtype (accurate to that dtype's rounding)"),
-    Clause("pe.buffer", CONTRACT, "`pe` is a persistent buffer [1, seq_len, d] that moves and casts with the module"),
-    Clause("pe.add", CONTRACT, "`PositionalEncoding`: `dropout(x + pe[:, :L])`"),
-    Clause("ln.biased-variance", CONTRACT, "`alpha * (x - mean) / sqrt(var + eps) + bias`, biased variance, per-feature "
-           "`alpha`/`bias`, `eps` inside the root"),
-    Clause("ln.per-feature-affine", CONTRACT, "`LayerNormalization`'s `alpha` and `bias` are parameters of shape "
-           "[features] (a scalar gain is a deviation)"),
-    Clause("ffn.formula", CONTRACT, "`linear_2(dropout(relu(linear_1(x))))`"),
-    Clause("mha.formula", CONTRACT, "`Concat(heads) W_o`, `head_i = softmax(q_i k_i^T / sqrt(d_k)) v_i`, projections "
-           "`w_q`/`w_k`/`w_v`/`w_o` (`nn.Linear`, with or without bias: a bias is judged with it), heads are "
-           "contiguous d_k slices of the projections"),
-    Clause("mha.static-attention", CONTRACT, "static `attention(query, key, value, mask, dropout) -> (out, weights)`; "
-           "the block keeps the weights in `attention_scores`"),
-    Clause("residual.pre-norm", CONTRACT, "`ResidualConnection`: `x + dropout(sublayer(norm(x)))`"),
-    Clause("encoder.block", CONTRACT, "`EncoderBlock`: self-attention then feed-forward, each in a residual"),
-    Clause("encoder.stack", CONTRACT, "`Encoder`: the layers in order, then `norm`"),
-    Clause("decoder.block", CONTRACT, "`DecoderBlock`: masked self-attention, cross-attention over the encoder output, "
-           "feed-forward, each in a residual"),
-    Clause("decoder.stack", CONTRACT, "`Decoder`: the layers in order, then `norm`"),
-    Clause("projection.logits", CONTRACT, "`ProjectionLayer`: logits [B, L, vocab], no softmax"),
-    Clause("transformer.compose", CONTRACT, "`Transformer`: `encode`, `decode`, `project` compose the parts"),
-    Clause("build.structure", CONTRACT, "`build_transformer`: the paper's base model by default, N layers of each "
-           "kind, parameter count of the closed form"),
-    Clause("build.xavier", CONTRACT, "`build_transformer`: Xavier-uniform on every matrix; norms at ones/zeros"),
-    # ---------------------------------------------------------------- masks
-    Clause("mask.semantics", CONTRACT, "a mask is None or a bool/integer tensor broadcastable to [B, h, Lq, Lk], "
-           "nonzero = may attend; every accepted form of one mask gives the same result"),
-    Clause("mask.zero-weight", CONTRACT, "a masked key gets exactly zero weight (so no value, and no gradient, flows "
-           "from it); causal and padding masks make the model causal and padding-invariant"),
-    Clause("mask.fully-masked-finite", CONTRACT, "a query row with every key masked returns finite values (any finite "
-           "values), in every dtype"),
-    # ---------------------------------------------------------------- numerics and module behaviour
-    Clause("numerics.float64", CONTRACT, "float64 results within the conditioning bound of a backward-stable float64 "
-           "computation (values and gradients)"),
-    Clause("numerics.float32", CONTRACT, "float32 results within the conditioning bound of a backward-stable float32 "
-           "computation, or within K times PyTorch's own float32 error (values and gradients)"),
-    Clause("numerics.low-precision", CONTRACT, "float16/bfloat16 (and autocast) results within K times PyTorch's own "
-           "error in that dtype"),
-    Clause("dropout.semantics", CONTRACT, "dropout zeroes a binomial fraction p and scales survivors by 1/(1-p) in "
-           "train mode, is the identity in eval mode, and follows `torch.manual_seed`"),
-    Clause("module.state", CONTRACT, "`state_dict` round trips, `.to(device/dtype)` moves every parameter and buffer"),
-    Clause("module.compile", CONTRACT, "the modules run under `torch.compile` as accurately as in eager mode"),
-    Clause("model.learns", CONTRACT, "every parameter gets a gradient; the model can fit a toy copy task"),
-    # ---------------------------------------------------------------- optional extras
-    Clause("extra.factory-kwargs", EXTRA, "every constructor takes keyword-only `device=None, dtype=None`"),
-    Clause("extra.mask-helpers", EXTRA, "`causal_mask(size) -> Bool[1, size, size]`, `padding_mask(tokens, pad_id) "
-           "-> Bool[B, 1, 1, L]`"),
-    Clause("extra.forward", EXTRA, "`Transformer.forward(src, tgt, src_mask=None, tgt_mask=None)`"),
-    # ---------------------------------------------------------------- strict: this package's own choices
-    Clause("strict.fully-masked-zero", STRICT, "a fully masked query row has all-zero weights (so a zero output and "
-           "no gradient into any key)"),
-    Clause("strict.pe-rebuilt", STRICT, "`.double()`/`.to(dtype)` rebuild `pe` from the float64 formula instead of "
-           "casting the old table"),
-    Clause("strict.bad-inputs", STRICT, "bad constructor arguments and inputs raise a specific error early"),
-    Clause("strict.dtype-kept", STRICT, "every output of a module, and the weights in `attention_scores`, are in the "
-           "input's dtype (16-bit work done in float32 internally is cast back)"),
-    Clause("strict.any-leading-shape", STRICT, "`LayerNormalization`, `FeedForwardBlock` and `ProjectionLayer` act on "
-           "the last dim of any `[..., d]` input, as `nn.LayerNorm`/`nn.Linear` do"),
-    Clause("strict.ln-offset-accurate", STRICT, "float32 `LayerNormalization` is accurate to a few roundings of its "
-           "output whatever the rows' offsets (a corrected two-pass mean): within 64 units of float32 roundoff of the "
-           "float64 formula on the same float32 input, where the contract allows the conditioning bound"),
-    Clause("strict.no-projection-bias", STRICT, "`w_q`/`w_k`/`w_v`/`w_o` have no bias (the contract allows one: "
-           "the oracles and torch references take it)"),
-    Clause("strict.one-graph", STRICT, "each module compiles to one graph without breaks"),
-    # ---------------------------------------------------------------- the kit itself
-    Clause("kit", KIT, "the suite's own machinery (oracles, torch adapters, report, localiser, controls)"),
-]
+#: The clause table (``clauses.toml``: one TOML table per tier, ``id = "text"``, in the README's order).
+_CLAUSES = [Clause(cid, tier, text) for tier, entries in tomlfile.load(Path(__file__).with_name("clauses.toml")).items()
+            for cid, text in entries.items()]
 
 CLAUSES: dict[str, Clause] = {c.id: c for c in _CLAUSES}
 

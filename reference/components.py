@@ -6,7 +6,7 @@ reference's in ``torch_ref``, the report's row key, the keyword ``pytest -k <nam
 contract's class or function (``contract``) with its constructor ``signature``, the attributes and parameters an
 instance holds, how to ``build`` one from sizes, the torch module that computes it (``torch_module``), the contract
 clauses it is judged under and the report's rows of it. ``contract.SIGNATURES``/``ATTRIBUTES``/``REQUIRED_NAMES``,
-``diagnose.PATHS``/``SYNONYMS``, ``localize.CONTRACT_CLASSES``/``CONTRACT_PARAMETERS`` and the report's clauses are
+``diagnose.PATHS``/``SYNONYMS``, ``hooks.CONTRACT_CLASSES``, ``weights.CONTRACT_PARAMETERS`` and the report's clauses are
 views of this table. docs/architecture.md says how to add a component.
 """
 
