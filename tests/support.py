@@ -1,8 +1,8 @@
 """Helpers shared by the test modules: no ``tests/test_*.py`` imports from another, what two of them share lives here.
 
 Parameters and strategies the torch comparisons draw with, array <-> tensor conversions, the float64 direct
-comparison, builders of randomisable contract blocks and stacks from the implementation under test (``impl``, only
-through the contract's constructors), their inputs as tensors, and the runners of the control meta-tests.
+comparison, builders of contract blocks and stacks from the implementation under test (the component registry's,
+``reference.components.build``), their inputs as tensors, and the runners of the control meta-tests.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from hypothesis import note
 from hypothesis import strategies as st
 from torch import nn
 
-from reference import masks
+from reference import components, masks
 from reference import tolerances
 from reference.compare import assert_close, to_f64
-from reference.contract import DEFAULT_IMPL, construct, missing_extras
+from reference.contract import DEFAULT_IMPL, ModelConfig, missing_extras
 from reference.weights import to_numpy
 from tests.strategies import AttentionInputs, DropoutMode, ModelInputs
 
@@ -150,31 +150,33 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------------- builders
+def _sizes(d_model: int, h: int = 1, d_ff: int = 4, p: float = 0.0, n: int = 1) -> ModelConfig:
+    return ModelConfig(d_model=d_model, h=h, d_ff=d_ff, dropout=p, N=n)
+
+
 def mha_block(impl, d_model: int, h: int, p: float, device: str, dtype: torch.dtype) -> nn.Module:
-    return construct(impl.MultiHeadAttentionBlock, d_model, h, p, device=device, dtype=dtype)
+    """The registry's ``multi_head_attention`` (``reference.components.build``)."""
+    return components.build(impl, "multi_head_attention", _sizes(d_model, h, p=p), device=device, dtype=dtype)
 
 
 def encoder_block(impl, d_model: int, h: int, d_ff: int, p: float, device: str, dtype: torch.dtype) -> nn.Module:
-    kw = {"device": device, "dtype": dtype}
-    return construct(impl.EncoderBlock, d_model, mha_block(impl, d_model, h, p, device, dtype),
-                     construct(impl.FeedForwardBlock, d_model, d_ff, p, **kw), p, **kw)
+    """The registry's ``encoder_block``: its own attention and feed-forward blocks."""
+    return components.build(impl, "encoder_block", _sizes(d_model, h, d_ff, p), device=device, dtype=dtype)
 
 
 def decoder_block(impl, d_model: int, h: int, d_ff: int, p: float, device: str, dtype: torch.dtype) -> nn.Module:
-    kw = {"device": device, "dtype": dtype}
-    return construct(impl.DecoderBlock, d_model, mha_block(impl, d_model, h, p, device, dtype),
-                     mha_block(impl, d_model, h, p, device, dtype),
-                     construct(impl.FeedForwardBlock, d_model, d_ff, p, **kw), p, **kw)
+    """The registry's ``decoder_block``: its own self- and cross-attention and feed-forward blocks."""
+    return components.build(impl, "decoder_block", _sizes(d_model, h, d_ff, p), device=device, dtype=dtype)
 
 
 def encoder(impl, n: int, d_model: int, h: int, d_ff: int, p: float, device: str, dtype: torch.dtype) -> nn.Module:
-    blocks = nn.ModuleList([encoder_block(impl, d_model, h, d_ff, p, device, dtype) for _ in range(n)])
-    return construct(impl.Encoder, d_model, blocks, device=device, dtype=dtype)
+    """The registry's ``encoder`` of n blocks."""
+    return components.build(impl, "encoder", _sizes(d_model, h, d_ff, p, n), device=device, dtype=dtype)
 
 
 def decoder(impl, n: int, d_model: int, h: int, d_ff: int, p: float, device: str, dtype: torch.dtype) -> nn.Module:
-    blocks = nn.ModuleList([decoder_block(impl, d_model, h, d_ff, p, device, dtype) for _ in range(n)])
-    return construct(impl.Decoder, d_model, blocks, device=device, dtype=dtype)
+    """The registry's ``decoder`` of n blocks."""
+    return components.build(impl, "decoder", _sizes(d_model, h, d_ff, p, n), device=device, dtype=dtype)
 
 
 def encode_decode_project(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, src_mask: torch.Tensor | None,

@@ -24,6 +24,7 @@ import pytest
 import torch
 from hypothesis import given, note
 
+from reference import components
 from reference import torch_adapters as ta
 from reference import torch_names
 from reference.compare import assert_close, assert_error_ratio
@@ -37,22 +38,23 @@ BLOCK = AttentionConfig(B=BATCH, h=HEADS, d_k=D_MODEL // HEADS, Lq=LEN_Q, Lk=LEN
 
 
 # ----------------------------------------------------------------------------------------------- building
+SIZES = ModelConfig(d_model=D_MODEL, h=HEADS, d_ff=D_FF, dropout=0.0)
+
+
 def _attention(impl, device: str, dtype: torch.dtype = F32):
-    return construct(impl.MultiHeadAttentionBlock, D_MODEL, HEADS, 0.0, device=device, dtype=dtype)
+    return components.build(impl, "multi_head_attention", SIZES, device=device, dtype=dtype)
 
 
 def _feed_forward(impl, device: str, dtype: torch.dtype = F32):
-    return construct(impl.FeedForwardBlock, D_MODEL, D_FF, 0.0, device=device, dtype=dtype)
+    return components.build(impl, "feed_forward", SIZES, device=device, dtype=dtype)
 
 
 def _encoder_block(impl, device: str):
-    return construct(impl.EncoderBlock, D_MODEL, _attention(impl, device), _feed_forward(impl, device), 0.0,
-                     device=device, dtype=F32)
+    return components.build(impl, "encoder_block", SIZES, device=device, dtype=F32)
 
 
 def _decoder_block(impl, device: str, dtype: torch.dtype = F32):
-    return construct(impl.DecoderBlock, D_MODEL, _attention(impl, device, dtype), _attention(impl, device, dtype),
-                     _feed_forward(impl, device, dtype), 0.0, device=device, dtype=dtype)
+    return components.build(impl, "decoder_block", SIZES, device=device, dtype=dtype)
 
 
 def _inputs(device: str, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.func import functional_call
 
+from reference import components
 from reference.contract import ModelConfig, build_model, construct, randomize_parameters_
 from tests.strategies import MODEL_SRC_MASK_KINDS, MODEL_TGT_MASK_KINDS, AttentionConfig, masks
 
@@ -143,19 +144,17 @@ def test_attention_static_gradcheck_wrt_qkv(impl, device, drawn) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ blocks, stacks
+SIZES = ModelConfig(d_model=4, h=2, d_ff=D_FF, dropout=P)
+
+
 def _encoder_block(impl, device: str, seed: int) -> nn.Module:
-    kw = dict(device=device, dtype=DTYPE)
-    return randomize_parameters_(construct(
-        impl.EncoderBlock, 4, construct(impl.MultiHeadAttentionBlock, 4, 2, P, **kw),
-        construct(impl.FeedForwardBlock, 4, D_FF, P, **kw), P, **kw), seed).eval()
+    return randomize_parameters_(components.build(impl, "encoder_block", SIZES, device=device, dtype=DTYPE),
+                                 seed).eval()
 
 
 def _decoder_block(impl, device: str, seed: int) -> nn.Module:
-    kw = dict(device=device, dtype=DTYPE)
-    return randomize_parameters_(construct(
-        impl.DecoderBlock, 4, construct(impl.MultiHeadAttentionBlock, 4, 2, P, **kw),
-        construct(impl.MultiHeadAttentionBlock, 4, 2, P, **kw), construct(impl.FeedForwardBlock, 4, D_FF, P, **kw),
-        P, **kw), seed).eval()
+    return randomize_parameters_(components.build(impl, "decoder_block", SIZES, device=device, dtype=DTYPE),
+                                 seed).eval()
 
 
 @pytest.mark.clause("encoder.block", "numerics.float64")
