@@ -173,13 +173,16 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
           sensitivity: Callable[[], ArrayLike] | None = None, rtol: float | None = None, atol: float | None = None,
           k: float = tolerances.K, component: str = "", config: Mapping[str, Any] | None = None,
           label: str = "torch") -> Verdict:
-    """Judge ``actual`` (the implementation) against ``expected`` (the float64 reference); never raises on a mismatch.
+    """Judge ``actual`` (the implementation) against ``expected`` (the float64 reference). A mismatch is a verdict,
+    never an exception; a non-finite ``sensitivity`` at a compared element raises :class:`NonFiniteReference` (a
+    test error, as in the ``assert_*`` helpers).
 
     ``rule="auto"``: the error-ratio rule below float64 when ``torch_out`` (torch's output in ``dtype`` on the same
     inputs) has a finite error, else the direct rule. ``"direct"``: ``|a - e| <= atol + rtol |e|`` elementwise,
     (rtol, atol) given or ``value_tol(dtype)`` (``grad_tol`` with ``grad``); torch's error is still measured, for
     the record. ``"ratio"``: ``max|a - e| <= k max|t - e| + floor(dtype, max|e|)`` (the direct rule when torch's
-    error is not finite). ``where`` (bool, broadcastable) selects the elements compared. ``sensitivity`` (lazy,
+    error is not finite; a ``torch_out`` of another shape is a "shape" verdict). ``where`` (bool, broadcastable)
+    selects the elements compared. ``sensitivity`` (lazy,
     elementwise): where the rule fails, each element may still err by ``COND_FACTOR`` times the reference's change
     under one rounding of its inputs (direct: the larger of that and the rule's allowance; ratio: that plus the
     floor, at least the rule's allowance); the verdict's rule is then ``"conditioning"``. ``component``/``config``/
@@ -195,6 +198,10 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
     torch_stats = None
     if torch_out is not None:
         t = to_f64(torch_out)
+        if t.shape != e.shape and rule == "ratio":
+            note = f"{label} output shape {tuple(t.shape)} != reference {tuple(e.shape)}"
+            return Verdict(max_abs=math.inf, max_rel=math.inf, rule="shape", tolerance="shapes must match",
+                           allowed=0.0, margin=math.inf, ok=False, note=note, explanation=f"{what}: {note}")
         torch_stats = error_stats(t, e, where) if t.shape == e.shape else None
     common = dict(max_abs=stats.max_abs, max_rel=stats.max_rel, scale=stats.scale, index=stats.index,
                   actual=stats.actual, expected=stats.expected, stats=stats, torch_stats=torch_stats,
@@ -241,8 +248,8 @@ def _conditioning(verdict: Verdict, diff: torch.Tensor, base: torch.Tensor | flo
     says where the bound breaks in ``explanation``."""
     sens = to_f64(sensitivity()).expand_as(diff)
     check_reference_finite(sens, what="oracle sensitivity", component=component, config=config, where=where)
-    floor = tolerances.floor(dtype, verdict.scale)
     if verdict.rule == "ratio":
+        floor = tolerances.floor(dtype, verdict.scale)
         allowance = torch.clamp(conditioning.COND_FACTOR * sens + floor, min=float(base))
         used = (diff - floor).clamp_min(0)
         text, plus = f"{conditioning.COND_FACTOR:g} x sensitivity to one rounding + floor", " + floor"
@@ -356,7 +363,8 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
         if where is not None:
             keep = keep_mask(where, a)
             a, e = torch.where(keep, a, torch.zeros_like(a)), torch.where(keep, e, torch.zeros_like(e))
-        rtol, atol = (rtol, atol) if rtol is not None else (tolerances.grad_tol if grad else tolerances.value_tol)(dtype)
+        if rtol is None or atol is None:
+            rtol, atol = (tolerances.grad_tol if grad else tolerances.value_tol)(dtype)
         torch.testing.assert_close(a, e, rtol=rtol, atol=atol, equal_nan=False, msg=lambda generated: (
             v.message() + "\n" + "\n".join("  " + line for line in generated.splitlines())))
     raise AssertionError(v.message())
@@ -376,11 +384,8 @@ def assert_error_ratio(actual: ArrayLike, torch_out: ArrayLike, oracle: ArrayLik
     check_reference_finite(torch_out, what=f"{label} output", component=component, config=config, where=where)
     v = judge(actual, oracle, dtype=dtype, torch_out=torch_out, rule="ratio", where=where, sensitivity=sensitivity,
               k=k, component=component, config=config, label=label)
-    if v.rule == "shape":
+    if not v.ok or v.stats is None or v.torch_stats is None:
         raise AssertionError(v.message())
-    if not v.ok:
-        raise AssertionError(v.message())
-    assert v.stats is not None and v.torch_stats is not None
     return v.stats, v.torch_stats
 
 
@@ -395,7 +400,6 @@ def assert_l2_error_ratio(actual: Mapping[str, ArrayLike], torch_out: Mapping[st
         check_reference_finite(torch_out[n], what=f"{label} value of {n}", component=component, config=config)
     v = judge_l2(actual, torch_out, oracle, dtype=dtype, k=k, floor_eps=floor_eps, component=component,
                  config=config, label=label)
-    if not v.ok:
+    if not v.ok or v.torch_abs is None:
         raise AssertionError(v.message())
-    assert v.torch_abs is not None
     return v.max_abs, v.torch_abs

@@ -1,13 +1,13 @@
 """The component registry: one record per contract component, which tests, the report, the localiser and the API
 diagnosis all read (after PyTorch's OpInfo, ``torch/testing/_internal/opinfo/core.py``).
 
-A :class:`ComponentInfo` holds a component's one snake_case ``name`` (the oracle's function in ``numpy_ref``, the torch
-reference's in ``torch_ref``, the report's row key, the keyword ``pytest -k <name>`` selects its tests by), the
-contract's class or function (``contract``) with its constructor ``signature``, the attributes and parameters an
-instance holds, how to ``build`` one from sizes, the torch module that computes it (``torch_module``), the contract
-clauses it is judged under and the report's rows of it. ``contract.SIGNATURES``/``ATTRIBUTES``/``REQUIRED_NAMES``,
-``diagnose.PATHS``/``SYNONYMS``, ``hooks.CONTRACT_CLASSES``, ``weights.CONTRACT_PARAMETERS`` and the report's clauses are
-views of this table. docs/architecture.md says how to add a component.
+A :class:`ComponentInfo` holds a component's one snake_case ``name`` (its oracle ``numpy_ref.<name>``, its torch
+reference ``torch_ref.<name>``, its report rows, the ``pytest -k <name>`` keyword of its tests), the contract's class
+or function (``contract``) with its constructor ``signature``, the attributes and parameters an instance holds, how
+to ``build`` one from sizes, the contract clauses it is judged under and the clauses of each report row.
+``contract.SIGNATURES``/``ATTRIBUTES``/``REQUIRED_NAMES``, ``diagnose.PATHS``/``SYNONYMS``,
+``hooks.CONTRACT_CLASSES``, ``weights.CONTRACT_PARAMETERS`` and the report's clauses are views of this table.
+docs/architecture.md says how to add a component.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import torch
 from torch import nn
 
-from . import numpy_ref, torch_adapters, torch_ref
+from . import numpy_ref, torch_ref
 
 if TYPE_CHECKING:
     from .contract import ModelConfig
@@ -45,7 +45,6 @@ class ComponentInfo:
     build: Build | None = None
     oracle: Callable[..., Any] | None = None  # numpy_ref.<name>
     torch_reference: Callable[..., Any] | None = None  # torch_ref.<name>
-    torch_module: Callable[..., nn.Module] | None = None  # torch_adapters.to_*: torch's module on its weights
 
     @property
     def is_class(self) -> bool:
@@ -60,8 +59,9 @@ def _construct(factory: Any, *args: Any, device: Any, dtype: torch.dtype) -> nn.
 
 def build(impl: ModuleType, name: str, cfg: ModelConfig, *, device: Any = "cpu", dtype: torch.dtype = torch.float32
           ) -> nn.Module:
-    """Component ``name`` of ``impl`` at ``cfg``'s sizes (``d_model``, ``h``, ``d_ff``, ``dropout``, ``N``; the embedding's and
-    positions' source vocabulary and length, the projection's target vocabulary) in ``dtype`` on ``device``, with its default parameters."""
+    """Component ``name`` of ``impl`` at ``cfg``'s sizes (``d_model``, ``h``, ``d_ff``, ``dropout``, ``N``; the
+    embedding's and positions' source vocabulary and length, the projection's target vocabulary) in ``dtype`` on
+    ``device``, with its default parameters."""
     info = COMPONENTS[name]
     if info.build is None:
         raise ValueError(f"{name} is not built from sizes")
@@ -123,7 +123,7 @@ _RECORDS = (
         report={"layer_norm": ("ln.biased-variance",), "layer_norm/offset": ("ln.biased-variance",),
                 "grad/layer_norm": ("ln.biased-variance",)},
         build=_leaf("LayerNormalization", "d_model"), oracle=numpy_ref.layer_norm,
-        torch_reference=torch_ref.layer_norm, torch_module=torch_adapters.to_layer_norm),
+        torch_reference=torch_ref.layer_norm),
     ComponentInfo(
         "feed_forward", "FeedForwardBlock", ("d_model", "d_ff", "dropout"),
         {"linear_1": "Linear", "dropout": "Dropout", "linear_2": "Linear"},
@@ -132,7 +132,7 @@ _RECORDS = (
         synonyms=("positionwisefeedforward", "feedforward", "ffn", "mlp", "ff", "feedforwardnetwork"),
         clauses=("ffn.formula",), report={"feed_forward": ("ffn.formula",), "grad/feed_forward": ("ffn.formula",)},
         build=_leaf("FeedForwardBlock", "d_model", "d_ff", "dropout"), oracle=numpy_ref.feed_forward,
-        torch_reference=torch_ref.feed_forward, torch_module=torch_adapters.to_feed_forward),
+        torch_reference=torch_ref.feed_forward),
     ComponentInfo(
         "multi_head_attention", "MultiHeadAttentionBlock", ("d_model", "h", "dropout"), _MHA_ATTRS,
         tuple(f"{p}.weight" for p in numpy_ref.PROJECTIONS), tuple(f"{p}.bias" for p in numpy_ref.PROJECTIONS),
@@ -144,7 +144,7 @@ _RECORDS = (
                 "multi_head_attention/cross": ("mha.formula",), "multi_head_attention/large": ("mha.formula",),
                 "grad/multi_head_attention": ("mha.formula",)},
         build=_leaf("MultiHeadAttentionBlock", "d_model", "h", "dropout"), oracle=numpy_ref.multi_head_attention,
-        torch_reference=torch_ref.multi_head_attention, torch_module=torch_adapters.to_multihead_attention),
+        torch_reference=torch_ref.multi_head_attention),
     ComponentInfo(
         "residual", "ResidualConnection", ("features", "dropout"),
         {"dropout": "Dropout", "norm": "LayerNormalization"}, probe_path="encoder.layers[0].residual_connections[0]",
@@ -155,12 +155,13 @@ _RECORDS = (
         "encoder_block", "EncoderBlock", ("features", "self_attention_block", "feed_forward_block", "dropout"),
         {"self_attention_block": "MultiHeadAttentionBlock", "feed_forward_block": "FeedForwardBlock",
          "residual_connections": "ModuleList"}, probe_path="encoder.layers[0]", synonyms=("encoderlayer",),
-        clauses=("encoder.block", "residual.pre-norm"), report={"encoder_block": ("encoder.block", "residual.pre-norm")},
-        build=_encoder_block, oracle=numpy_ref.encoder_block, torch_module=torch_adapters.to_encoder_layer),
+        clauses=("encoder.block", "residual.pre-norm"),
+        report={"encoder_block": ("encoder.block", "residual.pre-norm")},
+        build=_encoder_block, oracle=numpy_ref.encoder_block),
     ComponentInfo(
         "encoder", "Encoder", ("features", "layers"), {"layers": "ModuleList", "norm": "LayerNormalization"},
         probe_path="encoder", clauses=("encoder.stack",), report={"encoder": ("encoder.stack",)},
-        build=_stack("Encoder", "encoder_block"), oracle=numpy_ref.encoder, torch_module=torch_adapters.to_encoder),
+        build=_stack("Encoder", "encoder_block"), oracle=numpy_ref.encoder),
     ComponentInfo(
         "decoder_block", "DecoderBlock",
         ("features", "self_attention_block", "cross_attention_block", "feed_forward_block", "dropout"),
@@ -168,11 +169,11 @@ _RECORDS = (
          "feed_forward_block": "FeedForwardBlock", "residual_connections": "ModuleList"},
         probe_path="decoder.layers[0]", synonyms=("decoderlayer",), clauses=("decoder.block", "residual.pre-norm"),
         report={"decoder_block": ("decoder.block", "residual.pre-norm")}, build=_decoder_block,
-        oracle=numpy_ref.decoder_block, torch_module=torch_adapters.to_decoder_layer),
+        oracle=numpy_ref.decoder_block),
     ComponentInfo(
         "decoder", "Decoder", ("features", "layers"), {"layers": "ModuleList", "norm": "LayerNormalization"},
         probe_path="decoder", clauses=("decoder.stack",), report={"decoder": ("decoder.stack",)},
-        build=_stack("Decoder", "decoder_block"), oracle=numpy_ref.decoder, torch_module=torch_adapters.to_decoder),
+        build=_stack("Decoder", "decoder_block"), oracle=numpy_ref.decoder),
     ComponentInfo(
         "projection", "ProjectionLayer", ("d_model", "vocab_size"), {"proj": "Linear"}, ("proj.weight", "proj.bias"),
         probe_path="projection_layer",
@@ -189,7 +190,7 @@ _RECORDS = (
         clauses=("transformer.compose", "projection.logits"),
         report={"transformer": ("transformer.compose", "projection.logits"),
                 "grad/transformer": ("transformer.compose",)},
-        oracle=numpy_ref.transformer, torch_module=torch_adapters.TorchTransformerModel),
+        oracle=numpy_ref.transformer),
     ComponentInfo(
         "build_transformer", "build_transformer",
         ("src_vocab_size", "tgt_vocab_size", "src_seq_len", "tgt_seq_len", "d_model", "N", "h", "dropout", "d_ff"),
@@ -208,9 +209,10 @@ BY_CONTRACT: dict[str, ComponentInfo] = {c.contract: c for c in _RECORDS}
 REPORT_CLAUSES: dict[str, tuple[str, ...]] = {row: clauses for c in _RECORDS for row, clauses in c.report.items()}
 
 
-def by_contract(name: str) -> ComponentInfo | None:
-    """The record of a contract class or function name (None for a name outside the contract)."""
-    return BY_CONTRACT.get(name)
+def contract_class(module: nn.Module) -> str:
+    """The contract class name of a module: its class's name, or the contract's for a class seen through an
+    ``--impl-map`` (``reference.adapter``)."""
+    return getattr(type(module), "_contract_name", type(module).__name__)
 
 
 def for_clause(clause: str) -> list[str]:

@@ -40,7 +40,7 @@ _OPENED: dict[tuple[str, str | None], tuple[ModuleType, Any]] = {}
 
 def open_impl(name: str, impl_map: str | os.PathLike | None = None) -> tuple[ModuleType, Any]:
     """Import ``name``, read ``impl_map`` and diagnose the API: (the module the kit tests, its
-    ``reference.diagnose.Diagnosis``). The module is ``name`` itself, or it seen through ``impl_map`` (a TOML
+    ``reference.findings.Diagnosis``). The module is ``name`` itself, or it seen through ``impl_map`` (a TOML
     file, ``reference/adapter.py``) and the diagnosis's proposed map. Cached per (name, map).
 
     Raises ``ImportError`` (never anything else) when the module cannot be imported or the map cannot be read."""

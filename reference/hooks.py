@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .components import COMPONENTS
+from .components import COMPONENTS, contract_class
 
 #: Class names of the contract's submodules (the root ``Transformer`` is driven, not hooked).
 CONTRACT_CLASSES = frozenset(c.contract for c in COMPONENTS.values()
@@ -53,12 +53,6 @@ def _detach(x: Any) -> Any:
     if isinstance(x, tuple):
         return tuple(_detach(v) for v in x)
     return x
-
-
-def contract_class(module: nn.Module) -> str:
-    """The contract class name of a module: its class's name, or the contract's for a class seen through an
-    ``--impl-map`` (``reference.adapter``)."""
-    return getattr(type(module), "_contract_name", type(module).__name__)
 
 
 def record_calls(model: nn.Module, run: Callable[[], Any]) -> tuple[Any, list[Call]]:

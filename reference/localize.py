@@ -11,9 +11,9 @@
    the same paths.
    Its error against the oracle is *torch's own error* at that path.
 
-Tolerance (``compare.judge``, the kit's one judge): float64, and any path without a finite torch figure, uses the direct rule
-``|impl - oracle| <= atol + rtol * |oracle|`` with ``tolerances.VALUE_TOL``; lower precision uses the error-ratio
-rule ``max|impl - oracle| <= K * max|twin - oracle| + floor(dtype, scale)`` (``tolerances.allowed_error``), path by
+Tolerance (``compare.judge``, the kit's one judge): float64, and any path without a finite torch figure, uses the
+direct rule ``|impl - oracle| <= atol + rtol * |oracle|`` with ``tolerances.VALUE_TOL``; lower precision uses the
+error-ratio rule ``max|impl - oracle| <= K * max|twin - oracle| + floor(dtype, scale)`` (``tolerances.allowed_error``), path by
 path. The twin is used rather than hooks on ``nn.Transformer`` because it has a counterpart for every contract path
 (embeddings, positions, each norm, each residual, projection), and ``nn.TransformerEncoderLayer``'s fast path skips
 its submodules' hooks.
@@ -47,6 +47,7 @@ from .hooks import Call, main_output, record_calls
 from .masks import has_fully_masked_row
 from .numpy_ref import CONTRACT_EPS
 from .weights import contract_weights, to_numpy
+
 
 @dataclass(frozen=True)
 class HParams:

@@ -15,7 +15,8 @@ projection has one (``w_q.bias``, ...), it is loaded into its rows of ``in_proj_
 exact, and ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` take their fused fast paths
 (``torch._native_multi_head_attention``, ``torch._transformer_encoder_layer_fwd``, the nested-tensor encoder) only
 when ``in_proj_bias is not None``: ``bias=False`` would confine the comparison to torch's slow path. Zero biases of a
-model without projection biases are the only torch parameters with no contract name (``torch_names.unmapped_parameters``).
+model without projection biases are the only torch parameters with no contract name
+(``torch_names.unmapped_parameters``).
 
 Masks. Contract: None or bool/int broadcastable to [B, h, Lq, Lk], nonzero = may attend.
 ``nn.MultiheadAttention``: bool, True = masked, ``attn_mask`` [Lq, Lk] or [B*h, Lq, Lk] and ``key_padding_mask``
@@ -201,11 +202,10 @@ def to_encoder(encoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS,
     eval mode, without grad, with a left-aligned key padding mask and no other mask (docs/divergences.md).
     """
     layers = [to_encoder_layer(block, h=h, eps=eps) for block in encoder.layers]
+    norm = to_layer_norm(encoder.norm, eps=eps, features=layers[0].linear1.in_features)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
-        stack = nn.TransformerEncoder(layers[0], num_layers=len(layers), norm=to_layer_norm(encoder.norm, eps=eps,
-                                                                   features=layers[0].linear1.in_features),
-                                      enable_nested_tensor=nested_tensor)
+        stack = nn.TransformerEncoder(layers[0], num_layers=len(layers), norm=norm, enable_nested_tensor=nested_tensor)
     stack.layers = nn.ModuleList(layers)
     stack.use_nested_tensor = nested_tensor
     return stack
@@ -215,8 +215,8 @@ def to_decoder(decoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> nn.T
     """``nn.TransformerDecoder`` with one converted layer per contract block (h heads, every norm ``eps``) and final
     norm = ``decoder.norm``."""
     layers = [to_decoder_layer(block, h=h, eps=eps) for block in decoder.layers]
-    stack = nn.TransformerDecoder(layers[0], num_layers=len(layers), norm=to_layer_norm(decoder.norm, eps=eps,
-                                                                                     features=layers[0].linear1.in_features))
+    norm = to_layer_norm(decoder.norm, eps=eps, features=layers[0].linear1.in_features)
+    stack = nn.TransformerDecoder(layers[0], num_layers=len(layers), norm=norm)
     stack.layers = nn.ModuleList(layers)
     return stack
 

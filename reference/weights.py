@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from . import conditioning
-from .components import COMPONENTS
-from .hooks import contract_class
+from .components import COMPONENTS, contract_class
 from .numpy_ref import CONTRACT_EPS, join
 
 __all__ = ["CONTRACT_EPS", "contract_weights", "extract_weights", "to_numpy"]

@@ -150,6 +150,8 @@ def test_report_component_selection(capsys: pytest.CaptureFixture) -> None:
     assert report.select_components(["multi_head_attention"]) == mha
     assert report.select_components(["mha"]) == mha  # version 1 names still select their rows
     assert report.select_components(["positions", "grad/mha"]) == ["positional_encoding", "grad/multi_head_attention"]
+    assert report.select_components(["mha/causal", "masks"]) == ["causal_mask", "padding_mask",
+                                                                "multi_head_attention/causal"]
     assert report.select_components(["grad/*", "embedding"]) == \
         ["embedding"] + [c for c in report.COMPONENTS if c.startswith("grad/")]
     with pytest.raises(ValueError, match="no component matches"):

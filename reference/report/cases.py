@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,7 +19,9 @@ from torch import nn
 from .. import components, masks
 from ..compare import Verdict
 from ..contract import ModelConfig, build_model, randomize_parameters_
-from ..localize import Localization
+
+if TYPE_CHECKING:
+    from ..localize import Localization
 
 #: Every module is built with the blog's default dropout and run in eval mode, where dropout must be the identity.
 DROPOUT = 0.1

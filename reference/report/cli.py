@@ -30,7 +30,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--dtype", action="append", choices=sorted(DTYPES) + ["all"],
                    help="dtype(s), repeatable (default: float64 and float32; plus float16, bfloat16 on CUDA)")
     p.add_argument("--component", action="append",
-                   help=f"component(s), repeatable: a name, a family (mha, grad) or a glob; known: "
+                   help=f"component(s), repeatable: a name, a family (multi_head_attention, grad) or a glob; known: "
                         f"{', '.join(COMPONENTS)}")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and masks (default: %(default)s)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON (docs/report.md)")

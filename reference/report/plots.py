@@ -13,7 +13,7 @@ no layout engine (it doubles the drawing time), ``bbox_inches="tight"`` instead.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,11 @@ EXACT = "lightgrey"  # colour of exactly equal cells in difference maps
 
 def available() -> bool:
     """True when matplotlib can be imported."""
-    return importlib.util.find_spec("matplotlib") is not None
+    try:
+        importlib.import_module("matplotlib")
+    except ImportError:
+        return False
+    return True
 
 
 def _figure(width: float, height: float) -> Any:

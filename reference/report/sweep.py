@@ -54,9 +54,21 @@ COMPONENTS: dict[str, Callable[[Ctx], Outcome]] = {
     "grad/multi_head_attention": gradients.run_grad_multi_head_attention,
     "grad/transformer": gradients.run_grad_transformer,
 }
-#: Names of report version 1 (before the registry), still accepted by ``--component``.
-ALIASES = {"mha": "multi_head_attention", "positions": "positional_encoding", "masks/causal": "causal_mask",
-           "masks/padding": "padding_mask", "grad/mha": "grad/multi_head_attention"}
+#: Row names of report version 1 (before the registry), still accepted by ``--component``: exact names, families
+#: and globs (``mha``, ``mha/causal``, ``mha/*``, ``masks``, ``grad/mha``) are rewritten to the registry's names.
+V1_NAMES = (("masks/causal", "causal_mask"), ("masks/padding", "padding_mask"), ("masks", "*_mask"),
+            ("positions", "positional_encoding"), ("grad/mha", "grad/multi_head_attention"),
+            ("mha", "multi_head_attention"))
+
+
+def _from_v1(pattern: str) -> str:
+    """``pattern`` with a version 1 row name (or family) at its start replaced by the registry's."""
+    for old, new in V1_NAMES:
+        if pattern == old or pattern.startswith(old + "/"):
+            return new + pattern[len(old):]
+    return pattern
+
+
 assert set(COMPONENTS) == set(REPORT_CLAUSES), "every report row needs its clauses in the registry"
 
 
@@ -98,10 +110,10 @@ class Result:
 def select_components(patterns: Sequence[str] | None) -> list[str]:
     """Row names matching any pattern, in table order: an exact name selects just that row; otherwise a family
     prefix (``multi_head_attention`` -> ``multi_head_attention/*``) or a glob (``grad/*``). Version 1 names
-    (``ALIASES``: ``mha``, ``positions``, ...) are accepted."""
+    (``V1_NAMES``: ``mha``, ``mha/causal``, ``positions``, ``masks``, ...) are accepted."""
     if not patterns:
         return list(COMPONENTS)
-    patterns = [ALIASES.get(p, p) for p in patterns]
+    patterns = [_from_v1(p) for p in patterns]
 
     def matches(name: str, p: str) -> bool:
         if p in COMPONENTS:

@@ -63,8 +63,8 @@ RECORDED_KILLS = 10
 #: Modules that test the kit itself (oracles, adapters, report, localiser, strategies), not a property of the
 #: implementation; every other module is a *property module*. Each control's cheapest kill in a property module is
 #: recorded too, so the CI re-check runs a property, not only the fastest (often kit) test that trips over the bug.
-KIT_MODULES = ("tests/test_clauses.py", "tests/test_localize.py", "tests/test_numpy_ref.py", "tests/test_report.py",
-               "tests/test_strategies.py", "tests/test_torch_adapters.py")
+KIT_MODULES = ("tests/test_clauses.py", "tests/test_localize.py", "tests/test_numpy_ref.py", "tests/test_registry.py",
+               "tests/test_report.py", "tests/test_strategies.py", "tests/test_torch_adapters.py")
 
 SNAPSHOT_IGNORE = (".git", ".venv", "venv", "__pycache__", ".hypothesis", ".pytest_cache", ".benchmarks", "*.egg-info",
                    "report-out", "plots", "build", "dist")
