@@ -4,7 +4,8 @@ diagnosis all read (after PyTorch's OpInfo, ``torch/testing/_internal/opinfo/cor
 A :class:`ComponentInfo` holds a component's one snake_case ``name`` (its oracle ``numpy_ref.<name>``, its torch
 reference ``torch_ref.<name>``, its report rows, the ``pytest -k <name>`` keyword of its tests), the contract's class
 or function (``contract``) with its constructor ``signature``, the attributes and parameters an instance holds, how
-to ``build`` one from sizes, the contract clauses it is judged under and the clauses of each report row.
+to ``build`` one from sizes, the tolerance ``rule`` its values are judged by, the contract clauses it is judged
+under and the clauses of each report row.
 ``contract.SIGNATURES``/``ATTRIBUTES``/``REQUIRED_NAMES``, ``diagnose.PATHS``/``SYNONYMS``,
 ``hooks.CONTRACT_CLASSES``, ``weights.CONTRACT_PARAMETERS`` and the report's clauses are views of this table.
 docs/architecture.md says how to add a component.
@@ -42,6 +43,9 @@ class ComponentInfo:
     clauses: tuple[str, ...] = ()  # the contract clauses its behaviour is judged under
     report: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # report row -> its clauses
     required: bool = True  # False: an extra beyond the blog's API (tests that need it skip without it)
+    #: The tolerance rule its values are judged by (``compare.judge``): "auto" (the error ratio against torch's own
+    #: error below float64, docs/tolerances.md) or "direct" (``VALUE_TOL``: exact lookups and tables, no torch error)
+    rule: str = "auto"
     build: Build | None = None
     oracle: Callable[..., Any] | None = None  # numpy_ref.<name>
     torch_reference: Callable[..., Any] | None = None  # torch_ref.<name>
@@ -107,14 +111,15 @@ _RECORDS = (
         {"d_model": "int", "vocab_size": "int", "embedding": "Embedding"}, ("embedding.weight",),
         probe_path="src_embed", clauses=("embed.scaled-lookup",), report={"embedding": ("embed.scaled-lookup",)},
         synonyms=("embeddings", "embedding", "tokenembedding", "tokenembeddings", "inputembedding", "embed"),
-        build=_leaf("InputEmbeddings", "d_model", "src_vocab_size"), oracle=numpy_ref.embedding,
+        build=_leaf("InputEmbeddings", "d_model", "src_vocab_size"), oracle=numpy_ref.embedding, rule="direct",
         torch_reference=torch_ref.embedding),
     ComponentInfo(
         "positional_encoding", "PositionalEncoding", ("d_model", "seq_len", "dropout"),
         {"d_model": "int", "seq_len": "int", "dropout": "Dropout", "pe": "buffer"}, probe_path="src_pos",
         synonyms=("positionalembedding", "posencoding", "sinusoidalpositionalencoding", "positional"),
         clauses=("pe.formula", "pe.add"), report={"positional_encoding": ("pe.formula", "pe.add")},
-        build=_leaf("PositionalEncoding", "d_model", "src_seq_len", "dropout"), oracle=numpy_ref.positional_encoding,
+        build=_leaf("PositionalEncoding", "d_model", "src_seq_len", "dropout"), rule="direct",
+        oracle=numpy_ref.positional_encoding,
         torch_reference=torch_ref.positional_encoding),
     ComponentInfo(
         "layer_norm", "LayerNormalization", ("features", "eps"),
@@ -196,9 +201,9 @@ _RECORDS = (
         ("src_vocab_size", "tgt_vocab_size", "src_seq_len", "tgt_seq_len", "d_model", "N", "h", "dropout", "d_ff"),
         synonyms=("makemodel", "buildmodel", "createmodel", "maketransformer", "build"), clauses=("build.structure",)),
     ComponentInfo("causal_mask", "causal_mask", ("size",), required=False, clauses=("extra.mask-helpers",),
-                  report={"causal_mask": ("extra.mask-helpers",)}),
+                  report={"causal_mask": ("extra.mask-helpers",)}, rule="direct"),
     ComponentInfo("padding_mask", "padding_mask", ("tokens", "pad_id"), required=False,
-                  clauses=("extra.mask-helpers",), report={"padding_mask": ("extra.mask-helpers",)}),
+                  clauses=("extra.mask-helpers",), report={"padding_mask": ("extra.mask-helpers",)}, rule="direct"),
 )
 
 #: Every component by its snake_case name, in the contract's order.

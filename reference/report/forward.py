@@ -8,12 +8,13 @@ lower the error-ratio rule against torch's error. LayerNorm rows widen to the co
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from .. import conditioning, numpy_ref, torch_adapters, torch_ref
+from ..components import COMPONENTS
 from ..compare import Verdict, error_stats, judge
 from ..contract import missing_extras
 from ..localize import localize
@@ -21,6 +22,11 @@ from ..weights import CONTRACT_EPS, extract_weights, to_numpy
 from .cases import LARGE, Ctx, Outcome, skip
 
 _np = to_numpy
+
+
+def _judge(c: Ctx, name: str, out: torch.Tensor, expected: np.ndarray, **kw: Any) -> Verdict:
+    """``compare.judge`` in the run's dtype by component ``name``'s tolerance rule (the registry's ``rule``)."""
+    return judge(out, expected, dtype=kw.pop("dtype", c.dtype), rule=COMPONENTS[name].rule, **kw)
 
 
 def run_embedding(c: Ctx) -> Outcome:
@@ -31,7 +37,7 @@ def run_embedding(c: Ctx) -> Outcome:
         out = module(tokens)
         torch_out = torch_ref.embedding(tokens, module.embedding.weight)
     expected = numpy_ref.embedding(_np(tokens), _np(module.embedding.weight))
-    return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out, rule="direct"), "", _np(out), expected)
+    return Outcome(_judge(c, "embedding", out, expected, torch_out=torch_out), "", _np(out), expected)
 
 
 def run_positional_encoding(c: Ctx) -> Outcome:
@@ -40,7 +46,7 @@ def run_positional_encoding(c: Ctx) -> Outcome:
     with torch.no_grad():
         out = module(x)
     expected = numpy_ref.positional_encoding(_np(x))
-    return Outcome(judge(out, expected, dtype=c.dtype, rule="direct"), "no torch module: direct rule",
+    return Outcome(_judge(c, "positional_encoding", out, expected), "no torch module: direct rule",
                    _np(out), expected)
 
 
@@ -59,7 +65,7 @@ def _layer_norm(c: Ctx, offset: float, noise: float, detail: str) -> Outcome:
     if c.dtype in (torch.float32, torch.float64):
         sensitivity = lambda: conditioning.sensitivity(oracle, conditioning.unit_roundoff(c.dtype))  # noqa: E731
     expected = oracle()
-    return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out, sensitivity=sensitivity), detail,
+    return Outcome(_judge(c, "layer_norm", out, expected, torch_out=torch_out, sensitivity=sensitivity), detail,
                    _np(out), expected)
 
 
@@ -79,7 +85,7 @@ def run_feed_forward(c: Ctx) -> Outcome:
         out = module(x)
         torch_out = torch_adapters.to_feed_forward(module)(x)
     expected = numpy_ref.feed_forward(_np(x), extract_weights(module))
-    return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), "vs nn.Linear/ReLU/nn.Linear",
+    return Outcome(_judge(c, "feed_forward", out, expected, torch_out=torch_out), "vs nn.Linear/ReLU/nn.Linear",
                    _np(out), expected)
 
 
@@ -106,14 +112,14 @@ def make_run_mha(kind: str) -> Callable[[Ctx], Outcome]:
         scores = getattr(module, "attention_scores", None)
         if isinstance(scores, torch.Tensor) and tuple(scores.shape) == weights.shape:
             detail += f"; attention_scores max abs error {error_stats(scores, weights).max_abs:.2e}"
-        return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), detail, _np(out), expected)
+        return Outcome(_judge(c, "multi_head_attention", out, expected, torch_out=torch_out), detail, _np(out),
+                       expected)
     return run
 
 
-def _exact_mask(got: object, expected: np.ndarray) -> Outcome:
-    """A mask helper's result against the expected bool mask: exact, and bool."""
-    v = judge(torch.as_tensor(got).to(torch.float64), expected.astype(np.float64), dtype=torch.float64,
-              rule="direct")
+def _exact_mask(c: Ctx, name: str, got: object, expected: np.ndarray) -> Outcome:
+    """A mask helper's result against the expected bool mask: exact (float64's direct rule on 0/1), and bool."""
+    v = _judge(c, name, torch.as_tensor(got).to(torch.float64), expected.astype(np.float64), dtype=torch.float64)
     dtype_ok = torch.as_tensor(got).dtype == torch.bool
     return Outcome(v, "exact bool" + ("" if dtype_ok else f"; returned {torch.as_tensor(got).dtype}, not bool"),
                    passed=v.ok and dtype_ok)
@@ -124,7 +130,7 @@ def run_causal_mask(c: Ctx) -> Outcome:
     if missing_extras(c.impl, "causal_mask"):
         return skip("skipped: implementation lacks causal_mask")
     size = c.config.tgt_len
-    return _exact_mask(c.impl.causal_mask(size), np.tril(np.ones((1, size, size), dtype=bool)))
+    return _exact_mask(c, "causal_mask", c.impl.causal_mask(size), np.tril(np.ones((1, size, size), dtype=bool)))
 
 
 def run_padding_mask(c: Ctx) -> Outcome:
@@ -134,7 +140,7 @@ def run_padding_mask(c: Ctx) -> Outcome:
     vocab, pad = c.config.model.src_vocab_size, 0
     tokens = torch.from_numpy(c.rng.integers(0, vocab, (c.config.batch, c.config.src_len))).to(c.device)
     tokens[:, -1] = pad
-    return _exact_mask(c.impl.padding_mask(tokens, pad), (_np(tokens) != pad)[:, None, None, :])
+    return _exact_mask(c, "padding_mask", c.impl.padding_mask(tokens, pad), (_np(tokens) != pad)[:, None, None, :])
 
 
 def run_encoder_block(c: Ctx) -> Outcome:
@@ -146,7 +152,7 @@ def run_encoder_block(c: Ctx) -> Outcome:
         out = module(x, mask)
         torch_out = torch_adapters.encoder_forward(torch_adapters.to_encoder_layer(module, h=m.h).eval(), x, mask)
     expected = numpy_ref.encoder_block(_np(x), _np(mask), extract_weights(module), m.h, CONTRACT_EPS)
-    return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), "vs nn.TransformerEncoderLayer",
+    return Outcome(_judge(c, "encoder_block", out, expected, torch_out=torch_out), "vs nn.TransformerEncoderLayer",
                    _np(out), expected)
 
 
@@ -167,7 +173,7 @@ def run_decoder_block(c: Ctx) -> Outcome:
                                                    src_mask, tgt_mask)
     expected = numpy_ref.decoder_block(_np(x), _np(memory), _np(src_mask), _np(tgt_mask), extract_weights(module),
                                        h, CONTRACT_EPS)
-    return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), "vs nn.TransformerDecoderLayer",
+    return Outcome(_judge(c, "decoder_block", out, expected, torch_out=torch_out), "vs nn.TransformerDecoderLayer",
                    _np(out), expected)
 
 
@@ -181,7 +187,7 @@ def run_encoder(c: Ctx) -> Outcome:
         torch_out = torch_adapters.encoder_forward(torch_adapters.to_encoder(model.encoder, h=m.h).eval(), x, mask)
     expected = numpy_ref.encoder(_np(x), _np(mask), numpy_ref.sub(extract_weights(model), "encoder"), m.h,
                                  CONTRACT_EPS)
-    return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), "vs nn.TransformerEncoder",
+    return Outcome(_judge(c, "encoder", out, expected, torch_out=torch_out), "vs nn.TransformerEncoder",
                    _np(out), expected)
 
 
@@ -195,7 +201,7 @@ def run_decoder(c: Ctx) -> Outcome:
                                                    src_mask, tgt_mask)
     expected = numpy_ref.decoder(_np(x), _np(memory), _np(src_mask), _np(tgt_mask),
                                  numpy_ref.sub(extract_weights(model), "decoder"), h, CONTRACT_EPS)
-    return Outcome(judge(out, expected, dtype=c.dtype, torch_out=torch_out), "vs nn.TransformerDecoder",
+    return Outcome(_judge(c, "decoder", out, expected, torch_out=torch_out), "vs nn.TransformerDecoder",
                    _np(out), expected)
 
 
@@ -216,7 +222,7 @@ def run_transformer(c: Ctx) -> Outcome:
         torch_out = ref.project(ref.decode(ref.encode(case.src, case.src_mask), case.src_mask, case.tgt,
                                            case.tgt_mask))
     expected = loc.oracle_outputs["projection_layer"]
-    v = judge(out, expected, dtype=c.dtype, torch_out=torch_out)
+    v = _judge(c, "transformer", out, expected, torch_out=torch_out)
     detail = "vs nn.Transformer; " + ("every submodule within tolerance" if loc.ok
                                       else f"first divergence: {loc.first_divergence}")
     return Outcome(v, detail, _np(out), expected, localization=loc, passed=v.ok and loc.ok)
