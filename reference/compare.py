@@ -103,7 +103,7 @@ def _margin(error: float, allowed: float) -> float:
 
 def _worst(diff: torch.Tensor, allowance: torch.Tensor | float, where: ArrayLike | None) -> tuple[int, float]:
     """(flat index, value) of the largest ``diff / allowance`` over the compared elements (0 where diff is 0)."""
-    ratio = (diff / allowance).nan_to_num(nan=math.inf)
+    ratio = (diff / allowance).nan_to_num(nan=math.inf, posinf=math.inf)
     ratio = torch.where(diff == 0, torch.zeros_like(ratio), ratio)
     if where is not None:
         ratio = torch.where(keep_mask(where, ratio), ratio, torch.zeros_like(ratio))
@@ -162,12 +162,12 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
         verdict = Verdict(rule="ratio", tolerance=f"{k:g} x {torch_stats.max_abs:.2e} + {floor:.2e}",
                           allowed=allowed, margin=_margin(stats.max_abs, allowed), ok=stats.max_abs <= allowed,
                           **common)
-        diff = (a - e).abs().nan_to_num(nan=math.inf)
+        diff = (a - e).abs().nan_to_num(nan=math.inf, posinf=math.inf)
         base: torch.Tensor | float = allowed
     else:
         if rtol is None or atol is None:
             rtol, atol = (tolerances.grad_tol if grad else tolerances.value_tol)(dtype)
-        diff = (a - e).abs().nan_to_num(nan=math.inf)
+        diff = (a - e).abs().nan_to_num(nan=math.inf, posinf=math.inf)
         base = atol + rtol * e.abs()
         close = torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=False)
         if where is not None:

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from .contract import ModelConfig
 
 Build = Callable[..., nn.Module]  # (impl, cfg: ModelConfig, *, device, dtype) -> the component, default initialised
+#: (reference namespace ``numpy_ref`` or ``torch_ref``, the forward's inputs, weights keyed like the component's
+#: ``named_parameters()``, h, eps) -> the reference's output: the component's oracle and torch reference applied to
+#: whatever a forward call received (the localiser's local check re-runs both on the implementation's own inputs).
+Apply = Callable[[ModuleType, tuple, Mapping[str, Any], int, float], Any]
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class ComponentInfo:
     build: Build | None = None
     oracle: Callable[..., Any] | None = None  # numpy_ref.<name>
     torch_reference: Callable[..., Any] | None = None  # torch_ref.<name>
+    apply: Apply | None = None  # the reference (numpy_ref or torch_ref) on a forward call's inputs
 
     @property
     def is_class(self) -> bool:
@@ -112,15 +117,15 @@ _RECORDS = (
         probe_path="src_embed", clauses=("embed.scaled-lookup",), report={"embedding": ("embed.scaled-lookup",)},
         synonyms=("embeddings", "embedding", "tokenembedding", "tokenembeddings", "inputembedding", "embed"),
         build=_leaf("InputEmbeddings", "d_model", "src_vocab_size"), oracle=numpy_ref.embedding, rule="direct",
-        torch_reference=torch_ref.embedding),
+        torch_reference=torch_ref.embedding, apply=lambda R, xs, w, h, eps: R.embedding(xs[0], w["embedding.weight"])),
     ComponentInfo(
         "positional_encoding", "PositionalEncoding", ("d_model", "seq_len", "dropout"),
         {"d_model": "int", "seq_len": "int", "dropout": "Dropout", "pe": "buffer"}, probe_path="src_pos",
         synonyms=("positionalembedding", "posencoding", "sinusoidalpositionalencoding", "positional"),
         clauses=("pe.formula", "pe.add"), report={"positional_encoding": ("pe.formula", "pe.add")},
         build=_leaf("PositionalEncoding", "d_model", "src_seq_len", "dropout"), rule="direct",
-        oracle=numpy_ref.positional_encoding,
-        torch_reference=torch_ref.positional_encoding),
+        oracle=numpy_ref.positional_encoding, torch_reference=torch_ref.positional_encoding,
+        apply=lambda R, xs, w, h, eps: R.positional_encoding(xs[0])),
     ComponentInfo(
         "layer_norm", "LayerNormalization", ("features", "eps"),
         {"eps": "float", "alpha": "vector", "bias": "vector"}, ("alpha", "bias"), probe_path="encoder.norm",
@@ -128,7 +133,8 @@ _RECORDS = (
         report={"layer_norm": ("ln.biased-variance",), "layer_norm/offset": ("ln.biased-variance",),
                 "grad/layer_norm": ("ln.biased-variance",)},
         build=_leaf("LayerNormalization", "d_model"), oracle=numpy_ref.layer_norm,
-        torch_reference=torch_ref.layer_norm),
+        torch_reference=torch_ref.layer_norm,
+        apply=lambda R, xs, w, h, eps: R.layer_norm(xs[0], w["alpha"], w["bias"], eps)),
     ComponentInfo(
         "feed_forward", "FeedForwardBlock", ("d_model", "d_ff", "dropout"),
         {"linear_1": "Linear", "dropout": "Dropout", "linear_2": "Linear"},
@@ -137,7 +143,7 @@ _RECORDS = (
         synonyms=("positionwisefeedforward", "feedforward", "ffn", "mlp", "ff", "feedforwardnetwork"),
         clauses=("ffn.formula",), report={"feed_forward": ("ffn.formula",), "grad/feed_forward": ("ffn.formula",)},
         build=_leaf("FeedForwardBlock", "d_model", "d_ff", "dropout"), oracle=numpy_ref.feed_forward,
-        torch_reference=torch_ref.feed_forward),
+        torch_reference=torch_ref.feed_forward, apply=lambda R, xs, w, h, eps: R.feed_forward(xs[0], w)),
     ComponentInfo(
         "multi_head_attention", "MultiHeadAttentionBlock", ("d_model", "h", "dropout"), _MHA_ATTRS,
         tuple(f"{p}.weight" for p in numpy_ref.PROJECTIONS), tuple(f"{p}.bias" for p in numpy_ref.PROJECTIONS),
@@ -149,7 +155,8 @@ _RECORDS = (
                 "multi_head_attention/cross": ("mha.formula",), "multi_head_attention/large": ("mha.formula",),
                 "grad/multi_head_attention": ("mha.formula",)},
         build=_leaf("MultiHeadAttentionBlock", "d_model", "h", "dropout"), oracle=numpy_ref.multi_head_attention,
-        torch_reference=torch_ref.multi_head_attention),
+        torch_reference=torch_ref.multi_head_attention,
+        apply=lambda R, xs, w, h, eps: R.multi_head_attention(*(list(xs) + [None] * 4)[:4], w, h)[0]),
     ComponentInfo(
         "residual", "ResidualConnection", ("features", "dropout"),
         {"dropout": "Dropout", "norm": "LayerNormalization"}, probe_path="encoder.layers[0].residual_connections[0]",
@@ -162,11 +169,13 @@ _RECORDS = (
          "residual_connections": "ModuleList"}, probe_path="encoder.layers[0]", synonyms=("encoderlayer",),
         clauses=("encoder.block", "residual.pre-norm"),
         report={"encoder_block": ("encoder.block", "residual.pre-norm")},
-        build=_encoder_block, oracle=numpy_ref.encoder_block),
+        build=_encoder_block, oracle=numpy_ref.encoder_block, torch_reference=torch_ref.encoder_block,
+        apply=lambda R, xs, w, h, eps: R.encoder_block(xs[0], xs[1], w, h, eps)),
     ComponentInfo(
         "encoder", "Encoder", ("features", "layers"), {"layers": "ModuleList", "norm": "LayerNormalization"},
         probe_path="encoder", clauses=("encoder.stack",), report={"encoder": ("encoder.stack",)},
-        build=_stack("Encoder", "encoder_block"), oracle=numpy_ref.encoder),
+        build=_stack("Encoder", "encoder_block"), oracle=numpy_ref.encoder, torch_reference=torch_ref.encoder,
+        apply=lambda R, xs, w, h, eps: R.encoder(xs[0], xs[1], w, h, eps)),
     ComponentInfo(
         "decoder_block", "DecoderBlock",
         ("features", "self_attention_block", "cross_attention_block", "feed_forward_block", "dropout"),
@@ -174,17 +183,20 @@ _RECORDS = (
          "feed_forward_block": "FeedForwardBlock", "residual_connections": "ModuleList"},
         probe_path="decoder.layers[0]", synonyms=("decoderlayer",), clauses=("decoder.block", "residual.pre-norm"),
         report={"decoder_block": ("decoder.block", "residual.pre-norm")}, build=_decoder_block,
-        oracle=numpy_ref.decoder_block),
+        oracle=numpy_ref.decoder_block, torch_reference=torch_ref.decoder_block,
+        apply=lambda R, xs, w, h, eps: R.decoder_block(*xs[:4], w, h, eps)),
     ComponentInfo(
         "decoder", "Decoder", ("features", "layers"), {"layers": "ModuleList", "norm": "LayerNormalization"},
         probe_path="decoder", clauses=("decoder.stack",), report={"decoder": ("decoder.stack",)},
-        build=_stack("Decoder", "decoder_block"), oracle=numpy_ref.decoder),
+        build=_stack("Decoder", "decoder_block"), oracle=numpy_ref.decoder, torch_reference=torch_ref.decoder,
+        apply=lambda R, xs, w, h, eps: R.decoder(*xs[:4], w, h, eps)),
     ComponentInfo(
         "projection", "ProjectionLayer", ("d_model", "vocab_size"), {"proj": "Linear"}, ("proj.weight", "proj.bias"),
         probe_path="projection_layer",
         synonyms=("generator", "outputhead", "projection", "lmhead", "head", "outputprojection"),
         clauses=("projection.logits",), build=_leaf("ProjectionLayer", "d_model", "tgt_vocab_size"),
-        oracle=numpy_ref.projection, torch_reference=torch_ref.projection),
+        oracle=numpy_ref.projection, torch_reference=torch_ref.projection,
+        apply=lambda R, xs, w, h, eps: R.projection(xs[0], w)),
     ComponentInfo(
         "transformer", "Transformer",
         ("encoder", "decoder", "src_embed", "tgt_embed", "src_pos", "tgt_pos", "projection_layer"),
@@ -195,7 +207,7 @@ _RECORDS = (
         clauses=("transformer.compose", "projection.logits"),
         report={"transformer": ("transformer.compose", "projection.logits"),
                 "grad/transformer": ("transformer.compose",)},
-        oracle=numpy_ref.transformer),
+        oracle=numpy_ref.transformer, torch_reference=torch_ref.transformer),
     ComponentInfo(
         "build_transformer", "build_transformer",
         ("src_vocab_size", "tgt_vocab_size", "src_seq_len", "tgt_seq_len", "d_model", "N", "h", "dropout", "d_ff"),

@@ -13,16 +13,17 @@
 
 Tolerance (``compare.judge``, the kit's one judge): float64, and any path without a finite torch figure, uses the
 direct rule ``|impl - oracle| <= atol + rtol * |oracle|`` with ``tolerances.VALUE_TOL``; lower precision uses the
-error-ratio rule ``max|impl - oracle| <= K * max|twin - oracle| + floor(dtype, scale)`` (``tolerances.allowed_error``), path by
-path. The twin is used rather than hooks on ``nn.Transformer`` because it has a counterpart for every contract path
+error-ratio rule ``max|impl - oracle| <= K * max|twin - oracle| + floor(dtype, scale)``
+(``tolerances.allowed_error``), path by path. The twin is used rather than hooks on ``nn.Transformer`` because it has a counterpart for every contract path
 (embeddings, positions, each norm, each residual, projection), and ``nn.TransformerEncoderLayer``'s fast path skips
 its submodules' hooks.
 
 The **first divergence** is the first failing path in the implementation's execution order. For it a **local
-check** re-runs the oracle (and the twin) on the implementation's *own* captured inputs to that submodule: if the
-submodule is right on them, it was fed a wrong input by whatever called it (its parent's ``forward``); otherwise the
-submodule itself is wrong. Inputs should keep at least one visible key per query row: the contract leaves the
-values of fully masked rows open, so a divergence there is reported with a note, not explained.
+check** re-runs the oracle (and the twin) on the implementation's *own* captured inputs to that submodule (the
+registry's ``apply`` of its component): if the submodule is right on them, it was fed a wrong input by whatever
+called it (its parent's ``forward``); otherwise the submodule itself is wrong. Inputs should keep at least one
+visible key per query row: the contract leaves the values of fully masked rows open, so a divergence there is
+reported with a note, not explained.
 
 Hyper-parameters are the caller's (``localize(..., h=..., eps=...)``: what the model was built with, ``eps``
 defaulting to the contract's ``CONTRACT_EPS``), never read back from the model: a norm that stored a wrong ``eps``
@@ -43,6 +44,7 @@ from torch import nn
 
 from . import numpy_ref, torch_ref
 from .compare import Verdict, judge
+from .components import BY_CONTRACT
 from .hooks import Call, main_output, record_calls
 from .masks import has_fully_masked_row
 from .numpy_ref import CONTRACT_EPS
@@ -68,51 +70,25 @@ def _np(x: Any) -> Any:
 
 def _local_reference(call: Call, calls: Sequence[Call], hp: HParams
                      ) -> tuple[np.ndarray, torch.Tensor | None] | None:
-    """(oracle, twin) outputs of ``call``'s submodule on its own captured inputs, with ``hp``; None where not
-    expressible."""
+    """(oracle, twin) outputs of ``call``'s submodule on its own captured inputs, with ``hp`` (the registry's
+    ``apply`` of its component); None where not expressible."""
     module, inputs = call.module, call.inputs
+    if call.kind == "ResidualConnection":
+        # x + sublayer(norm(x)) with the implementation's own sublayer output: the call that finished last
+        # before this one and is not this residual's norm.
+        earlier = [c for c in calls[:call.order] if c.path != f"{call.path}.norm"]
+        if not inputs or not earlier or not isinstance(main_output(earlier[-1].output), torch.Tensor):
+            return None
+        x, sub_out = inputs[0], main_output(earlier[-1].output)
+        return _np(x) + _np(sub_out), x + sub_out
+    info = BY_CONTRACT.get(call.kind)
+    if info is None or info.apply is None:
+        return None
     w64 = contract_weights(module)[0]
     wt = {name: p.detach() for name, p in module.named_parameters()}
-    h, eps = hp.h, hp.eps
-    x = inputs[0] if inputs else None
-    kind = call.kind
     with torch.no_grad():
-        if kind == "InputEmbeddings":
-            return (numpy_ref.embedding(_np(x), w64["embedding.weight"]),
-                    torch_ref.embedding(x, wt["embedding.weight"]))
-        if kind == "PositionalEncoding":
-            return numpy_ref.positional_encoding(_np(x)), torch_ref.positional_encoding(x)
-        if kind == "LayerNormalization":
-            return (numpy_ref.layer_norm(_np(x), w64["alpha"], w64["bias"], eps),
-                    torch_ref.layer_norm(x, wt["alpha"], wt["bias"], eps))
-        if kind == "FeedForwardBlock":
-            return numpy_ref.feed_forward(_np(x), w64), torch_ref.feed_forward(x, wt)
-        if kind == "MultiHeadAttentionBlock":
-            q, k, v, mask = (list(inputs) + [None] * 4)[:4]
-            return (numpy_ref.multi_head_attention(_np(q), _np(k), _np(v), _np(mask), w64, h)[0],
-                    torch_ref.multi_head_attention(q, k, v, mask, wt, h)[0])
-        if kind == "ResidualConnection":
-            # x + sublayer(norm(x)) with the implementation's own sublayer output: the call that finished last
-            # before this one and is not this residual's norm.
-            earlier = [c for c in calls[:call.order] if c.path != f"{call.path}.norm"]
-            if not earlier or not isinstance(main_output(earlier[-1].output), torch.Tensor):
-                return None
-            sub_out = main_output(earlier[-1].output)
-            return _np(x) + _np(sub_out), x + sub_out
-        twin = torch_ref.Twin(wt, h, eps)
-        if kind == "EncoderBlock":
-            return (numpy_ref.encoder_block(_np(x), _np(inputs[1]), w64, h, eps),
-                    twin.encoder_block(x, inputs[1]))
-        if kind == "Encoder":
-            return numpy_ref.encoder(_np(x), _np(inputs[1]), w64, h, eps), twin.encoder(x, inputs[1])
-        if kind == "DecoderBlock":
-            return (numpy_ref.decoder_block(*(_np(i) for i in inputs[:4]), w64, h, eps),
-                    twin.decoder_block(*inputs[:4]))
-        if kind == "Decoder":
-            return numpy_ref.decoder(*(_np(i) for i in inputs[:4]), w64, h, eps), twin.decoder(*inputs[:4])
-        if kind == "ProjectionLayer":
-            return numpy_ref.projection(_np(x), w64), torch_ref.projection(x, wt)
-    return None
+        return (info.apply(numpy_ref, tuple(_np(i) for i in inputs), w64, hp.h, hp.eps),
+                info.apply(torch_ref, tuple(inputs), wt, hp.h, hp.eps))
 
 
 @dataclass(frozen=True)

@@ -165,6 +165,35 @@ class Twin:
         return self.rec("projection_layer", projection(y, numpy_ref.sub(self.w, "projection_layer")))
 
 
+# The blocks, stacks and model with ``numpy_ref``'s signatures (``w`` keyed relative to the block).
+def encoder_block(x: torch.Tensor, mask: MaskLike, w: Weights, h: int, eps: float = CONTRACT_EPS) -> torch.Tensor:
+    """EncoderBlock: self-attention then feed-forward, each pre-norm residual; [B, L, d] -> [B, L, d]."""
+    return Twin(w, h, eps).encoder_block(x, mask)
+
+
+def encoder(x: torch.Tensor, mask: MaskLike, w: Weights, h: int, eps: float = CONTRACT_EPS) -> torch.Tensor:
+    """Encoder: the blocks ``layers.i``, then ``norm``; [B, L, d] -> [B, L, d]."""
+    return Twin(w, h, eps).encoder(x, mask)
+
+
+def decoder_block(x: torch.Tensor, encoder_output: torch.Tensor, src_mask: MaskLike, tgt_mask: MaskLike, w: Weights,
+                  h: int, eps: float = CONTRACT_EPS) -> torch.Tensor:
+    """DecoderBlock: masked self-attention, cross-attention over ``encoder_output``, feed-forward; -> [B, Lt, d]."""
+    return Twin(w, h, eps).decoder_block(x, encoder_output, src_mask, tgt_mask)
+
+
+def decoder(x: torch.Tensor, encoder_output: torch.Tensor, src_mask: MaskLike, tgt_mask: MaskLike, w: Weights,
+            h: int, eps: float = CONTRACT_EPS) -> torch.Tensor:
+    """Decoder: the blocks ``layers.i``, then ``norm``; [B, Lt, d] -> [B, Lt, d]."""
+    return Twin(w, h, eps).decoder(x, encoder_output, src_mask, tgt_mask)
+
+
+def transformer(src: torch.Tensor, tgt: torch.Tensor, src_mask: MaskLike, tgt_mask: MaskLike, w: Weights, h: int,
+                eps: float = CONTRACT_EPS) -> torch.Tensor:
+    """``project(decode(encode(src, src_mask), src_mask, tgt, tgt_mask))``: Long[B, Ls], Long[B, Lt] -> logits."""
+    return Twin(w, h, eps).transformer(src, tgt, src_mask, tgt_mask)
+
+
 def trace(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, src_mask: MaskLike, tgt_mask: MaskLike, *,
           h: int, eps: float = CONTRACT_EPS) -> dict[str, torch.Tensor]:
     """Torch's own computation of every contract path of ``model``, in its dtype, on its weights, with h and eps."""

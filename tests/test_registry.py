@@ -45,8 +45,13 @@ def test_registry_clauses_exist() -> None:
 
 
 def test_hooked_classes_are_the_registry_submodules() -> None:
+    """The localiser hooks every contract submodule, and can re-run the references on each one's inputs (the
+    residual's sublayer output comes from the calls themselves)."""
     assert CONTRACT_CLASSES == {i.contract for i in COMPONENTS.values() if i.is_class and i.probe_path}
     assert "Transformer" not in CONTRACT_CLASSES
+    for info in COMPONENTS.values():
+        if info.contract in CONTRACT_CLASSES and info.name != "residual":
+            assert info.apply is not None and info.oracle is not None and info.torch_reference is not None, info.name
 
 
 @pytest.mark.parametrize("name", BUILT)
