@@ -113,6 +113,12 @@ def _worst(diff: torch.Tensor, allowance: torch.Tensor | float, where: ArrayLike
     return flat, float(ratio.reshape(-1)[flat])
 
 
+def _shape_verdict(note: str, what: str) -> Verdict:
+    """The failing verdict of two tensors that cannot be compared element by element."""
+    return Verdict(max_abs=math.inf, max_rel=math.inf, rule="shape", tolerance="shapes must match", allowed=0.0,
+                   margin=math.inf, ok=False, note=note, explanation=f"{what}: {note}")
+
+
 def _unravel(flat: int, shape: torch.Size) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(flat, tuple(shape))) if len(shape) else ()
 
@@ -131,30 +137,26 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
     (rtol, atol) given or ``value_tol(dtype)`` (``grad_tol`` with ``grad``); torch's error is still measured, for
     the record. ``"ratio"``: ``max|a - e| <= k max|t - e| + floor(dtype, max|e|)`` (the direct rule when torch's
     error is not finite; a ``torch_out`` of another shape is a "shape" verdict). ``where`` (bool, broadcastable)
-    selects the elements compared. ``sensitivity`` (lazy,
-    elementwise): where the rule fails, each element may still err by ``COND_FACTOR`` times the reference's change
-    under one rounding of its inputs (direct: the larger of that and the rule's allowance; ratio: that plus the
-    floor, at least the rule's allowance); the verdict's rule is then ``"conditioning"``. ``component``/``config``/
-    ``label`` only word the message.
+    selects the elements compared. ``sensitivity`` (lazy, elementwise): where the rule fails, each element may
+    still err by ``COND_FACTOR`` times the reference's change under one rounding of its inputs (direct: the larger
+    of that and the rule's allowance; ratio: that plus the floor, at least the rule's allowance); the verdict's rule
+    is then ``"conditioning"``. ``component``/``config``/``label`` only word the message.
     """
     what = describe(component, config)
     a, e = to_f64(actual), to_f64(expected)
     if a.shape != e.shape:
-        note = f"shape {tuple(a.shape)} != reference {tuple(e.shape)}"
-        return Verdict(max_abs=math.inf, max_rel=math.inf, rule="shape", tolerance="shapes must match",
-                       allowed=0.0, margin=math.inf, ok=False, note=note, explanation=f"{what}: {note}")
+        return _shape_verdict(f"shape {tuple(a.shape)} != reference {tuple(e.shape)}", what)
     stats = error_stats(a, e, where)
     torch_stats = None
     if torch_out is not None:
         t = to_f64(torch_out)
         if t.shape != e.shape and rule == "ratio":
-            note = f"{label} output shape {tuple(t.shape)} != reference {tuple(e.shape)}"
-            return Verdict(max_abs=math.inf, max_rel=math.inf, rule="shape", tolerance="shapes must match",
-                           allowed=0.0, margin=math.inf, ok=False, note=note, explanation=f"{what}: {note}")
+            return _shape_verdict(f"{label} output shape {tuple(t.shape)} != reference {tuple(e.shape)}", what)
         torch_stats = error_stats(t, e, where) if t.shape == e.shape else None
     common = dict(max_abs=stats.max_abs, max_rel=stats.max_rel, scale=stats.scale, index=stats.index,
                   actual=stats.actual, expected=stats.expected, stats=stats, torch_stats=torch_stats,
                   torch_abs=torch_stats.max_abs if torch_stats else None)
+    diff = (a - e).abs().nan_to_num(nan=math.inf, posinf=math.inf)
     ratio_rule = rule == "ratio" or (rule == "auto" and dtype != torch.float64 and rtol is None)
     if ratio_rule and torch_stats is not None and math.isfinite(torch_stats.max_abs):
         allowed = tolerances.allowed_error(dtype, torch_stats.max_abs, stats.scale, k=k)
@@ -162,12 +164,10 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
         verdict = Verdict(rule="ratio", tolerance=f"{k:g} x {torch_stats.max_abs:.2e} + {floor:.2e}",
                           allowed=allowed, margin=_margin(stats.max_abs, allowed), ok=stats.max_abs <= allowed,
                           **common)
-        diff = (a - e).abs().nan_to_num(nan=math.inf, posinf=math.inf)
         base: torch.Tensor | float = allowed
     else:
         if rtol is None or atol is None:
             rtol, atol = (tolerances.grad_tol if grad else tolerances.value_tol)(dtype)
-        diff = (a - e).abs().nan_to_num(nan=math.inf, posinf=math.inf)
         base = atol + rtol * e.abs()
         close = torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=False)
         if where is not None:
@@ -301,6 +301,8 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
         raise ValueError("give rtol and atol together or not at all")
     if dtype is None:
         dtype = actual.dtype if isinstance(actual, torch.Tensor) else torch.float64
+    if rtol is None or atol is None:
+        rtol, atol = (tolerances.grad_tol if grad else tolerances.value_tol)(dtype)
     a, e = to_f64(actual), to_f64(expected)
     if a.shape == e.shape:
         check_reference_finite(e, what="expected value", component=component, config=config, where=where)
@@ -312,8 +314,6 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
         if where is not None:
             keep = keep_mask(where, a)
             a, e = torch.where(keep, a, torch.zeros_like(a)), torch.where(keep, e, torch.zeros_like(e))
-        if rtol is None or atol is None:
-            rtol, atol = (tolerances.grad_tol if grad else tolerances.value_tol)(dtype)
         torch.testing.assert_close(a, e, rtol=rtol, atol=atol, equal_nan=False, msg=lambda generated: (
             v.message() + "\n" + "\n".join("  " + line for line in generated.splitlines())))
     raise AssertionError(v.message())

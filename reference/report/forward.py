@@ -24,9 +24,10 @@ from .cases import LARGE, Ctx, Outcome, skip
 _np = to_numpy
 
 
-def _judge(c: Ctx, name: str, out: torch.Tensor, expected: np.ndarray, **kw: Any) -> Verdict:
-    """``compare.judge`` in the run's dtype by component ``name``'s tolerance rule (the registry's ``rule``)."""
-    return judge(out, expected, dtype=kw.pop("dtype", c.dtype), rule=COMPONENTS[name].rule, **kw)
+def _judge(c: Ctx, name: str, out: torch.Tensor, expected: np.ndarray, *, dtype: torch.dtype | None = None,
+           **kw: Any) -> Verdict:
+    """``compare.judge`` in ``dtype`` (default the run's) by component ``name``'s tolerance rule (the registry's)."""
+    return judge(out, expected, dtype=dtype or c.dtype, rule=COMPONENTS[name].rule, **kw)
 
 
 def run_embedding(c: Ctx) -> Outcome:
