@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import sys
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # run from a bare working tree (e.g. the GPU machine) without installing
     sys.path.insert(0, str(ROOT))
 
-from reference import components, contract  # noqa: E402
+from reference import clauses, components, contract  # noqa: E402
 from reference.card import Card, one_line  # noqa: E402
 from reference.contract import DEFAULT_IMPL  # noqa: E402
 from reference.findings import Diagnosis  # noqa: E402
@@ -60,9 +61,29 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
 
 #: Random profiles (dev, thorough) run from one seed per session, drawn here unless ``--hypothesis-seed`` is given,
 #: shared with xdist workers through the environment and printed in the header and after a failure, so every
-#: failing run can be replayed exactly: ``pytest --hypothesis-seed=N``.
+#: failing run can be replayed exactly: ``pytest --hypothesis-seed=N``. Each test draws from its own seed, derived
+#: from the session's and its node id (``per_test_seed``): sibling tests (parametrisations) draw different examples.
 SEED_ENV = "SCRATCH_TRANSFORMER_HYPOTHESIS_SEED"
 SESSION_SEED = int(os.environ.setdefault(SEED_ENV, str(random.SystemRandom().randrange(2**32))))
+
+
+def per_test_seed(session_seed: int | str, nodeid: str) -> int:
+    """The Hypothesis seed of test ``nodeid`` in a session seeded ``session_seed``: the first 8 bytes of
+    sha256("<session_seed>:<nodeid>") (stable across runs, processes and xdist workers)."""
+    digest = hashlib.sha256(f"{session_seed}:{nodeid}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def _session_seed(config: pytest.Config) -> int | str:
+    """``--hypothesis-seed`` when given, else the seed drawn for this session."""
+    seed = config.getoption("hypothesis_seed", None)
+    if seed is None:
+        return SESSION_SEED
+    try:
+        return int(seed)  # as Hypothesis' own plugin reads it
+    except ValueError:
+        return seed
+
 
 DEVICES = ("cpu", "cuda")
 
@@ -94,6 +115,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="accepted deviations, one per line: a test node id (or prefix) or clause:<id>; their "
                          "failures are reported as xfail")
     group.addoption("--card-json", default=None, metavar="PATH", help="also write the conformance card as JSON")
+    group.addoption("--dtypes", default=os.environ.get("SCRATCH_TRANSFORMER_DTYPES", ",".join(clauses.DTYPES)),
+                    metavar="LIST", help="comma-separated dtypes the kit judges, of " + ",".join(clauses.DTYPES)
+                    + " (env SCRATCH_TRANSFORMER_DTYPES; default all): the cases of the others are deselected, "
+                      "and the card shows their clauses 'not run (dtypes)'; never run 16-bit? float32,float64")
 
 
 IMPL = pytest.StashKey[ModuleType]()
@@ -111,7 +136,7 @@ def _load(config: pytest.Config) -> None:
         pytest.exit(str(exc), returncode=2)
     config.stash[DIAGNOSIS] = diag
     user_map = diag.user
-    card = Card(name)
+    card = Card(name, dtypes=selected_dtypes(config))
     for clause, what, entries in (("api.names", "class name(s)", [user_map.classes]),
                                   ("api.signatures", "argument(s)", list(user_map.arguments.values())),
                                   ("api.attributes", "attribute(s)", list(user_map.attributes.values()))):
@@ -145,8 +170,8 @@ def _random_profile() -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     _load(config)
     contract.use_compile(config.getoption("--compile-backend") if config.getoption("--compile") else None)
-    if _random_profile() and config.getoption("hypothesis_seed", None) is None:
-        hypothesis_core.global_force_seed = SESSION_SEED
+    if _random_profile():  # per test: pytest_runtest_call; this one covers Hypothesis run outside a test
+        hypothesis_core.global_force_seed = _session_seed(config)
     if config.getoption("--impl") != DEFAULT_IMPL and config.getoption("hypothesis_profile", None) is None \
             and Phase.shrink in settings.default.phases:
         # A conformance run on foreign code: report the first failing example instead of shrinking it (minutes per
@@ -156,12 +181,24 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.load_profile(name)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Random profiles: the test draws from ``per_test_seed(session seed, node id)`` (Hypothesis reads
+    ``global_force_seed`` when the test runs; a test's own ``@seed`` still wins)."""
+    if _random_profile():
+        hypothesis_core.global_force_seed = per_test_seed(_session_seed(item.config), item.nodeid)
+    try:
+        return (yield)
+    finally:
+        if _random_profile():
+            hypothesis_core.global_force_seed = _session_seed(item.config)
+
+
 def _seed_line(config: pytest.Config) -> str:
     if not _random_profile():
         return "hypothesis seed: derandomized (profile ci)"
-    seed = config.getoption("hypothesis_seed", None)
-    return f"hypothesis seed: {seed if seed is not None else SESSION_SEED} (replay: --hypothesis-seed=" \
-           f"{seed if seed is not None else SESSION_SEED})"
+    seed = _session_seed(config)
+    return f"hypothesis seed: {seed} (replay: --hypothesis-seed={seed}; per-test seeds derive from it)"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -185,6 +222,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     if report.when == "call" and report.passed and not hasattr(report, "wasxfail"):
         card.add(clauses, report.nodeid, "passed")
+    elif report.when == "call" and report.passed:  # an accepted failure (--xfails-file) that now passes
+        card.add(clauses, report.nodeid, "xpassed")
     elif report.failed:
         card.add(clauses, report.nodeid, "failed", one_line(report.longrepr))
     elif report.skipped and hasattr(report, "wasxfail"):
@@ -246,28 +285,84 @@ def smoke_tests() -> frozenset[str]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     smoke = smoke_tests()
     clause_map: dict[str, set[str]] = {}
+    bad = []
     for item in items:
         if item.nodeid in smoke:
             item.add_marker(pytest.mark.smoke)
+        named = tuple(dict.fromkeys(c for m in item.iter_markers("clause") for c in m.args))
+        judged = clauses.judged_in(named, case_dtypes(item))
+        if named and not judged:
+            bad.append(f"{item.nodeid} (dtypes {sorted(case_dtypes(item))}) names {list(named)}")
+        item.stash[CASE_CLAUSES] = judged
         ids = clause_map.setdefault(item.nodeid.split("[")[0].replace("tests/", "", 1), set())
-        ids.update(c for m in item.iter_markers("clause") for c in m.args)
+        ids.update(judged)
         if item.get_closest_marker("strict"):
             ids.add("@strict")
+    if bad:
+        raise pytest.UsageError("test cases that name no clause judging their dtype (reference/clauses.toml "
+                                "[dtypes]): " + "; ".join(bad))
     config.stash[COLLECTED_CLAUSES] = {k: sorted(v) for k, v in clause_map.items()}
     config.stash[COLLECTED_NODEIDS] = frozenset(item.nodeid for item in items)
     if CUDA_LEFT_OUT in config.stash:
         config.stash[CUDA_LEFT_OUT] = sum(1 for item in items if getattr(item, "callspec", None) is not None
                                           and item.callspec.params.get("device") == "cpu")
     for item in items:
-        ids = tuple(c for m in item.iter_markers("clause") for c in m.args)
+        ids = item.stash[CASE_CLAUSES]
         if ids:
             item.user_properties.append(("clauses", ids))
         # ``-k layer_norm``: the registry's name of every component the test's clauses judge
         item.extra_keyword_matches.update(name for c in ids for name in components.for_clause(c))
     _apply_xfails(config, items)
+    _deselect_dtypes(config, items)
     _order(items)
     if not strict_tier(config):
         _skip_strict(config, items)
+
+
+CASE_CLAUSES = pytest.StashKey[tuple]()
+
+
+def case_dtypes(item: pytest.Item) -> frozenset[str]:
+    """The dtypes a test case runs in (``reference.clauses.DTYPES`` names): from its parameters (a ``torch.dtype``;
+    the low-precision lane's ``(dtype, tf32)``; ``autocast_dtype`` -> ``autocast``) and its ``dtypes`` marker.
+    Empty for a case of no floating dtype of its own (structure, API, kit tests)."""
+    found: set[str] = set()
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    for name, value in params.items():
+        if name == "autocast_dtype":
+            found.add("autocast")
+        elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], torch.dtype):
+            found.add("tf32" if value[1] else str(value[0]).removeprefix("torch."))
+        elif isinstance(value, torch.dtype) and value.is_floating_point:
+            found.add(str(value).removeprefix("torch."))
+    for marker in item.iter_markers("dtypes"):
+        found.update(marker.args)
+    return frozenset(found)
+
+
+def selected_dtypes(config: pytest.Config) -> frozenset[str]:
+    """``--dtypes``: the dtypes the kit judges (a ``UsageError`` names an unknown one)."""
+    chosen = [d.strip() for d in config.getoption("--dtypes").split(",") if d.strip()]
+    unknown = [d for d in chosen if d not in clauses.DTYPES]
+    if unknown or not chosen:
+        raise pytest.UsageError(f"--dtypes {config.getoption('--dtypes')!r}: unknown dtype(s) {unknown}; choose "
+                                f"from {','.join(clauses.DTYPES)}")
+    return frozenset(chosen)
+
+
+def _deselect_dtypes(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--dtypes``: deselect the cases that run only in dtypes not chosen (the card shows a clause that judges none
+    of the chosen dtypes as "not run", naming ``--dtypes``)."""
+    chosen = selected_dtypes(config)
+    if chosen == frozenset(clauses.DTYPES):
+        return
+    keep, drop = [], []
+    for item in items:
+        dtypes = case_dtypes(item)
+        (drop if dtypes and not dtypes & chosen else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def _apply_xfails(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .clauses import CLAUSES, KIT
+from .clauses import CLAUSES, DTYPES, KIT, dtypes_judged
 
 NOT_REACHED = "not reached because of"
 ORDER = ("FAIL", "deviation", "xfail", "not reached", "pass", "skipped", "not run")
@@ -25,6 +25,7 @@ class ClauseRecord:
     passed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (nodeid, one-line message)
     xfailed: int = 0
+    xpassed: list[str] = field(default_factory=list)  # accepted failures (--xfails-file) that passed
     not_reached: list[str] = field(default_factory=list)  # reasons
     skipped: int = 0
     deviations: list[str] = field(default_factory=list)
@@ -34,9 +35,11 @@ class ClauseRecord:
 class Card:
     impl: str
     records: dict[str, ClauseRecord] = field(default_factory=dict)
+    #: The dtypes the run judges (``--dtypes``): a clause that judges none of them is "not run" for that reason.
+    dtypes: frozenset[str] = frozenset(DTYPES)
 
     def add(self, clauses: Iterable[str], nodeid: str, outcome: str, message: str = "") -> None:
-        """One test's outcome ("passed", "failed", "xfailed", "skipped") against each clause it names."""
+        """One test's outcome ("passed", "failed", "xfailed", "xpassed", "skipped") against each clause it names."""
         for c in clauses:
             rec = self.records.setdefault(c, ClauseRecord())
             if outcome == "passed":
@@ -45,6 +48,9 @@ class Card:
                 rec.failed.append((nodeid, message))
             elif outcome == "xfailed":
                 rec.xfailed += 1
+            elif outcome == "xpassed":
+                rec.passed += 1
+                rec.xpassed.append(nodeid)
             elif message.startswith(NOT_REACHED) or NOT_REACHED in message:
                 rec.not_reached.append(message[message.find(NOT_REACHED):])
             else:
@@ -57,6 +63,9 @@ class Card:
         """(status, detail) of one clause."""
         rec = self.records.get(clause)
         if rec is None:
+            left_out = dtypes_judged(clause) - self.dtypes
+            if left_out and not dtypes_judged(clause) & self.dtypes:
+                return "not run", f"(dtypes) judges {','.join(sorted(left_out))}, not selected by --dtypes"
             return "not run", ""
         if rec.failed:
             nodeid, message = rec.failed[0]
@@ -64,12 +73,14 @@ class Card:
             return "FAIL", f"{nodeid}{more}: {message}"
         if rec.deviations:
             return "deviation", "; ".join(rec.deviations)
-        if rec.xfailed and not rec.passed:
+        if rec.xfailed and not rec.passed - len(rec.xpassed):
             return "xfail", f"{rec.xfailed} accepted failure(s) (--xfails-file)"
         if rec.not_reached and not rec.passed:
             return "not reached", rec.not_reached[0][len(NOT_REACHED):].strip()
         if rec.passed:
-            return "pass", f"{rec.passed} test(s)" + (f", {rec.skipped} skipped" if rec.skipped else "")
+            xpass = (f"; {len(rec.xpassed)} accepted failure(s) now pass (XPASS: drop {rec.xpassed[0]}"
+                     + (" and the others" if len(rec.xpassed) > 1 else "") + " from --xfails-file)") if rec.xpassed else ""
+            return "pass", f"{rec.passed} test(s)" + (f", {rec.skipped} skipped" if rec.skipped else "") + xpass
         return "skipped", f"{rec.skipped} test(s) skipped"
 
     def rows(self) -> list[dict[str, Any]]:

@@ -34,11 +34,47 @@ class Clause:
     text: str
 
 
+_TABLE = tomlfile.load(Path(__file__).with_name("clauses.toml"))
+_DTYPES = _TABLE.pop("dtypes")
 #: The clause table (``clauses.toml``: one TOML table per tier, ``id = "text"``, in the README's order).
-_CLAUSES = [Clause(cid, tier, text) for tier, entries in tomlfile.load(Path(__file__).with_name("clauses.toml")).items()
-            for cid, text in entries.items()]
+_CLAUSES = [Clause(cid, tier, text) for tier, entries in _TABLE.items() for cid, text in entries.items()]
 
 CLAUSES: dict[str, Clause] = {c.id: c for c in _CLAUSES}
+
+#: The dtypes the kit can judge, in order: ``--dtypes`` takes a comma-separated subset (``tf32``: float32 storage
+#: with TF32 matmuls, CUDA only; ``autocast``: float32 modules under ``torch.autocast``).
+DTYPES = ("float64", "float32", "tf32", "bfloat16", "float16", "autocast")
+SIXTEEN_BIT = ("float16", "bfloat16")
+
+
+def dtypes_judged(clause_id: str) -> frozenset[str]:
+    """The dtypes whose cases count for a clause (``clauses.toml``'s ``[dtypes]``): its own list, float64/float32
+    for a formula, masking or behaviour clause, every dtype for the rest."""
+    own = _DTYPES["clauses"].get(clause_id)
+    if own is not None:
+        return frozenset(own)
+    if clause_id.split(".", 1)[0] in _DTYPES["formula-families"]:
+        return frozenset(_DTYPES["formula"])
+    return frozenset(DTYPES)
+
+
+def judged_in(clause_ids: "tuple[str, ...] | list[str]", case_dtypes: "set[str] | frozenset[str]") -> tuple[str, ...]:
+    """The clauses a test case counts for: those of ``clause_ids`` that judge one of the case's dtypes (all of them
+    for a case of no dtype)."""
+    if not case_dtypes:
+        return tuple(clause_ids)
+    return tuple(c for c in clause_ids if c == KIT or c.startswith("@") or dtypes_judged(c) & set(case_dtypes))
+
+
+def dtype_table() -> str:
+    """Markdown: which clauses judge which dtype (README/docs)."""
+    rows = ["| dtype | judged by |", "|---|---|"]
+    for d in DTYPES:
+        ids = [c.id for c in _CLAUSES if c.tier != KIT and d in dtypes_judged(c.id)]
+        rest = [c for c in ids if dtypes_judged(c) != frozenset(DTYPES)]
+        rows.append(f"| {d} | " + ", ".join(f"`{c}`" for c in rest) + " (and the API, structure, state, extra and "
+                    "strict clauses) |")
+    return "\n".join(rows)
 
 
 def tier(clause_id: str) -> str:

@@ -7,7 +7,8 @@ generator, every element drawn, explicit bounds, no NaN/inf); token ids come fro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 from hypothesis import strategies as st
@@ -44,14 +45,15 @@ def heads_and_width(draw, *, max_d_model: int = 128, max_h: int = 8) -> tuple[in
 
 @st.composite
 def attention_configs(draw, *, max_batch: int = 3, max_len: int = 12, max_d_model: int = 64,
-                      self_attention: bool | None = None) -> AttentionConfig:
-    """An attention shape; ``Lq != Lk`` (cross-attention) unless ``self_attention`` is True."""
+                      self_attention: bool | None = None, min_len: int = 1) -> AttentionConfig:
+    """An attention shape (lengths in ``min_len``..``max_len``); ``Lq != Lk`` (cross-attention) unless
+    ``self_attention`` is True."""
     h, d_k = draw(heads_and_width(max_d_model=max_d_model))
     B = draw(st.integers(1, max_batch))
-    Lq = draw(st.integers(1, max_len))
+    Lq = draw(st.integers(min_len, max_len))
     if self_attention is None:
         self_attention = draw(st.booleans())
-    Lk = Lq if self_attention else draw(st.integers(1, max_len))
+    Lk = Lq if self_attention else draw(st.integers(min_len, max_len))
     return AttentionConfig(B=B, h=h, d_k=d_k, Lq=Lq, Lk=Lk)
 
 
@@ -146,6 +148,24 @@ def _keep_one_key_in_last_row(mask: np.ndarray, *, key: int) -> np.ndarray:
     return mask
 
 
+def masks_a_visible_row_key(mask: np.ndarray | None) -> bool:
+    """Whether ``mask`` masks some key of a query row that has a visible key (what a zero-weight check checks)."""
+    if mask is None:
+        return False
+    mask = np.asarray(mask, dtype=bool)
+    return bool((~mask & mask.any(axis=-1, keepdims=True)).any())
+
+
+def _mask_one_visible_key(mask: np.ndarray, *, key: int) -> np.ndarray:
+    """``mask`` itself when it masks a key of a row with a visible key; else ``key`` is masked in the last query
+    row of every slice (each such row sees every key, Lk >= 2, so it keeps one)."""
+    if masks_a_visible_row_key(mask):
+        return mask
+    mask = mask.copy()
+    mask[..., -1, key] = False
+    return mask
+
+
 def _keep_one_key(mask: np.ndarray) -> np.ndarray:
     """Unmask the last key of every row that has no visible key."""
     mask = mask.copy()
@@ -169,9 +189,9 @@ def dropout_modes() -> st.SearchStrategy[DropoutMode]:
     return st.one_of(evals, st.just(DropoutMode(train=True, p=0.0)))
 
 
-def sequence_lengths(max_len: int, *, typical: int = 8) -> st.SearchStrategy[int]:
-    """Lengths in 1..max_len, mostly <= ``typical`` (fast runs that still reach ``max_len``)."""
-    return st.integers(1, min(typical, max_len)) | st.integers(1, max_len)
+def sequence_lengths(max_len: int, *, typical: int = 8, min_len: int = 1) -> st.SearchStrategy[int]:
+    """Lengths in min_len..max_len, mostly <= ``typical`` (fast runs that still reach ``max_len``)."""
+    return st.integers(min_len, max(min_len, min(typical, max_len))) | st.integers(min_len, max_len)
 
 
 @dataclass(frozen=True)
@@ -255,7 +275,8 @@ class PermutedAttention:
     """One attention call's inputs (float64) and a permutation of the key/value positions.
 
     q: [B, Lq, d]; k, v: [B, Lk, d] (for self-attention ``Lq == Lk`` and only ``q`` is used);
-    perm: a permutation of range(Lk); key_lengths: visible keys per sequence, 1..Lk.
+    perm: a permutation of range(Lk), never the identity (Lk >= 2); key_lengths: visible keys per sequence, 1..Lk,
+    at least one of them short of Lk (a key-padding mask that masks something).
     """
 
     cfg: AttentionConfig
@@ -270,15 +291,23 @@ class PermutedAttention:
 @st.composite
 def permuted_attentions(draw, *, self_attention: bool | None = None, max_batch: int = 2, max_len: int = 8,
                         max_d_model: int = 32, scales_: tuple[str, ...] = SCALES) -> PermutedAttention:
-    """Shapes, inputs at a drawn scale (``dense_arrays``), a permutation of the key positions, key lengths."""
+    """Shapes (Lk >= 2), inputs at a drawn scale (``dense_arrays``), a permutation of the key positions that moves
+    at least one (the identity, which Hypothesis shrinks to and a length 1 forces, compares a computation with
+    itself: an identity drawn becomes a swap of two neighbours), key lengths."""
     cfg = draw(attention_configs(max_batch=max_batch, max_len=max_len, max_d_model=max_d_model,
-                                 self_attention=self_attention))
+                                 self_attention=self_attention, min_len=2))
     scale = draw(st.sampled_from(scales_))
     q = draw(dense_arrays((cfg.B, cfg.Lq, cfg.d_model), scale=scale))
     k = draw(dense_arrays((cfg.B, cfg.Lk, cfg.d_model), scale=scale))
     v = draw(dense_arrays((cfg.B, cfg.Lk, cfg.d_model), scale=scale))
-    perm = tuple(draw(st.permutations(range(cfg.Lk))))
-    lengths = tuple(draw(padding_lengths(cfg.B, cfg.Lk)))
+    perm = list(draw(st.permutations(range(cfg.Lk))))
+    if perm == sorted(perm):
+        i = draw(st.integers(0, cfg.Lk - 2))
+        perm[i], perm[i + 1] = perm[i + 1], perm[i]
+    perm = tuple(perm)
+    lengths = draw(padding_lengths(cfg.B, cfg.Lk))
+    lengths[draw(st.integers(0, cfg.B - 1))] = draw(st.integers(1, cfg.Lk - 1))
+    lengths = tuple(lengths)
     return PermutedAttention(cfg, scale, q, k, v, perm, lengths)
 
 
@@ -323,6 +352,72 @@ def model_batches(draw, *, max_d_model: int = 32, max_N: int = 2, max_len: int =
                       tgt_alt=draw(token_batches(B, Lt, cfg.tgt_vocab_size)), cut=draw(st.integers(0, Lt - 1)))
 
 
+@dataclass(frozen=True)
+class PerturbedBatch:
+    """A ``ModelBatch`` and a copy of its target (``causal_perturbations``) or source (``padding_perturbations``)
+    token ids changed where the outputs compared must not depend on them.
+
+    changed: token ids [B, L] equal to ``batch.tgt`` / ``batch.src`` but at ``where`` [B, L] (bool, at least one
+    True), where every token is another one (``(token + offset) % vocab``, offset in 1..vocab-1).
+    """
+
+    batch: ModelBatch
+    changed: np.ndarray
+    where: np.ndarray
+
+    def describe(self) -> dict:
+        return {**self.batch.describe(), "changed_tokens": int(self.where.sum())}
+
+
+@st.composite
+def _changed_tokens(draw, tokens: np.ndarray, where: np.ndarray, vocab_size: int) -> np.ndarray:
+    """``tokens`` with every entry at ``where`` replaced by a different id in [0, vocab_size) (vocab_size >= 2)."""
+    offsets = draw(hnp.arrays(np.int64, tokens.shape, elements=st.integers(1, vocab_size - 1)))
+    return np.where(where, (tokens + offsets) % vocab_size, tokens)
+
+
+@st.composite
+def causal_perturbations(draw, **kwargs) -> PerturbedBatch:
+    """``model_batches(min_len=2, **kwargs)`` with ``cut`` in 0..Lt-2 and every target token after it (positions
+    cut+1..Lt-1 of every sequence, never none) changed: a causal decoder's outputs at positions <= cut must not
+    move."""
+    batch = draw(model_batches(**{"min_len": 2, **kwargs}))
+    Lt = batch.tgt.shape[1]
+    cut = draw(st.integers(0, Lt - 2))
+    where = np.zeros(batch.tgt.shape, dtype=bool)
+    where[:, cut + 1:] = True
+    changed = draw(_changed_tokens(batch.tgt, where, batch.cfg.tgt_vocab_size))
+    return PerturbedBatch(replace(batch, cut=cut), changed, where)
+
+
+@st.composite
+def padding_perturbations(draw, **kwargs) -> PerturbedBatch:
+    """``model_batches(min_len=2, **kwargs)`` whose source lengths leave padding in at least one drawn sequence
+    (its length in 1..Ls-1, the others 1..Ls) and every padded source token (positions >= its length) changed:
+    encoder outputs at real positions and every decoder output must not move."""
+    batch = draw(model_batches(**{"min_len": 2, **kwargs}))
+    B, Ls = batch.src.shape
+    lengths = draw(padding_lengths(B, Ls))
+    lengths[draw(st.integers(0, B - 1))] = draw(st.integers(1, Ls - 1))
+    where = np.arange(Ls)[None, :] >= np.asarray(lengths)[:, None]
+    changed = draw(_changed_tokens(batch.src, where, batch.cfg.src_vocab_size))
+    return PerturbedBatch(replace(batch, src_lengths=tuple(lengths)), changed, where)
+
+
+def nonzero_shifts(low: float = 1e-3, high: float = 1e3) -> st.SearchStrategy[float]:
+    """Constants c with |c| log-uniform in [low, high], either sign: never 0 (nor a shift too small to change
+    x + c), which Hypothesis draws often from ``st.floats(-high, high)``."""
+    return st.tuples(st.sampled_from((1.0, -1.0)), st.floats(math.log(low), math.log(high))).map(
+        lambda t: t[0] * math.exp(t[1]))
+
+
+def log_scalings(min_factor: float = 1.1, max_factor: float = 1e2) -> st.SearchStrategy[float]:
+    """log s for scalings s in [1/max_factor, 1/min_factor] or [min_factor, max_factor]: never s = 1 (log s = 0,
+    which Hypothesis draws often from ``st.floats``), nor a factor too close to 1 to change s x."""
+    return st.tuples(st.sampled_from((1.0, -1.0)), st.floats(math.log(min_factor), math.log(max_factor))).map(
+        lambda t: t[0] * t[1])
+
+
 #: Mask patterns and the shapes each can be written in (all broadcast to the same [B, h, Lq, Lk] mask).
 MASK_PATTERNS = ("key_padding", "shared", "per_batch", "per_head")
 
@@ -336,10 +431,14 @@ def mask_forms(draw, *, max_batch: int = 3, max_len: int = 8, max_d_model: int =
     The last form is always the full [B, h, Lq, Lk] one. key_padding [B, Lk]: [B, 1, 1, Lk], [B, 1, Lq, Lk]
     (and [Lk], [1, Lk], [1, 1, Lk] when B == 1); shared [Lq, Lk]: [Lq, Lk], [1, Lq, Lk], [1, 1, Lq, Lk],
     [B, 1, Lq, Lk], [1, h, Lq, Lk]; per_batch [B, Lq, Lk]: [B, 1, Lq, Lk]; per_head [h, Lq, Lk]: [1, h, Lq, Lk].
+    A form that already has the full shape (e.g. per_batch's when h == 1) is left out, since it is the full mask
+    itself, and the pattern is drawn among those left with at least one other form (shared always is).
     """
     cfg = draw(attention_configs(max_batch=max_batch, max_len=max_len, max_d_model=max_d_model))
     B, h, Lq, Lk = cfg.B, cfg.h, cfg.Lq, cfg.Lk
-    pattern = draw(st.sampled_from(MASK_PATTERNS))
+    has_other_form = {"key_padding": B == 1 or h > 1 or Lq > 1, "shared": True, "per_batch": h > 1,
+                      "per_head": B > 1}
+    pattern = draw(st.sampled_from([p for p in MASK_PATTERNS if has_other_form[p]]))
     full = (B, h, Lq, Lk)
     if pattern == "key_padding":
         base = draw(dense_bools((B, Lk)))
@@ -357,6 +456,7 @@ def mask_forms(draw, *, max_batch: int = 3, max_len: int = 8, max_d_model: int =
         base = draw(dense_bools((h, Lq, Lk)))
         forms = [base[None]]
     first = forms[0]
+    forms = [f for f in forms if f.shape != full]
     forms.append(np.broadcast_to(first.reshape((1,) * (4 - first.ndim) + first.shape), full))
     return cfg, pattern, [np.array(f, copy=True) for f in forms]  # writable, contiguous
 
@@ -415,27 +515,34 @@ def dense_arrays(shape: tuple[int, ...], *, scale: str = "unit") -> st.SearchStr
 def dense_attention_inputs(draw, *, cross: bool | None = None, decoder: bool = False, max_batch: int = 3,
                            max_len: int = 64, max_d_model: int = 128, scales: tuple[str, ...] = SCALES,
                            mask_kinds: tuple[str, ...] = MASK_KINDS, allow_fully_masked: bool = True,
-                           even_heads: bool = False) -> AttentionInputs:
+                           even_heads: bool = False, require_masked_key: bool = False) -> AttentionInputs:
     """Shapes (lengths mostly <= 8), a scale, ``dense_arrays`` inputs at that scale and ``masks`` of the requested
     kinds (each compares at least one query row per batch element and head).
 
     ``cross``: memory of its own length (True), self-attention (False) or either (None). ``decoder=True`` implies
     cross-attention and adds a self-attention mask over x. ``even_heads`` draws h in {2, 4, 8} (torch's fused
-    paths need an even head count)."""
+    paths need an even head count). ``require_masked_key`` (for the zero-weight properties): lengths >= 2, no
+    "none" mask, and a mask that masks a key in a query row that keeps another (``_mask_one_visible_key``), in
+    the memory mask (half of the unconstrained draws mask no such key)."""
+    if require_masked_key:
+        mask_kinds = tuple(k for k in mask_kinds if k != "none")
+    min_len = 2 if require_masked_key else 1
     if even_heads:
         h = draw(st.sampled_from((2, 4, 8)))
         d_k = draw(st.integers(1, max(1, max_d_model // h)))
     else:
         h, d_k = draw(heads_and_width(max_d_model=max_d_model))
     B = draw(st.integers(1, max_batch))
-    Lq = draw(sequence_lengths(max_len))
+    Lq = draw(sequence_lengths(max_len, min_len=min_len))
     cross = (draw(st.booleans()) if cross is None else cross) or decoder
-    Lk = draw(sequence_lengths(max_len)) if cross else Lq
+    Lk = draw(sequence_lengths(max_len, min_len=min_len)) if cross else Lq
     cfg = AttentionConfig(B=B, h=h, d_k=d_k, Lq=Lq, Lk=Lk)
     scale = draw(st.sampled_from(scales))
     x = draw(dense_arrays((B, Lq, h * d_k), scale=scale))
     memory = draw(dense_arrays((B, Lk, h * d_k), scale=scale)) if cross else None
     kind, mask = draw(masks(cfg, kind=draw(st.sampled_from(mask_kinds)), allow_fully_masked=allow_fully_masked))
+    if require_masked_key:
+        mask = _mask_one_visible_key(mask, key=draw(st.integers(0, Lk - 1)))
     if not decoder:
         return AttentionInputs(cfg, scale, x, memory, kind, mask)
     self_cfg = AttentionConfig(B=B, h=h, d_k=d_k, Lq=Lq, Lk=Lq)

@@ -178,7 +178,7 @@ def test_decoder_block_compiled_matches_eager(compiled_decoder_block, device: st
         assert_close(grads_c[name], grad, component=f"compiled DecoderBlock d/d{name}", config=cfg, grad=True)
 
 
-@pytest.mark.clause("module.compile", "transformer.compose")
+@pytest.mark.clause("module.compile")  # compiled vs its own eager run: consistency only
 @pytest.mark.slow
 def test_transformer_inductor_error_is_within_eager_error_ratio(impl, device: str) -> None:
     """Inductor-compiled float32 forward and gradients: error vs float64 <= K * eager float32 error + floor."""

@@ -104,7 +104,7 @@ SITES: dict[str, Callable] = {"positional_encoding": _positional_site, "attentio
                               "feed_forward": _feed_forward_site, "residual": _residual_site}
 
 
-@pytest.mark.clause("dropout.semantics")
+@pytest.mark.clause("dropout.semantics", "numerics.16bit-semantics")
 @pytest.mark.parametrize("dtype", [F32, torch.float16, torch.bfloat16], ids=["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("site", tuple(SITES))
 @given(p=dropout_rates(), seed=st.integers(0, 2**31 - 1))

@@ -10,14 +10,19 @@ the default implementation.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
+from reference import clauses
 from reference.contract import DEFAULT_IMPL, ModelConfig, build_model, load_impl
 from conftest import smoke_tests
 from tests import COLLECTED_NODEIDS
 from tests.negative_controls import control_names, dotted, load_control
-from tests.negative_controls.kill_matrix import COMMAND, ROOT, is_property_test, kill_costs, tier_args
+from tests.negative_controls.kill_matrix import (COMMAND, ROOT, control_clauses, is_property_test, kill_costs,
+                                                not_a_kill, tier_args)
 from tests.support import expected_kills, run_controls, skip_unless_default_impl
 
 pytestmark = pytest.mark.clause("kit")
@@ -58,6 +63,9 @@ def test_negative_control_is_one_change_that_imports_and_runs(name: str) -> None
     assert isinstance(module.BUG, str) and module.BUG and "\n" not in module.BUG
     assert module.COMPONENT in REQUIRED_COMPONENTS | {"dropout", "attention projections", "attention weights"}
     assert 1 <= len(module.PATCHES) <= 3, f"{name}: {len(module.PATCHES)} patches; a control is one change"
+    unknown = [c for c in getattr(module, "CLAUSES", ()) if c not in clauses.CLAUSES or clauses.tier(c) == clauses.KIT]
+    assert getattr(module, "CLAUSES", ()) and not unknown, (
+        f"{name}: CLAUSES (the clauses its bug breaks, whose assertions alone kill it) missing or unknown: {unknown}")
     torch.manual_seed(0)
     model = build_model(module, ModelConfig(), dtype=torch.float32).eval()
     src, tgt = torch.randint(1, 11, (2, 5)), torch.randint(1, 13, (2, 5))
@@ -73,6 +81,8 @@ def test_kill_matrix_records_a_kill_for_every_control() -> None:
     stale = sorted(set(names) ^ set(record["controls"]))
     assert not stale, f"expected_kills.json is stale for {stale}: run `{COMMAND}`"
     holes = [n for n in names if not record["controls"][n]["kills"]]
+    unjudged = [n for n in names if not record["controls"][n].get("killed_by_clauses")]
+    assert not unjudged, f"expected_kills.json records no clause that killed {unjudged}: run `{COMMAND}`"
     assert not holes, (f"holes in the suite: nothing catches {holes} (see docs/kill-matrix.md); "
                        "add a property that does, never drop the control")
     # The schema kill_matrix.py writes: [exception, seconds on the control, seconds on the correct one] per kill;
@@ -132,10 +142,11 @@ def _fastest_kills(kills: dict[str, list]) -> list[str]:
 
 
 @pytest.mark.slow  # ~35 s: forty-odd pytest sessions
-def test_negative_controls_are_caught_and_the_correct_implementation_is_not() -> None:
+def test_negative_controls_are_caught_and_the_correct_implementation_is_not(tmp_path: Path) -> None:
     """Every control fails one of the smoke tests counted for it, run as users run the smoke tier (the ``ci``
-    profile's own example count); ``scratch_transformer`` passes the whole smoke tier. A control the smoke tier
-    does not cover (an old record) falls back to its fastest recorded kills, at the matrix's example count."""
+    profile's own example count), by an assertion of one of the clauses its bug breaks (``kill_matrix.not_a_kill``),
+    and its card shows FAIL on such a clause; ``scratch_transformer`` passes the whole smoke tier. A control the
+    smoke tier does not cover (an old record) falls back to its fastest recorded kills, at the matrix's count."""
     record = expected_kills()
     names = [n for n in control_names() if record["controls"].get(n, {}).get("kills")]
     smoke = {n: _smoke_kills(record, n) for n in names}
@@ -153,7 +164,8 @@ def test_negative_controls_are_caught_and_the_correct_implementation_is_not() ->
     # One session per control, without -x: its smoke tests, then its property kill. The property kill was recorded
     # at the matrix's example count and runs here at the ci profile's own 20 (a kill that stops reproducing fails
     # this test).
-    entries += [{"impl": dotted(n), "args": [*chosen[n], *([prop[n]] if prop[n] else []), *args, *tier_args(n)],
+    entries += [{"impl": dotted(n), "args": [*chosen[n], *([prop[n]] if prop[n] else []), *args, *tier_args(n),
+                                             "--card-json", str(tmp_path / f"{n}.card.json")],
                  **({} if smoke[n] else {"max_examples": examples})} for n in names]
     baseline, *results = run_controls(entries)
 
@@ -164,16 +176,26 @@ def test_negative_controls_are_caught_and_the_correct_implementation_is_not() ->
         f"{not_passing or baseline['collect_errors']}")
     missed = []
     for name, result in zip(names, results):
-        failed = [k for k, v in result["outcomes"].items() if v["outcome"] == "failed" and k in chosen[name]]
+        clauses = control_clauses(name)
+        failed = [k for k, v in result["outcomes"].items() if v["outcome"] == "failed" and k in chosen[name]
+                  and not not_a_kill(v, k, clauses)]
+        card = tmp_path / f"{name}.card.json"
+        fails = {r["clause"] for r in json.loads(card.read_text())["clauses"]
+                 if r["status"] == "FAIL"} if card.exists() else set()
+        if failed and not fails & set(clauses):
+            missed.append(f"{name}: its card shows FAIL on {sorted(fails)}, none of its clauses {list(clauses)}")
         if not failed:
+            others = {k: not_a_kill(v, k, clauses) for k, v in result["outcomes"].items() if v["outcome"] == "failed"}
             errors = {k: v["message"] for k, v in result["outcomes"].items() if v["outcome"] == "error"}
-            missed.append(f"{name} ({load_control(name).BUG}): none of {chosen[name]} failed "
-                          f"{hint.format(result['exit'])} {errors or result['collect_errors'] or ''}")
+            missed.append(f"{name} ({load_control(name).BUG}): none of {chosen[name]} failed by an assertion of "
+                          f"{list(clauses)} {hint.format(result['exit'])} {errors or result['collect_errors'] or ''}"
+                          + (f" (failures not counted: {others})" if others else ""))
     for name, result in zip(names, results):
         if not prop[name]:
             missed.append(f"{name}: no property test is recorded as killing it (only kit tests do); "
                           f"run `{COMMAND}`")
-        elif result["outcomes"].get(prop[name], {}).get("outcome") != "failed":
+        elif result["outcomes"].get(prop[name], {}).get("outcome") != "failed" or not_a_kill(
+                result["outcomes"][prop[name]], prop[name], control_clauses(name)):
             missed.append(f"{name} ({load_control(name).BUG}): its recorded property kill {prop[name]} did not fail "
                           f"{hint.format(result['exit'])}")
     assert not missed, "negative controls not caught:\n" + "\n".join(missed)

@@ -10,11 +10,14 @@ failure here is a false alarm: the suite asserts more than the contract, or a to
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from reference.contract import ModelConfig, build_model, load_impl
 from tests import positive_controls
+from tests.positive_controls import _cards
 from tests.negative_controls.kill_matrix import COMMAND
 from tests.support import expected_kills, run_controls, skip_unless_default_impl
 
@@ -85,3 +88,22 @@ def test_positive_controls_pass_their_recorded_selection() -> None:
         if bad or result["exit"] not in (0, 5):
             alarms.append(f"{name} ({record[name]['variant']}): exit {result['exit']}, {bad}")
     assert not alarms, "false alarms on correct implementations:\n" + "\n".join(alarms)
+
+
+@pytest.mark.slow  # ~20 s: the smoke tier twice
+@pytest.mark.parametrize("name", _cards.with_expected_failures())
+def test_a_16bit_arithmetic_control_fails_only_its_numerics_clauses(name: str) -> None:
+    """A positive control correct in float32/float64 that computes in 16 bits (``arith_16bit``): on the smoke tier
+    its card shows FAIL only on its ``EXPECTED_FAIL_CLAUSES`` (16-bit numerics, never a formula or masking clause),
+    and with ``--dtypes float32,float64`` it passes; both cards as recorded (``python -m
+    tests.positive_controls._cards --expected``)."""
+    allowed = set(positive_controls.load_control(name).EXPECTED_FAIL_CLAUSES)
+    runs = _cards.smoke_cards(name)
+    every, narrow = runs["all"], runs["float32,float64"]
+    fails = {c for c, s in every["card"].items() if s == "FAIL"}
+    assert every["card"] and fails <= allowed, f"{name}: FAIL on {sorted(fails - allowed)}:\n{every['tail']}"
+    assert narrow["exit"] == 0 and "FAIL" not in narrow["card"].values(), (
+        f"{name} fails with --dtypes float32,float64:\n{narrow['tail']}")
+    expected = json.loads((_cards.HERE / "expected" / f"{name}.json").read_text())
+    assert {m: r["card"] for m, r in runs.items()} == expected, (
+        f"{name}'s smoke cards changed: review and run `python -m tests.positive_controls._cards --expected`")

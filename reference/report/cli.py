@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from .. import contract
+from .. import clauses, contract
 from ..contract import DEFAULT_IMPL, load_impl
 from .cases import CONFIGS
 from .render import render
@@ -29,6 +30,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="device(s) to sweep (default: every available one)")
     p.add_argument("--dtype", action="append", choices=sorted(DTYPES) + ["all"],
                    help="dtype(s), repeatable (default: float64 and float32; plus float16, bfloat16 on CUDA)")
+    p.add_argument("--dtypes", default=os.environ.get("SCRATCH_TRANSFORMER_DTYPES"), metavar="LIST",
+                   help="comma-separated dtypes, as pytest's --dtypes (env SCRATCH_TRANSFORMER_DTYPES): the report's "
+                        "dtypes among them are swept (tf32 and autocast have no report rows); with --dtype too, "
+                        "their intersection")
     p.add_argument("--component", action="append",
                    help=f"component(s), repeatable: a name, a family (multi_head_attention, grad) or a glob; known: "
                         f"{', '.join(COMPONENTS)}")
@@ -62,6 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     devices = available_devices() if args.device == "all" else [args.device]
     chosen = None if not args.dtype or "all" in args.dtype else list(dict.fromkeys(args.dtype))
     dtypes = {d: (chosen or default_dtypes(d)) for d in devices}
+    if args.dtypes:
+        wanted = [x.strip() for x in args.dtypes.split(",") if x.strip()]
+        unknown = [x for x in wanted if x not in clauses.DTYPES]
+        if unknown or not wanted:
+            err.print(f"error: --dtypes {args.dtypes!r}: unknown dtype(s) {unknown}; choose from "
+                      f"{','.join(clauses.DTYPES)}", markup=False)
+            return 2
+        dtypes = {d: [x for x in names if x in wanted] for d, names in dtypes.items()}
     try:
         components = select_components(args.component)
         load_impl(args.impl, args.impl_map)

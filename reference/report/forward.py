@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .. import conditioning, numpy_ref, torch_adapters, torch_ref
+from .. import conditioning, numpy_ref, precision, torch_adapters, torch_ref
 from ..components import COMPONENTS
 from ..compare import Verdict, error_stats, judge
 from ..contract import missing_extras
@@ -28,6 +28,18 @@ def _judge(c: Ctx, name: str, out: torch.Tensor, expected: np.ndarray, *, dtype:
            **kw: Any) -> Verdict:
     """``compare.judge`` in ``dtype`` (default the run's) by component ``name``'s tolerance rule (the registry's)."""
     return judge(out, expected, dtype=dtype or c.dtype, rule=COMPONENTS[name].rule, **kw)
+
+
+def _diagnosed(c: Ctx, outcome: Outcome, module: Any, inputs: tuple, torch_out: torch.Tensor, *,
+               torch_call: Callable[..., torch.Tensor], call: Callable[..., Any] | None = None) -> Outcome:
+    """``outcome``, its detail followed by the 16-bit differential diagnosis (``reference.precision``) where a
+    float16/bfloat16 row fails its rule: the same module re-run in float32, formula or arithmetic."""
+    if outcome.verdict.ok or not precision.is_16bit(c.dtype) or outcome.expected is None:
+        return outcome
+    text = precision.diagnose(module, inputs, dtype=c.dtype, oracle=outcome.expected, torch_out=torch_out,
+                              call=call, torch_call=torch_call)
+    outcome.detail = f"{outcome.detail}; {text}" if outcome.detail else text
+    return outcome
 
 
 def run_embedding(c: Ctx) -> Outcome:
@@ -66,8 +78,9 @@ def _layer_norm(c: Ctx, offset: float, noise: float, detail: str) -> Outcome:
     if c.dtype in (torch.float32, torch.float64):
         sensitivity = lambda: conditioning.sensitivity(oracle, conditioning.unit_roundoff(c.dtype))  # noqa: E731
     expected = oracle()
-    return Outcome(_judge(c, "layer_norm", out, expected, torch_out=torch_out, sensitivity=sensitivity), detail,
-                   _np(out), expected)
+    return _diagnosed(c, Outcome(_judge(c, "layer_norm", out, expected, torch_out=torch_out, sensitivity=sensitivity),
+                                 detail, _np(out), expected),
+                      module, (x,), torch_out, torch_call=lambda m, a: torch_adapters.to_layer_norm(m)(a))
 
 
 def run_layer_norm(c: Ctx) -> Outcome:
@@ -86,8 +99,9 @@ def run_feed_forward(c: Ctx) -> Outcome:
         out = module(x)
         torch_out = torch_adapters.to_feed_forward(module)(x)
     expected = numpy_ref.feed_forward(_np(x), extract_weights(module))
-    return Outcome(_judge(c, "feed_forward", out, expected, torch_out=torch_out), "vs nn.Linear/ReLU/nn.Linear",
-                   _np(out), expected)
+    return _diagnosed(c, Outcome(_judge(c, "feed_forward", out, expected, torch_out=torch_out),
+                                 "vs nn.Linear/ReLU/nn.Linear", _np(out), expected),
+                      module, (x,), torch_out, torch_call=lambda m, a: torch_adapters.to_feed_forward(m)(a))
 
 
 def make_run_mha(kind: str) -> Callable[[Ctx], Outcome]:
@@ -113,8 +127,10 @@ def make_run_mha(kind: str) -> Callable[[Ctx], Outcome]:
         scores = getattr(module, "attention_scores", None)
         if isinstance(scores, torch.Tensor) and tuple(scores.shape) == weights.shape:
             detail += f"; attention_scores max abs error {error_stats(scores, weights).max_abs:.2e}"
-        return Outcome(_judge(c, "multi_head_attention", out, expected, torch_out=torch_out), detail, _np(out),
-                       expected)
+        return _diagnosed(c, Outcome(_judge(c, "multi_head_attention", out, expected, torch_out=torch_out), detail,
+                                     _np(out), expected),
+                          module, (q, k, v, mask), torch_out, torch_call=lambda mod, *a: torch_adapters.mha_forward(
+                              torch_adapters.to_multihead_attention(mod, h=m.h).eval(), *a))
     return run
 
 
@@ -153,8 +169,10 @@ def run_encoder_block(c: Ctx) -> Outcome:
         out = module(x, mask)
         torch_out = torch_adapters.encoder_forward(torch_adapters.to_encoder_layer(module, h=m.h).eval(), x, mask)
     expected = numpy_ref.encoder_block(_np(x), _np(mask), extract_weights(module), m.h, CONTRACT_EPS)
-    return Outcome(_judge(c, "encoder_block", out, expected, torch_out=torch_out), "vs nn.TransformerEncoderLayer",
-                   _np(out), expected)
+    return _diagnosed(c, Outcome(_judge(c, "encoder_block", out, expected, torch_out=torch_out),
+                                 "vs nn.TransformerEncoderLayer", _np(out), expected),
+                      module, (x, mask), torch_out, torch_call=lambda mod, *a: torch_adapters.encoder_forward(
+                          torch_adapters.to_encoder_layer(mod, h=m.h).eval(), *a))
 
 
 def _decoder_inputs(c: Ctx) -> tuple[torch.Tensor, ...]:
@@ -174,8 +192,11 @@ def run_decoder_block(c: Ctx) -> Outcome:
                                                    src_mask, tgt_mask)
     expected = numpy_ref.decoder_block(_np(x), _np(memory), _np(src_mask), _np(tgt_mask), extract_weights(module),
                                        h, CONTRACT_EPS)
-    return Outcome(_judge(c, "decoder_block", out, expected, torch_out=torch_out), "vs nn.TransformerDecoderLayer",
-                   _np(out), expected)
+    return _diagnosed(c, Outcome(_judge(c, "decoder_block", out, expected, torch_out=torch_out),
+                                 "vs nn.TransformerDecoderLayer", _np(out), expected),
+                      module, (x, memory, src_mask, tgt_mask), torch_out,
+                      torch_call=lambda mod, *a: torch_adapters.decoder_forward(
+                          torch_adapters.to_decoder_layer(mod, h=h).eval(), *a))
 
 
 def run_encoder(c: Ctx) -> Outcome:
@@ -188,8 +209,10 @@ def run_encoder(c: Ctx) -> Outcome:
         torch_out = torch_adapters.encoder_forward(torch_adapters.to_encoder(model.encoder, h=m.h).eval(), x, mask)
     expected = numpy_ref.encoder(_np(x), _np(mask), numpy_ref.sub(extract_weights(model), "encoder"), m.h,
                                  CONTRACT_EPS)
-    return Outcome(_judge(c, "encoder", out, expected, torch_out=torch_out), "vs nn.TransformerEncoder",
-                   _np(out), expected)
+    return _diagnosed(c, Outcome(_judge(c, "encoder", out, expected, torch_out=torch_out), "vs nn.TransformerEncoder",
+                                 _np(out), expected),
+                      model.encoder, (x, mask), torch_out, torch_call=lambda mod, *a: torch_adapters.encoder_forward(
+                          torch_adapters.to_encoder(mod, h=m.h).eval(), *a))
 
 
 def run_decoder(c: Ctx) -> Outcome:
@@ -202,8 +225,11 @@ def run_decoder(c: Ctx) -> Outcome:
                                                    src_mask, tgt_mask)
     expected = numpy_ref.decoder(_np(x), _np(memory), _np(src_mask), _np(tgt_mask),
                                  numpy_ref.sub(extract_weights(model), "decoder"), h, CONTRACT_EPS)
-    return Outcome(_judge(c, "decoder", out, expected, torch_out=torch_out), "vs nn.TransformerDecoder",
-                   _np(out), expected)
+    return _diagnosed(c, Outcome(_judge(c, "decoder", out, expected, torch_out=torch_out), "vs nn.TransformerDecoder",
+                                 _np(out), expected),
+                      model.decoder, (x, memory, src_mask, tgt_mask), torch_out,
+                      torch_call=lambda mod, *a: torch_adapters.decoder_forward(
+                          torch_adapters.to_decoder(mod, h=h).eval(), *a))
 
 
 def run_transformer(c: Ctx) -> Outcome:
@@ -226,4 +252,12 @@ def run_transformer(c: Ctx) -> Outcome:
     v = _judge(c, "transformer", out, expected, torch_out=torch_out)
     detail = "vs nn.Transformer; " + ("every submodule within tolerance" if loc.ok
                                       else f"first divergence: {loc.first_divergence}")
-    return Outcome(v, detail, _np(out), expected, localization=loc, passed=v.ok and loc.ok)
+    return _diagnosed(c, Outcome(v, detail, _np(out), expected, localization=loc, passed=v.ok and loc.ok),
+                      model, (case.src, case.src_mask, case.tgt, case.tgt_mask), torch_out, call=_logits,
+                      torch_call=lambda mod, *a: _logits(
+                          torch_adapters.TorchTransformerModel(mod, h=c.config.model.h).eval(), *a))
+
+
+def _logits(model: Any, src: torch.Tensor, src_mask: Any, tgt: torch.Tensor, tgt_mask: Any) -> torch.Tensor:
+    """``project(decode(encode(src), tgt))`` of the contract model or of ``TorchTransformerModel``."""
+    return model.project(model.decode(model.encode(src, src_mask), src_mask, tgt, tgt_mask))

@@ -46,6 +46,31 @@ def _message(report: Any) -> str:
     return (text.strip().splitlines() or [""])[0][:300]
 
 
+#: Origins of a failure (``failure_origin``): only the first two are verdicts on the implementation.
+ASSERTION, IMPLEMENTATION, NON_FINITE_REFERENCE, KIT_CRASH = "assertion", "implementation", "non-finite reference", \
+    "kit crash"
+VERDICTS = frozenset({ASSERTION, IMPLEMENTATION})
+#: The kit's own code: a crash whose innermost frame in this tree is here is the kit's, not a verdict.
+_KIT_DIR = ROOT / "reference"
+_KIT_FILES = frozenset({ROOT / "tests" / "support.py", ROOT / "tests" / "strategies.py"})
+
+
+def failure_origin(excinfo: Any) -> str:
+    """What a failing test's exception says: an ``assertion`` of the test or the judge, the ``implementation``
+    raising on the test's (valid) inputs, a ``non-finite reference`` (the oracle or torch gave NaN/inf: a test error
+    by the kit's own rule), or a ``kit crash`` (an oracle, adapter or other ``reference/`` code raised: e.g. a
+    ``KeyError`` for a parameter the oracle expects). Only the first two are verdicts (issue 24)."""
+    if any(cls.__name__ == "NonFiniteReference" for cls in type(excinfo.value).__mro__):
+        return NON_FINITE_REFERENCE
+    if excinfo.errisinstance(AssertionError):
+        return ASSERTION
+    for entry in reversed(excinfo.traceback):  # the innermost frame in this tree decides
+        path = Path(str(entry.path).split(" [", 1)[0])  # a control's frames read ".../model.py [control]"
+        if ROOT in path.parents:
+            return KIT_CRASH if _KIT_DIR in path.parents or path in _KIT_FILES else IMPLEMENTATION
+    return IMPLEMENTATION
+
+
 class Recorder:
     """pytest plugin object: per-test outcome, phase, call duration and crash message; collection errors."""
 
@@ -58,6 +83,7 @@ class Recorder:
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.collect_errors: dict[str, str] = {}
         self._exc_types: dict[str, str] = {}
+        self._origins: dict[str, str] = {}
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -85,6 +111,7 @@ class Recorder:
         report = outcome.get_result()
         if report.failed and call.excinfo is not None:
             self._exc_types[report.nodeid] = call.excinfo.typename
+            self._origins[report.nodeid] = failure_origin(call.excinfo)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -92,7 +119,9 @@ class Recorder:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         entry = self.outcomes.setdefault(report.nodeid, {"outcome": "passed", "phase": "call", "duration": 0.0,
-                                                         "exception": "", "message": ""})
+                                                         "exception": "", "message": "", "origin": "",
+                                                         "clauses": list(dict(report.user_properties)
+                                                                         .get("clauses", ()))})
         if report.when == "call":
             entry["duration"] = round(report.duration, 3)
         if hasattr(report, "wasxfail"):
@@ -100,7 +129,8 @@ class Recorder:
         elif report.failed:
             if entry["outcome"] in ("passed", "skipped"):  # keep the first failure
                 entry.update(outcome="failed" if report.when == "call" else "error", phase=report.when,
-                             exception=self._exc_types.get(report.nodeid, ""), message=_message(report))
+                             exception=self._exc_types.get(report.nodeid, ""), message=_message(report),
+                             origin=self._origins.get(report.nodeid, ""))
         elif report.skipped and entry["outcome"] == "passed":
             entry.update(outcome="skipped", phase=report.when, message=_message(report))
 

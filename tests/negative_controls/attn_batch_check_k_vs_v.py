@@ -4,6 +4,7 @@ from tests.negative_controls._base import install
 
 BUG = "attention checks k's batch against v's only: a q/k batch mismatch fails late, in a matmul, not with its message"
 COMPONENT = "attention projections"
+CLAUSES = ("strict.bad-inputs",)
 TIER = "strict"  # bad-input hardening is this package's own choice (strict.bad-inputs)
 
 install(globals(), [

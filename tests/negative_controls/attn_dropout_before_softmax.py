@@ -4,6 +4,7 @@ from tests.negative_controls._base import Line, install
 
 BUG = "attention dropout applied to the scores before the softmax, not to the weights"
 COMPONENT = "dropout"
+CLAUSES = ("dropout.semantics", "mha.formula", "mha.static-attention")
 
 install(globals(), [
     ("model.py", Line("weights = dropout(weights)"), "pass  # dropout moved onto the scores, before the softmax"),

@@ -4,6 +4,7 @@ from tests.negative_controls._base import install
 
 BUG = "heads merged with view(B, Lq, d) without transposing (B, h, Lq, d_k) back first"
 COMPONENT = "attention head split/merge"
+CLAUSES = ("mha.formula",)
 
 install(globals(), [
     ("model.py",

@@ -4,6 +4,7 @@ from tests.negative_controls._base import install
 
 BUG = "decoder cross-attention takes keys/values from the decoder input, not the encoder output"
 COMPONENT = "decoder wiring"
+CLAUSES = ("decoder.block",)
 
 install(globals(), [
     ("model.py",

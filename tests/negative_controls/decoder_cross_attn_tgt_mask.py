@@ -4,6 +4,7 @@ from tests.negative_controls._base import install
 
 BUG = "decoder cross-attention masked with tgt_mask instead of src_mask"
 COMPONENT = "decoder wiring"
+CLAUSES = ("decoder.block",)
 
 install(globals(), [
     ("model.py",

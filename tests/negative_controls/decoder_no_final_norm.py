@@ -4,6 +4,7 @@ from tests.negative_controls._base import install
 
 BUG = "Decoder returns the last block's output without its final LayerNorm"
 COMPONENT = "final norms"
+CLAUSES = ("decoder.stack",)
 
 install(globals(), [
     ("model.py",

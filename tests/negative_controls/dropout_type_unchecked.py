@@ -4,6 +4,7 @@ from tests.negative_controls._base import Line, install
 
 BUG = "dropout checked by range only: a non-numeric dropout (\"0.1\") is accepted instead of refused with a TypeError"
 COMPONENT = "dropout"
+CLAUSES = ("strict.bad-inputs",)
 TIER = "strict"  # bad-input hardening is this package's own choice (strict.bad-inputs)
 
 install(globals(), [

@@ -4,6 +4,7 @@ from tests.negative_controls._base import install
 
 BUG = "FeedForwardBlock uses F.dropout(training=True): dropout also in eval mode"
 COMPONENT = "dropout"
+CLAUSES = ("ffn.formula", "dropout.semantics")
 
 install(globals(), [
     ("model.py",

@@ -4,6 +4,7 @@ from tests.negative_controls._base import install
 
 BUG = "FeedForwardBlock's first linear has no bias"
 COMPONENT = "feed-forward"
+CLAUSES = ("ffn.formula", "api.attributes")
 
 install(globals(), [
     ("model.py",

@@ -4,6 +4,7 @@ from tests.negative_controls._base import install
 
 BUG = "LayerNorm without the second centring pass: float32 error grows with the rows' offset (|mean| / std roundings)"
 COMPONENT = "layer norm"
+CLAUSES = ("strict.ln-offset-accurate",)
 TIER = "strict"  # backward stable, so within the contract's conditioning bound: strict.ln-offset-accurate forbids it
 
 install(globals(), [

@@ -4,6 +4,7 @@ from tests.negative_controls._base import install
 
 BUG = "PositionalEncoding casts its table on .double()/.to() instead of rebuilding it from the formula"
 COMPONENT = "dtype/device handling"
+CLAUSES = ("strict.pe-rebuilt",)
 TIER = "strict"  # legal under the contract: only a strict clause (this package's own choice) forbids it
 
 install(globals(), [

@@ -4,6 +4,7 @@ from tests.negative_controls._base import install
 
 BUG = "pe is a non-persistent buffer: missing from state_dict"
 COMPONENT = "positional table"
+CLAUSES = ("pe.buffer", "module.state")
 
 install(globals(), [
     ("model.py", "persistent=True", "persistent=False"),
