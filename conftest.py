@@ -54,8 +54,10 @@ _common = dict(deadline=None, print_blob=True,
 #: reproduction blob, so a run on a broken model takes no longer than a green one (issue 14).
 NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
 settings.register_profile("ci", derandomize=True, database=None, max_examples=20, phases=NO_SHRINK, **_common)
-settings.register_profile("dev", max_examples=40, **_common)
-settings.register_profile("thorough", max_examples=400, **_common)
+# derandomize=False explicitly: a profile inherits the one loaded when it is registered, which is Hypothesis' own
+# derandomized "ci" wherever a CI variable is set (even CI=false), so dev/thorough would not be random there.
+settings.register_profile("dev", max_examples=40, derandomize=False, **_common)
+settings.register_profile("thorough", max_examples=400, derandomize=False, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
                                      "ci" if os.environ.get("CI", "").lower() == "true" else "dev"))
 

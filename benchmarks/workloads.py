@@ -88,7 +88,7 @@ def make_pair(impl: ModuleType, cfg: BenchConfig, *, device: str, dtype: torch.d
     """Build the contract model (``build_transformer``) and its ``nn.Transformer`` twin, and seeded inputs."""
     torch.manual_seed(seed)
     model = build_model(impl, cfg.model_config(), device=device, dtype=dtype)
-    twin = to_transformer(model, h=cfg.h).to(device=device, dtype=dtype)
+    twin = to_transformer(model, h=cfg.h, N=cfg.N, d_ff=cfg.d_ff).to(device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(seed)
     shape = (cfg.B, cfg.L, cfg.d_model)
     x, y, grad = (torch.randn(shape, generator=gen).to(device=device, dtype=dtype) for _ in range(3))

@@ -67,13 +67,22 @@ def judged_in(clause_ids: "tuple[str, ...] | list[str]", case_dtypes: "set[str] 
 
 
 def dtype_table() -> str:
-    """Markdown: which clauses judge which dtype (README/docs)."""
-    rows = ["| dtype | judged by |", "|---|---|"]
+    """Markdown: which clauses judge the cases of each dtype (README, between its dtype-table markers)."""
+    families = ", ".join(f"`{f}.*`" for f in _DTYPES["formula-families"])
+    every = frozenset(DTYPES)
+    rows = ["| dtype | its cases count for |", "|---|---|"]
+    groups: dict[tuple[str, ...], list[str]] = {}
     for d in DTYPES:
-        ids = [c.id for c in _CLAUSES if c.tier != KIT and d in dtypes_judged(c.id)]
-        rest = [c for c in ids if dtypes_judged(c) != frozenset(DTYPES)]
-        rows.append(f"| {d} | " + ", ".join(f"`{c}`" for c in rest) + " (and the API, structure, state, extra and "
-                    "strict clauses) |")
+        own = tuple(c.id for c in _CLAUSES if c.id in _DTYPES["clauses"] and d in dtypes_judged(c.id)
+                    and dtypes_judged(c.id) != every)
+        groups.setdefault(own, []).append(d)
+    for own, names in groups.items():
+        formula = all(n in _DTYPES["formula"] for n in names)
+        text = (f"the formula, masking and behaviour clauses ({families}), " if formula else "") + ", ".join(
+            f"`{c}`" for c in own)
+        rows.append(f"| {', '.join(names)} | {text} |")
+    rows.append("| any | the API, structure, state, extra and strict clauses (`api.*`, `build.*`, `module.*`, "
+                "`pe.buffer`, `extra.*`, `strict.*`) |")
     return "\n".join(rows)
 
 
@@ -94,6 +103,12 @@ def readme_table(by_clause: dict[str, list[str]]) -> str:
 
 README = "README.md"
 TABLE_START, TABLE_END = "<!-- clause-table:start -->", "<!-- clause-table:end -->"
+DTYPE_START, DTYPE_END = "<!-- dtype-table:start -->", "<!-- dtype-table:end -->"
+
+
+def dtype_block() -> str:
+    """The README's generated dtype table, between its markers."""
+    return f"{DTYPE_START}\n{dtype_table()}\n{DTYPE_END}"
 
 
 def collect(root: str = ".") -> dict[str, list[str]]:
@@ -142,10 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     if "--write" in args:
         path = Path(README)
         text = path.read_text()
-        pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.S)
-        if not pattern.search(text):
-            raise SystemExit(f"{README} has no {TABLE_START} ... {TABLE_END} block")
-        path.write_text(pattern.sub(lambda _: block, text))
+        for start, end, body in ((TABLE_START, TABLE_END, block), (DTYPE_START, DTYPE_END, dtype_block())):
+            pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+            if not pattern.search(text):
+                raise SystemExit(f"{README} has no {start} ... {end} block")
+            text = pattern.sub(lambda _: body, text)
+        path.write_text(text)
         print(f"wrote the clause table of {README}")
     else:
         print(block)

@@ -127,7 +127,7 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
           rule: str = "auto", grad: bool = False, where: ArrayLike | None = None,
           sensitivity: Callable[[], ArrayLike] | None = None, rtol: float | None = None, atol: float | None = None,
           k: float = tolerances.K, component: str = "", config: Mapping[str, Any] | None = None,
-          label: str = "torch") -> Verdict:
+          label: str = "torch", cond_factor: float | None = None) -> Verdict:
     """Judge ``actual`` (the implementation) against ``expected`` (the float64 reference). A mismatch is a verdict,
     never an exception; a non-finite ``sensitivity`` at a compared element raises :class:`NonFiniteReference` (a
     test error, as in the ``assert_*`` helpers).
@@ -140,7 +140,8 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
     selects the elements compared. ``sensitivity`` (lazy, elementwise): where the rule fails, each element may
     still err by ``COND_FACTOR`` times the reference's change under one rounding of its inputs (direct: the larger
     of that and the rule's allowance; ratio: that plus the floor, at least the rule's allowance); the verdict's rule
-    is then ``"conditioning"``. ``component``/``config``/``label`` only word the message.
+    is then ``"conditioning"``; ``cond_factor`` replaces ``COND_FACTOR`` for a comparison with its own measured
+    factor (``conditioning.LN_COND_FACTOR``). ``component``/``config``/``label`` only word the message.
     """
     what = describe(component, config)
     a, e = to_f64(actual), to_f64(expected)
@@ -180,7 +181,7 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
         return verdict
     if sensitivity is not None:
         conditioned = _conditioning(verdict, diff, base, sensitivity, dtype=dtype, where=where, what=what,
-                                    component=component, config=config)
+                                    component=component, config=config, factor=cond_factor)
         if conditioned.ok:
             return conditioned
         cond_line = conditioned.explanation
@@ -192,12 +193,12 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
 
 def _conditioning(verdict: Verdict, diff: torch.Tensor, base: torch.Tensor | float,
                   sensitivity: Callable[[], ArrayLike], *, dtype: torch.dtype, where: ArrayLike | None, what: str,
-                  component: str, config: Mapping[str, Any] | None) -> Verdict:
+                  component: str, config: Mapping[str, Any] | None, factor: float | None = None) -> Verdict:
     """The conditioning bound of a failed verdict: ``ok`` with rule "conditioning", or not ok with the line that
     says where the bound breaks in ``explanation``."""
     sens = to_f64(sensitivity()).expand_as(diff)
     check_reference_finite(sens, what="oracle sensitivity", component=component, config=config, where=where)
-    factor = conditioning.COND_FACTOR
+    factor = conditioning.COND_FACTOR if factor is None else factor
     beyond = diff > torch.as_tensor(base, dtype=torch.float64)  # where the rule alone fails
     if verdict.rule == "ratio":
         floor = tolerances.floor(dtype, verdict.scale)
@@ -223,8 +224,9 @@ def _conditioning(verdict: Verdict, diff: torch.Tensor, base: torch.Tensor | flo
     need = float(used.reshape(-1)[flat]) / spread if spread > 0 else math.inf
     return dataclasses.replace(verdict, explanation=(
         f"\n  conditioning bound broken too: at {at} error {err:.3e} > {factor:g} * spread {spread:.3e}{plus} "
-        f"= {float(allowance.reshape(-1)[flat]):.3e}; error / spread = {need:.3g} (correct algorithms measured "
-        f"<= {conditioning.MEASURED_RATIO:g}, docs/tolerances.md). Spread: the oracle's largest change over its row "
+        f"= {float(allowance.reshape(-1)[flat]):.3e}; error / spread = {need:.3g} (the factor is "
+        f"{conditioning.HEADROOM:g} x the largest error / spread measured on correct algorithms, docs/tolerances.md). "
+        f"Spread: the oracle's largest change over its row "
         f"in {conditioning.TRIALS} Monte Carlo runs, inputs and every operation's result rounded once at "
         f"u = {conditioning.unit_roundoff(dtype):.3e} ({dtype})"))
 
@@ -327,9 +329,11 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
 def assert_error_ratio(actual: ArrayLike, torch_out: ArrayLike, oracle: ArrayLike, *, component: str,
                        dtype: torch.dtype, config: Mapping[str, Any] | None = None, k: float = tolerances.K,
                        where: ArrayLike | None = None, label: str = "torch",
-                       sensitivity: Callable[[], ArrayLike] | None = None) -> tuple[ErrorStats, ErrorStats]:
+                       sensitivity: Callable[[], ArrayLike] | None = None,
+                       cond_factor: float | None = None) -> tuple[ErrorStats, ErrorStats]:
     """The error-ratio rule (:func:`judge` with ``rule="ratio"``): ``err(impl, oracle) <= k * err(torch, oracle) +
-    floor(dtype, scale)``, or, where ``sensitivity`` is given, the conditioning bound if larger. Raises the
+    floor(dtype, scale)``, or, where ``sensitivity`` is given, the conditioning bound if larger (``cond_factor``
+    times the spread, ``COND_FACTOR`` unless given). Raises the
     verdict's message; a non-finite oracle or torch output at a compared element is a test error
     (:class:`NonFiniteReference`). Returns both error figures (for reports).
     """
@@ -337,7 +341,7 @@ def assert_error_ratio(actual: ArrayLike, torch_out: ArrayLike, oracle: ArrayLik
     check_reference_finite(oracle, what="float64 oracle", component=component, config=config, where=where)
     check_reference_finite(torch_out, what=f"{label} output", component=component, config=config, where=where)
     v = judge(actual, oracle, dtype=dtype, torch_out=torch_out, rule="ratio", where=where, sensitivity=sensitivity,
-              k=k, component=component, config=config, label=label)
+              k=k, component=component, config=config, label=label, cond_factor=cond_factor)
     if not v.ok or v.stats is None or v.torch_stats is None:
         raise AssertionError(v.message())
     return v.stats, v.torch_stats

@@ -26,7 +26,8 @@ Shapes: B batch, L / Lq / Lk lengths, d = d_model, h heads, d_k = d / h, d_ff th
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, MutableMapping, Optional
+import unittest
+from typing import Callable, Iterable, Mapping, MutableMapping, Optional
 
 import numpy as np
 
@@ -40,6 +41,38 @@ WEIGHTS_SUFFIX = ":weights"
 CONTRACT_EPS = 1e-6
 #: The attention projections, each an ``nn.Linear``-like ``<name>.weight`` [d, d] with an optional ``<name>.bias`` [d].
 PROJECTIONS = ("w_q", "w_k", "w_v", "w_o")
+
+
+# --------------------------------------------------------------------------------------------------- structure
+class StructureMismatch(unittest.SkipTest):
+    """The model holds another architecture than its constructor call asked for (N layers of each kind, d_ff).
+
+    The oracles take the architecture from the constructor call, as they take ``h`` and ``eps``, never from the
+    model: a mismatch is the ``build.structure`` clause's to judge (``tests/test_contract.py``), so a comparison that
+    needs the asked architecture is not reached (a skip naming the clause, as for an unmapped API deviation)
+    rather than failed under its own clause or silently run on the model's own structure.
+    """
+
+
+def check_structure(where: str, *, layers: int | None = None, N: int | None = None,
+                    widths: Iterable[int] = (), d_ff: int | None = None) -> None:
+    """Raise :class:`StructureMismatch` when ``where`` holds ``layers`` blocks (distinct weights) but the
+    constructor call asked for ``N``, or a feed-forward width in ``widths`` is not the asked ``d_ff``
+    (None: not asked, nothing checked)."""
+    problems = []
+    if N is not None and layers is not None and layers != N:
+        problems.append(f"{layers} layer(s) of distinct weights where the constructor call asked N={N}")
+    wrong = sorted({int(w) for w in widths} - {d_ff}) if d_ff is not None else []
+    if wrong:
+        problems.append(f"feed-forward width(s) {wrong} where it asked d_ff={d_ff}")
+    if problems:
+        raise StructureMismatch(f"not reached because of build.structure: {where} holds " + "; ".join(problems)
+                                + " (the references take the architecture from the constructor call)")
+
+
+def _feed_forward_widths(w: Weights) -> list[int]:
+    """d_ff of every feed-forward block in ``w`` (the rows of each ``...feed_forward_block.linear_1.weight``)."""
+    return [int(np.shape(v)[0]) for k, v in w.items() if k.endswith("feed_forward_block.linear_1.weight")]
 
 
 # --------------------------------------------------------------------------------------------------- plumbing
@@ -217,17 +250,22 @@ def encoder_block(x: np.ndarray, mask: Mask, w: Weights, h: int, eps: float = CO
     return _record(trace, path, x)
 
 
-def _num_layers(w: Weights) -> int:
+def _num_layers(w: Weights, N: int | None = None, where: str = "the stack") -> int:
+    """N when given (``StructureMismatch`` unless ``w`` holds exactly layers 0..N-1), else the layers ``w`` holds
+    (a stack the caller built itself)."""
     indices = {int(name.split(".")[1]) for name in w if name.startswith("layers.")}
+    if N is not None and indices != set(range(N)):
+        check_structure(where, layers=len(indices), N=N)
     if indices != set(range(len(indices))):
         raise KeyError(f"layer indices {sorted(indices)} are not 0..N-1")
-    return len(indices)
+    return len(indices) if N is None else N
 
 
 def encoder(x: np.ndarray, mask: Mask, w: Weights, h: int, eps: float = CONTRACT_EPS, trace: Trace | None = None,
-            path: str = "") -> np.ndarray:
-    """Encoder: N encoder blocks ("layers.i.*"), then the final LayerNorm ("norm.*"); x [B, L, d] -> [B, L, d]."""
-    for i in range(_num_layers(w)):
+            path: str = "", *, N: int | None = None) -> np.ndarray:
+    """Encoder: N encoder blocks ("layers.i.*"), then the final LayerNorm ("norm.*"); x [B, L, d] -> [B, L, d].
+    N: the constructor call's (``StructureMismatch`` when ``w`` holds another count); None: as many as ``w`` holds."""
+    for i in range(_num_layers(w, N, path or "encoder")):
         x = encoder_block(x, mask, sub(w, f"layers.{i}"), h, eps, trace, join(path, f"layers.{i}"))
     x = _record(trace, join(path, "norm"), layer_norm(x, w["norm.alpha"], w["norm.bias"], eps))
     return _record(trace, path, x)
@@ -251,9 +289,11 @@ def decoder_block(x: np.ndarray, encoder_output: np.ndarray, src_mask: Mask, tgt
 
 
 def decoder(x: np.ndarray, encoder_output: np.ndarray, src_mask: Mask, tgt_mask: Mask, w: Weights, h: int,
-            eps: float = CONTRACT_EPS, trace: Trace | None = None, path: str = "") -> np.ndarray:
-    """Decoder: N decoder blocks ("layers.i.*"), then the final LayerNorm ("norm.*"); x [B, Lt, d] -> [B, Lt, d]."""
-    for i in range(_num_layers(w)):
+            eps: float = CONTRACT_EPS, trace: Trace | None = None, path: str = "", *, N: int | None = None
+            ) -> np.ndarray:
+    """Decoder: N decoder blocks ("layers.i.*"), then the final LayerNorm ("norm.*"); x [B, Lt, d] -> [B, Lt, d].
+    N: as in ``encoder``."""
+    for i in range(_num_layers(w, N, path or "decoder")):
         x = decoder_block(x, encoder_output, src_mask, tgt_mask, sub(w, f"layers.{i}"), h, eps, trace,
                           join(path, f"layers.{i}"))
     x = _record(trace, join(path, "norm"), layer_norm(x, w["norm.alpha"], w["norm.bias"], eps))
@@ -267,19 +307,19 @@ def projection(x: np.ndarray, w: Weights) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------------- the model
 def encode(src: np.ndarray, src_mask: Mask, w: Weights, h: int, eps: float = CONTRACT_EPS,
-           trace: Trace | None = None) -> np.ndarray:
+           trace: Trace | None = None, *, N: int | None = None) -> np.ndarray:
     """Transformer.encode: ``encoder(pe(embed(src)), src_mask)``; src int [B, Ls] -> [B, Ls, d]; w: whole model."""
     x = _record(trace, "src_embed", embedding(src, w["src_embed.embedding.weight"]))
     x = _record(trace, "src_pos", positional_encoding(x))
-    return encoder(x, src_mask, sub(w, "encoder"), h, eps, trace, "encoder")
+    return encoder(x, src_mask, sub(w, "encoder"), h, eps, trace, "encoder", N=N)
 
 
 def decode(encoder_output: np.ndarray, src_mask: Mask, tgt: np.ndarray, tgt_mask: Mask, w: Weights, h: int,
-           eps: float = CONTRACT_EPS, trace: Trace | None = None) -> np.ndarray:
+           eps: float = CONTRACT_EPS, trace: Trace | None = None, *, N: int | None = None) -> np.ndarray:
     """Transformer.decode: ``decoder(pe(embed(tgt)), enc, src_mask, tgt_mask)``; tgt int [B, Lt] -> [B, Lt, d]."""
     x = _record(trace, "tgt_embed", embedding(tgt, w["tgt_embed.embedding.weight"]))
     x = _record(trace, "tgt_pos", positional_encoding(x))
-    return decoder(x, encoder_output, src_mask, tgt_mask, sub(w, "decoder"), h, eps, trace, "decoder")
+    return decoder(x, encoder_output, src_mask, tgt_mask, sub(w, "decoder"), h, eps, trace, "decoder", N=N)
 
 
 def project(x: np.ndarray, w: Weights, trace: Trace | None = None) -> np.ndarray:
@@ -288,7 +328,12 @@ def project(x: np.ndarray, w: Weights, trace: Trace | None = None) -> np.ndarray
 
 
 def transformer(src: np.ndarray, tgt: np.ndarray, src_mask: Mask, tgt_mask: Mask, w: Weights, h: int,
-                eps: float = CONTRACT_EPS, trace: Trace | None = None) -> np.ndarray:
-    """``project(decode(encode(src, src_mask), src_mask, tgt, tgt_mask))``; src [B, Ls], tgt [B, Lt] -> logits."""
-    memory = encode(src, src_mask, w, h, eps, trace)
-    return project(decode(memory, src_mask, tgt, tgt_mask, w, h, eps, trace), w, trace)
+                eps: float = CONTRACT_EPS, trace: Trace | None = None, *, N: int | None = None,
+                d_ff: int | None = None) -> np.ndarray:
+    """``project(decode(encode(src, src_mask), src_mask, tgt, tgt_mask))``; src [B, Ls], tgt [B, Lt] -> logits.
+
+    N, d_ff: the constructor call's, like ``h`` and ``eps``: ``StructureMismatch`` when ``w`` holds another layer
+    count or feed-forward width (None: what ``w`` holds)."""
+    check_structure("the model", widths=_feed_forward_widths(w), d_ff=d_ff)
+    memory = encode(src, src_mask, w, h, eps, trace, N=N)
+    return project(decode(memory, src_mask, tgt, tgt_mask, w, h, eps, trace, N=N), w, trace)

@@ -5,8 +5,9 @@ float32 (exact: every 16-bit value is a float32), and its result cast back to th
 rule as the failed check. Within the rule: the formula is right and the failure is 16-bit arithmetic ("computes in
 float16"); still failing: a wrong formula, not a precision problem. Both runs are traced op by op
 (``TorchFunctionMode``) to name where the 16-bit run leaves the dtype's range: the first op that turns finite inputs
-into inf/NaN (overflow; with the float32 run's magnitude there against ``finfo.max``), or the first whose float32
-values lie wholly below the dtype's smallest normal for a whole row (underflow).
+into inf/NaN (overflow; with the float32 run's magnitude there against ``finfo.max``; a mask fill near
+``finfo.min`` only where NaN follows), and the op with the largest share of rows whose float32 values lie wholly
+below the dtype's smallest normal (underflow).
 
 :func:`diagnose` (error-ratio checks), :func:`diagnose_check` (property checks such as "masked keys weigh 0") return
 one line; :func:`explained` wraps a test's assertion and appends that line to its message. The diagnosis never
@@ -30,19 +31,20 @@ from torch.utils._pytree import tree_flatten, tree_map
 from . import tolerances
 from .compare import NonFiniteReference, judge, judge_l2
 
-__all__ = ["SIXTEEN_BIT", "diagnose", "diagnose_check", "explained", "is_16bit"]
+__all__ = ["SIXTEEN_BIT", "diagnose", "diagnose_check", "explained", "float32_copy", "is_16bit"]
 
 SIXTEEN_BIT = (torch.float16, torch.bfloat16)
 #: What the message advises when the formula holds in float32.
 ADVICE = "compute in float32 and cast the result back, as nn.LayerNorm and torch's attention kernels accumulate"
-#: Ops not listed among the 16-bit arithmetic: moves and casts, and linear layers (torch runs those in 16 bits too).
+#: Ops (names without their underscores) not listed among the 16-bit arithmetic: moves, casts, fills, and linear
+#: layers (torch runs those in 16 bits too).
 _NO_ARITHMETIC = {"to", "float", "half", "bfloat16", "type", "view", "reshape", "transpose", "permute", "contiguous",
-                  "expand", "expand_as", "flip", "unsqueeze", "squeeze", "__getitem__", "clone", "detach",
-                  "requires_grad_", "split", "chunk", "unbind", "flatten", "unflatten", "select", "narrow",
-                  "masked_fill", "masked_fill_", "zeros_like", "ones_like", "full_like", "empty_like", "new_zeros",
-                  "cat", "stack", "t", "nan_to_num", "where", "linear", "requires_grad"}
+                  "expand", "expand_as", "flip", "unsqueeze", "squeeze", "getitem", "clone", "detach", "split",
+                  "chunk", "unbind", "flatten", "unflatten", "select", "narrow", "masked_fill", "zeros_like",
+                  "ones_like", "full_like", "empty_like", "new_zeros", "cat", "stack", "t", "nan_to_num", "where",
+                  "linear", "requires_grad"}
 #: A float32 magnitude at least this is a sentinel (a mask fill such as ``finfo.min``), not a computed value: its
-#: 16-bit counterpart overflowing to -inf is harmless before a softmax, so it is not reported as an overflow.
+#: 16-bit counterpart overflowing to -inf is harmless before a softmax, so it is reported only where NaN follows.
 SENTINEL = float(torch.finfo(torch.float32).max) / 4
 
 Call = Callable[..., Any]
@@ -93,6 +95,7 @@ class _Op:
     max_abs: float
     max_computed: float  # max |v| over finite values below ``SENTINEL``
     nonfinite: int
+    nan: int
     inputs_finite: bool
     tiny_rows: int
     rows: int
@@ -129,7 +132,8 @@ class _Trace(TorchFunctionMode):
         zero = torch.zeros_like(a)
         self.ops.append(_Op(name, t.dtype, float(torch.where(finite, a, zero).max()),
                             float(torch.where(finite & (a < SENTINEL), a, zero).max()),
-                            int((~finite).sum()), finite_in, int(low.sum()), int(rows.shape[0]),
+                            int((~finite).sum()), int(torch.isnan(a).sum()), finite_in, int(low.sum()),
+                            int(rows.shape[0]),
                             float(row_max[low].max()) if bool(low.any()) else 0.0))
 
 
@@ -149,7 +153,15 @@ def _range_findings(ops16: list[_Op], ops32: list[_Op] | None, dtype: torch.dtyp
         if op.nonfinite and op.inputs_finite:
             at32 = ops32[i].max_computed if ops32 is not None else None
             if at32 is not None and at32 <= info.max and not ops32[i].nonfinite:
-                continue  # only a sentinel (a mask fill) left the range: -inf before a softmax is harmless
+                # Only a sentinel (a mask fill near finfo.min) left the range: -inf before a softmax is harmless,
+                # unless NaN follows where float32 has none (a row of nothing but -inf).
+                nan = next((j for j in range(i + 1, len(ops16)) if ops16[j].nan > ops32[j].nan), None)
+                if nan is None:
+                    continue
+                findings.append(f"{dt} overflows at `{op.name}` (op {i + 1} of {len(ops16)}: a fill value near "
+                                f"{dt}'s limit {info.min:.6g} plus a score passes it, {op.nonfinite} -inf), and "
+                                f"NaN follows at `{ops16[nan].name}` (op {nan + 1}) where float32 has none")
+                break
             reach = (f"; in float32 its values reach {at32:.3g}, past {dt}'s largest {info.max:.6g}"
                      if at32 is not None and at32 > info.max else "")
             findings.append(f"{dt} overflows at `{op.name}` (op {i + 1} of {len(ops16)}: {op.nonfinite} inf/NaN "
@@ -199,10 +211,10 @@ def _sixteen_bit_text(dtype: torch.dtype, ops16: list[_Op], ops32: list[_Op] | N
     text = f"computes in {dt} ({dt} arithmetic in {arith}): {held}"
     findings = _range_findings(ops16, ops32, dtype)
     if findings:
-        text += "; " + "; ".join(findings) + f" at inputs up to |x| = {_input_scale(inputs):.3g}"
+        text += "; " + "; ".join(findings) + f"; the inputs reach |x| = {_input_scale(inputs):.3g}"
     else:
         text += f"; no overflow or underflow: the rounding of {dt} intermediates"
-    return text + f" ({ADVICE})"
+    return text + f"; fix: {ADVICE}"
 
 
 def _times(v: Any, dtype: str) -> str:
@@ -210,7 +222,7 @@ def _times(v: Any, dtype: str) -> str:
     r = v.ratio
     if r is None or math.isinf(r):
         return f"{v.max_abs:.3g} where torch's {dtype} error is {v.torch_abs or 0:.3g}"
-    return f"{r:.2g}x torch's {dtype} error"
+    return f"{r:.2f}x torch's {dtype} error" if r < 10 else f"{r:.3g}x torch's {dtype} error"
 
 
 def diagnose(target: nn.Module | Call, inputs: Sequence[Any], *, dtype: torch.dtype,

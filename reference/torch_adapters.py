@@ -7,7 +7,9 @@ function, so any difference is rounding (or a bug).
 
 Hyper-parameters come from the caller, never from the module under test: ``h`` is what the caller built the
 blocks with, ``eps`` (``layer_norm_eps``) defaults to the contract's ``CONTRACT_EPS``. A model whose norms store a
-wrong ``eps`` is then compared with torch computing the contract, not with torch repeating the mistake.
+wrong ``eps`` is then compared with torch computing the contract, not with torch repeating the mistake. ``N`` and
+``d_ff`` (a whole model's, from its ``ModelConfig``) are checked against the model: ``numpy_ref.StructureMismatch``
+(build.structure) when it holds others, never a torch reference adapted to them.
 
 ``bias=True`` everywhere. The attention projections' biases are optional in the contract: when a contract
 projection has one (``w_q.bias``, ...), it is loaded into its rows of ``in_proj_bias`` (``w_o.bias`` into
@@ -192,15 +194,25 @@ def to_decoder_layer(decoder_block: nn.Module, *, h: int, eps: float = CONTRACT_
     return layer
 
 
-def to_encoder(encoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS,
-               nested_tensor: bool = False) -> nn.TransformerEncoder:
+def _check_layers(stack: nn.Module, where: str, N: int | None, d_ff: int | None) -> None:
+    """``numpy_ref.check_structure`` on a contract stack: its distinct blocks against N, their feed-forward widths
+    against d_ff (None: not asked)."""
+    blocks = list(stack.layers)
+    numpy_ref.check_structure(where, layers=len({id(b) for b in blocks}), N=N, d_ff=d_ff,
+                              widths=[b.feed_forward_block.linear_1.weight.shape[0] for b in blocks])
+
+
+def to_encoder(encoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS, nested_tensor: bool = False,
+               N: int | None = None, d_ff: int | None = None) -> nn.TransformerEncoder:
     """``nn.TransformerEncoder`` with one converted layer per contract block (h heads, every norm ``eps``) and final
-    norm = ``encoder.norm``.
+    norm = ``encoder.norm``. N, d_ff: the constructor call's (``numpy_ref.StructureMismatch`` when the stack holds
+    another count of distinct blocks or feed-forward width; None: the stack's own).
 
     ``nested_tensor=True`` opts into the nested-tensor ("sparsity") fast path that torch refuses at construction
     for ``norm_first=True`` layers (``use_nested_tensor`` is set back to True after the refusal); it then runs in
     eval mode, without grad, with a left-aligned key padding mask and no other mask (docs/divergences.md).
     """
+    _check_layers(encoder, "the encoder", N, d_ff)
     layers = [to_encoder_layer(block, h=h, eps=eps) for block in encoder.layers]
     norm = to_layer_norm(encoder.norm, eps=eps, features=layers[0].linear1.in_features)
     with warnings.catch_warnings():
@@ -211,9 +223,11 @@ def to_encoder(encoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS,
     return stack
 
 
-def to_decoder(decoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> nn.TransformerDecoder:
+def to_decoder(decoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS, N: int | None = None,
+               d_ff: int | None = None) -> nn.TransformerDecoder:
     """``nn.TransformerDecoder`` with one converted layer per contract block (h heads, every norm ``eps``) and final
-    norm = ``decoder.norm``."""
+    norm = ``decoder.norm``; N, d_ff as in ``to_encoder``."""
+    _check_layers(decoder, "the decoder", N, d_ff)
     layers = [to_decoder_layer(block, h=h, eps=eps) for block in decoder.layers]
     norm = to_layer_norm(decoder.norm, eps=eps, features=layers[0].linear1.in_features)
     stack = nn.TransformerDecoder(layers[0], num_layers=len(layers), norm=norm)
@@ -221,18 +235,21 @@ def to_decoder(decoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> nn.T
     return stack
 
 
-def to_transformer(model: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> nn.Transformer:
+def to_transformer(model: nn.Module, *, h: int, eps: float = CONTRACT_EPS, N: int | None = None,
+                   d_ff: int | None = None) -> nn.Transformer:
     """``nn.Transformer(nhead=h, layer_norm_eps=eps, batch_first=True, norm_first=True)`` holding the contract
-    model's encoder and decoder (h: the head count the model was built with).
+    model's encoder and decoder (h, N, d_ff: what the model was built with; ``numpy_ref.StructureMismatch`` when it
+    holds another N or d_ff; None: the model's own).
 
     Embeddings, positions and the projection stay outside (see ``TorchTransformerModel``).
     """
-    encoder, decoder = to_encoder(model.encoder, h=h, eps=eps), to_decoder(model.decoder, h=h, eps=eps)
+    encoder = to_encoder(model.encoder, h=h, eps=eps, N=N, d_ff=d_ff)
+    decoder = to_decoder(model.decoder, h=h, eps=eps, N=N, d_ff=d_ff)
     first = encoder.layers[0]
     # nn.Transformer re-initialises every matrix it holds (Xavier): build it around placeholders, then attach.
     transformer = nn.Transformer(
-        first.self_attn.embed_dim, first.self_attn.num_heads, num_encoder_layers=len(encoder.layers),
-        num_decoder_layers=len(decoder.layers), dim_feedforward=first.linear1.out_features, dropout=0.0,
+        first.self_attn.embed_dim, h, num_encoder_layers=N or len(encoder.layers),
+        num_decoder_layers=N or len(decoder.layers), dim_feedforward=d_ff or first.linear1.out_features, dropout=0.0,
         custom_encoder=nn.Identity(), custom_decoder=nn.Identity(), layer_norm_eps=float(eps),
         batch_first=True, norm_first=True, bias=True, **_factory(first.linear1.weight))
     transformer.encoder, transformer.decoder = encoder, decoder
@@ -294,11 +311,12 @@ class TorchTransformerModel(nn.Module):
     The positional tables come from the float64 NumPy formula, rounded once to the model's dtype.
     """
 
-    def __init__(self, model: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> None:
+    def __init__(self, model: nn.Module, *, h: int, eps: float = CONTRACT_EPS, N: int | None = None,
+                 d_ff: int | None = None) -> None:
         """h: the head count ``model`` was built with; eps: its norms' (the contract's default unless the caller
-        built the norms with another)."""
+        built the norms with another); N, d_ff: its layer count and feed-forward width (``to_transformer``)."""
         super().__init__()
-        self.transformer = to_transformer(model, h=h, eps=eps)
+        self.transformer = to_transformer(model, h=h, eps=eps, N=N, d_ff=d_ff)
         self.d_model = self.transformer.d_model
         self.h = self.transformer.nhead
         self.src_embed = nn.Embedding.from_pretrained(model.src_embed.embedding.weight.detach().clone(), freeze=False)

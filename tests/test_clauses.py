@@ -78,3 +78,52 @@ def test_strict_tier_skips_for_a_foreign_impl_unless_asked(pytestconfig) -> None
     assert " passed" not in skipped
     assert " passed" in opted and "skipped" not in opted, opted[-800:]
     assert DEFAULT_IMPL == "scratch_transformer"
+
+
+def test_readme_dtype_table_is_current() -> None:
+    text = (ROOT / clauses.README).read_text()
+    found = re.search(re.escape(clauses.DTYPE_START) + ".*?" + re.escape(clauses.DTYPE_END), text, re.S)
+    assert found and found.group(0) == clauses.dtype_block(), (
+        "README.md's dtype table is stale: run `python -m reference.clauses --write`")
+
+
+def test_every_16bit_verdict_goes_to_a_numerics_clause() -> None:
+    """The dtype rule (issue 23): a float16/bfloat16/TF32/autocast case counts for numerics clauses (and the
+    dtype-free API/structure/state/extra/strict ones) only, never a formula, masking or behaviour clause; float32 and
+    float64 cases never count for a 16-bit clause."""
+    for cid in clauses.CLAUSES:
+        judged = clauses.dtypes_judged(cid)
+        if cid.split(".")[0] in ("embed", "ln", "ffn", "mha", "residual", "encoder", "decoder", "projection",
+                                 "transformer", "mask", "dropout", "model") or cid == "pe.formula":
+            assert judged == {"float64", "float32"}, (cid, judged)
+        if cid.startswith("numerics.16bit"):
+            assert judged == set(clauses.SIXTEEN_BIT), (cid, judged)
+    assert clauses.judged_in(("mha.formula", "numerics.float32", "numerics.16bit-accuracy"), {"float16"}) == (
+        "numerics.16bit-accuracy",)
+    assert clauses.judged_in(("mha.formula", "numerics.float32", "numerics.16bit-accuracy"), {"float32"}) == (
+        "mha.formula", "numerics.float32")
+    assert clauses.judged_in(("api.names",), set()) == ("api.names",)
+
+
+def test_dtypes_option_deselects_cases_and_the_card_says_not_run() -> None:
+    """``--dtypes float32,float64`` deselects the 16-bit cases (not skips) and the card shows the 16-bit clauses
+    "not run" naming ``--dtypes``; an unknown dtype is a usage error (exit 4)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        card = Path(tmp) / "card.json"
+        args = [sys.executable, "-m", "pytest", "tests/test_layer_norm_range.py", "tests/test_dropout_state.py", "-q",
+                "-p", "no:cacheprovider", "-p", "no:xdist", "-k", "every_scale or binomial", "--device", "cpu"]
+        proc = subprocess.run([*args, "--dtypes", "float32,float64", "--card-json", str(card)], cwd=ROOT,
+                              capture_output=True, text=True, env={**__import__("os").environ, "CI": "true"})
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        assert "deselected" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-600:]
+        rows = {r["clause"]: r for r in json.loads(card.read_text())["clauses"]}
+        for cid in ("numerics.16bit-accuracy", "numerics.16bit-range", "numerics.16bit-semantics"):
+            assert rows[cid]["status"] == "not run" and "--dtypes" in rows[cid]["detail"], rows[cid]
+        assert rows["dropout.semantics"]["status"] == "pass", rows["dropout.semantics"]
+        bad = subprocess.run([*args, "--dtypes", "float8"], cwd=ROOT, capture_output=True, text=True)
+        assert bad.returncode == 4 and "unknown dtype" in bad.stderr + bad.stdout, bad.stderr[-500:]

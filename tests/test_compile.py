@@ -187,7 +187,7 @@ def test_transformer_inductor_error_is_within_eager_error_ratio(impl, device: st
     model = randomize_parameters_(build_model(impl, cfg, device=device, dtype=F32), seed=5)
     # The oracle is independent of the implementation: nn.Embedding + nn.Transformer + nn.Linear holding the same
     # (float32-exact) weights, run in float64, its gradients under the contract's parameter names.
-    reference64 = ta.TorchTransformerModel(model, h=cfg.h).to(F64)
+    reference64 = ta.TorchTransformerModel(model, h=cfg.h, N=cfg.N, d_ff=cfg.d_ff).to(F64)
     gen = torch.Generator().manual_seed(2)
     src = torch.randint(0, 11, (BATCH, LEN_K), generator=gen).to(device)
     tgt = torch.randint(0, 13, (BATCH, LEN_Q), generator=gen).to(device)

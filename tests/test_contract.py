@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from reference import components
+from reference.components import COMPONENTS
 from reference.contract import REQUIRED_NAMES, SIGNATURES, ModelConfig, build_model
 
 BUILD_DEFAULTS = {"d_model": 512, "N": 6, "h": 8, "dropout": 0.1, "d_ff": 2048}
@@ -61,6 +63,26 @@ def test_build_transformer_without_sizes_builds_the_papers_base_model(impl) -> N
     assert (block.self_attention_block.h, block.cross_attention_block.h) == (8, 8)
     assert block.feed_forward_block.linear_1.weight.shape == (2048, 512)
     assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.1}
+
+
+@pytest.mark.clause("build.structure")
+@pytest.mark.parametrize("N, d_ff", [(1, 7), (2, 16), (3, 5)])
+def test_build_transformer_builds_the_asked_layers_and_width(impl, N: int, d_ff: int) -> None:
+    """``build_transformer(..., N=N, d_ff=d_ff)`` holds N encoder and N decoder blocks of distinct weights, each
+    feed-forward block ``linear_1`` [d_ff, d_model] and ``linear_2`` [d_model, d_ff]. The references take N and d_ff
+    from the constructor call (``numpy_ref.StructureMismatch`` skips the comparisons when a model holds others)."""
+    cfg = ModelConfig(src_vocab_size=7, tgt_vocab_size=9, src_seq_len=5, tgt_seq_len=6, d_model=8, N=N, h=2,
+                      dropout=0.0, d_ff=d_ff)
+    model = build_model(impl, cfg)
+    for name in ("encoder", "decoder"):
+        blocks = list(getattr(model, name).layers)
+        distinct = len({id(b) for b in blocks})
+        assert (len(blocks), distinct) == (N, N), (
+            f"build_transformer(N={N}) built the {name} with {len(blocks)} layer(s), {distinct} of distinct weights")
+        shapes = {(tuple(b.feed_forward_block.linear_1.weight.shape), tuple(b.feed_forward_block.linear_2.weight.shape))
+                  for b in blocks}
+        assert shapes == {((d_ff, cfg.d_model), (cfg.d_model, d_ff))}, (
+            f"build_transformer(d_ff={d_ff}, d_model={cfg.d_model}) built {name} feed-forward weights {shapes}")
 
 
 @pytest.mark.clause("api.attributes")
@@ -165,3 +187,22 @@ def test_causal_mask_device_keyword_places_the_mask(impl) -> None:
     if not hasattr(impl, "causal_mask") or "device" not in inspect.signature(impl.causal_mask).parameters:
         pytest.skip("implementation lacks causal_mask(size, device=)")
     assert impl.causal_mask(3, device="meta").device.type == "meta"
+
+
+@pytest.mark.clause("api.attributes")
+@pytest.mark.parametrize("name", [n for n, info in COMPONENTS.items() if info.parameters])
+def test_every_component_holds_the_contract_parameters(impl, name: str) -> None:
+    """Each leaf component holds the parameters of the contract table under their names and shapes
+    (``nn.Linear``'s ``weight`` [out, in] and ``bias`` [out]; the feed-forward's ``linear_1.bias``/``linear_2.bias``
+    are the paper's b1, b2). Extra parameters are allowed; the optional ones (projection biases) may be absent."""
+    cfg = ModelConfig(src_vocab_size=7, tgt_vocab_size=9, src_seq_len=5, tgt_seq_len=6, d_model=8, N=1, h=2,
+                      dropout=0.0, d_ff=12)
+    module = components.build(impl, name, cfg, dtype=torch.float64)
+    own = dict(module.named_parameters())
+    missing = sorted(set(COMPONENTS[name].parameters) - set(own))
+    assert not missing, f"{COMPONENTS[name].contract} lacks the contract parameter(s) {missing} (has {sorted(own)})"
+    shapes = {"linear_1.weight": (cfg.d_ff, cfg.d_model), "linear_1.bias": (cfg.d_ff,),
+              "linear_2.weight": (cfg.d_model, cfg.d_ff), "linear_2.bias": (cfg.d_model,)}
+    wrong = {p: tuple(own[p].shape) for p in shapes if p in own and name == "feed_forward"
+             and tuple(own[p].shape) != shapes[p]}
+    assert not wrong, f"{COMPONENTS[name].contract} parameter shapes {wrong}, the contract's {shapes}"

@@ -333,7 +333,7 @@ def test_transformer_gradients_match_torch(impl, device, dtype, case: ModelInput
     note(config)
     cfg = type(case.cfg)(**{**case.cfg.kwargs(), "dropout": mode.p})
     model = randomize_parameters_(build_model(impl, cfg, device=device, dtype=dtype), seed)
-    torch_model = ta.TorchTransformerModel(model, h=cfg.h)
+    torch_model = ta.TorchTransformerModel(model, h=cfg.h, N=cfg.N, d_ff=cfg.d_ff)
     set_mode([model, torch_model], mode)
     src, tgt = as_tensor(case.src, device), as_tensor(case.tgt, device)
     src_mask, tgt_mask = as_tensor(case.src_mask, device), as_tensor(case.tgt_mask, device)

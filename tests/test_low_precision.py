@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from reference import numpy_ref, torch_ref
 from reference import masks, torch_names
 from reference import torch_adapters as ta
-from reference.compare import assert_error_ratio, assert_l2_error_ratio, to_f64
+from reference.compare import NonFiniteReference, assert_error_ratio, assert_l2_error_ratio, to_f64
 from reference.contract import ModelConfig, build_model, construct, randomize_parameters_
 from reference.precision import diagnose, diagnose_check, explained
 from reference.weights import CONTRACT_EPS, extract_weights
@@ -141,6 +141,8 @@ def test_layer_norm_and_feed_forward_low_precision_within_torch_error(impl, devi
 
 SMALL_MODEL = ModelConfig(src_vocab_size=17, tgt_vocab_size=19, src_seq_len=12, tgt_seq_len=12, d_model=32, N=2, h=4,
                           dropout=0.1, d_ff=64)
+#: The architecture the references take from the constructor call (never from the model under test).
+SMALL_ARCH = {"h": SMALL_MODEL.h, "N": SMALL_MODEL.N, "d_ff": SMALL_MODEL.d_ff}
 
 
 def _model_inputs(seed: int, device: str) -> tuple[torch.Tensor, ...]:
@@ -164,7 +166,7 @@ def _transformer_run(impl, device: str, dtype: torch.dtype, tf32: bool, seed: in
     """Logits and every parameter's gradient: the implementation and ``nn.Transformer`` in ``dtype``, torch in
     float64 (the gradient oracle) and the NumPy oracle's logits, for one seed of weights and inputs."""
     model = randomize_parameters_(build_model(impl, SMALL_MODEL, device=device, dtype=dtype), seed).eval()
-    reference = ta.TorchTransformerModel(model, h=SMALL_MODEL.h).eval()
+    reference = ta.TorchTransformerModel(model, **SMALL_ARCH).eval()
     src, tgt, src_mask, tgt_mask = _model_inputs(seed, device)
     with tf32_matmuls(tf32):
         logits = model.project(model.decode(model.encode(src, src_mask), src_mask, tgt, tgt_mask))
@@ -172,8 +174,8 @@ def _transformer_run(impl, device: str, dtype: torch.dtype, tf32: bool, seed: in
         logits.float().logsumexp(-1).sum().backward()
         torch_logits.float().logsumexp(-1).sum().backward()
     oracle = numpy_ref.transformer(src.cpu().numpy(), tgt.cpu().numpy(), src_mask.cpu().numpy(),
-                                   tgt_mask.cpu().numpy(), extract_weights(model), SMALL_MODEL.h)
-    reference64 = ta.TorchTransformerModel(model, h=SMALL_MODEL.h).to("cpu", torch.float64).eval()
+                                   tgt_mask.cpu().numpy(), extract_weights(model), **SMALL_ARCH)
+    reference64 = ta.TorchTransformerModel(model, **SMALL_ARCH).to("cpu", torch.float64).eval()
     reference64.load_state_dict({k: v.to("cpu", torch.float64) for k, v in reference.state_dict().items()})
     reference64.project(reference64.decode(reference64.encode(src.cpu(), src_mask.cpu()), src_mask.cpu(),
                                            tgt.cpu(), tgt_mask.cpu())).logsumexp(-1).sum().backward()
@@ -196,7 +198,7 @@ def test_transformer_low_precision_within_torch_error(impl, device, precision, s
     run = _transformer_run(impl, device, dtype, tf32, seed)
     with explained(dtype, lambda: diagnose(
             run["model"], run["inputs"], dtype=dtype, oracle=run["oracle"], torch_out=run["torch_logits"],
-            call=_logits, torch_call=lambda m, *a: _logits(ta.TorchTransformerModel(m, h=SMALL_MODEL.h).eval(), *a))):
+            call=_logits, torch_call=lambda m, *a: _logits(ta.TorchTransformerModel(m, **SMALL_ARCH).eval(), *a))):
         assert_error_ratio(run["logits"], run["torch_logits"], run["oracle"], component="Transformer logits",
                            dtype=dtype, config=config, label="nn.Transformer")
     if dtype == torch.float32:
@@ -229,6 +231,8 @@ def test_transformer_16bit_gradients_within_torch_error(impl, device, precision)
                                   component="d(logits)/d(parameters)", dtype=dtype, config=config,
                                   label="nn.Transformer")
             usage.append((0.0, None))
+        except NonFiniteReference:
+            raise  # a non-finite reference is a test error (reference.compare), never a failed seed
         except AssertionError as exc:
             usage.append((1.0, str(exc)))
     failures = [msg for failed, msg in usage if failed]
@@ -245,13 +249,13 @@ def test_transformer_under_autocast_within_torch_error(impl, device, autocast_dt
         pytest.skip("CPU autocast to float16 is not a configuration PyTorch recommends; bfloat16 covers CPU")
     config = {"device": device, "autocast": str(autocast_dtype), **SMALL_MODEL.kwargs()}
     model = randomize_parameters_(build_model(impl, SMALL_MODEL, device=device), 3).eval()
-    reference = ta.TorchTransformerModel(model, h=SMALL_MODEL.h).eval()
+    reference = ta.TorchTransformerModel(model, **SMALL_ARCH).eval()
     src, tgt, src_mask, tgt_mask = _model_inputs(3, device)
     with torch.no_grad(), torch.autocast(device_type=device, dtype=autocast_dtype):
         logits = model.project(model.decode(model.encode(src, src_mask), src_mask, tgt, tgt_mask))
         torch_logits = reference.project(reference.decode(reference.encode(src, src_mask), src_mask, tgt, tgt_mask))
     oracle = numpy_ref.transformer(src.cpu().numpy(), tgt.cpu().numpy(), src_mask.cpu().numpy(),
-                                   tgt_mask.cpu().numpy(), extract_weights(model), SMALL_MODEL.h)
+                                   tgt_mask.cpu().numpy(), extract_weights(model), **SMALL_ARCH)
     assert logits.dtype == torch_logits.dtype, f"autocast output dtype {logits.dtype} != torch's {torch_logits.dtype}"
     assert_error_ratio(logits, torch_logits, oracle, component="Transformer logits under autocast",
                        dtype=autocast_dtype, config=config, label="nn.Transformer")
@@ -441,7 +445,7 @@ def test_transformer_cpu_and_cuda_agree(impl) -> None:
         cu = [t.cuda() for t in (src, tgt, src_mask, tgt_mask)]
         out_cuda = cuda.project(cuda.decode(cuda.encode(cu[0], cu[2]), cu[2], cu[1], cu[3]))
     oracle = numpy_ref.transformer(src.numpy(), tgt.numpy(), src_mask.numpy(), tgt_mask.numpy(),
-                                   extract_weights(cpu), SMALL_MODEL.h)
+                                   extract_weights(cpu), **SMALL_ARCH)
     assert_error_ratio(out_cuda, out_cpu, oracle, component="Transformer on CUDA vs CPU", dtype=torch.float32,
                        label="the same model on CPU")
 

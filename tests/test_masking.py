@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from reference.compare import assert_close
 from reference.contract import build_model, construct, randomize_parameters_
+from reference.precision import diagnose_check, explained
 from tests.strategies import (
     AttentionConfig,
     AttentionInputs,
@@ -198,8 +199,13 @@ def test_attention_fully_masked_rows_finite_in_every_dtype(impl, device: str, dt
     mask = torch.zeros(1, 1, Lq, Lk, dtype=torch.bool, device=device)
     mask[..., 1:, :] = True  # row 0 fully masked, the others see every key
     out, weights = impl.MultiHeadAttentionBlock.attention(query, key, value, mask, None)
-    assert bool(torch.isfinite(weights).all() and torch.isfinite(out).all()), (
-        f"non-finite weights/output: weights row 0 = {weights[0, 0, 0].tolist()}, out row 0 = {out[0, 0, 0].tolist()}")
+    def finite(out_weights: tuple[torch.Tensor, torch.Tensor]) -> str | None:
+        return None if all(bool(torch.isfinite(t).all()) for t in out_weights) else "non-finite weights/output"
+    with explained(dtype, lambda: diagnose_check(impl.MultiHeadAttentionBlock.attention,
+                                                 (query, key, value, mask, None), dtype=dtype, check=finite)):
+        assert bool(torch.isfinite(weights).all() and torch.isfinite(out).all()), (
+            f"non-finite weights/output: weights row 0 = {weights[0, 0, 0].tolist()}, out row 0 = "
+            f"{out[0, 0, 0].tolist()}")
     if Lq > 1:
         assert_close(weights[..., 1:, :].double().sum(-1), torch.ones(1, h, Lq - 1, dtype=F64),
                      component="row sums", config={"dtype": dtype, "gain": gain}, dtype=dtype)

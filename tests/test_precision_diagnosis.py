@@ -151,3 +151,33 @@ def test_a_rerun_that_raises_is_reported_not_raised() -> None:
     x = torch.ones(3, dtype=torch.float16)
     text = diagnose(fails_in_float32, (x,), dtype=torch.float16, oracle=np.ones(3), torch_out=x)
     assert text == "16-bit diagnosis unavailable: the float32 re-run raised RuntimeError: no float32 here"
+
+
+def test_a_failing_16bit_report_row_carries_the_diagnosis() -> None:
+    from reference.contract import load_impl
+    from reference.report.cases import CONFIGS
+    from reference.report.sweep import run_one
+
+    blog = load_impl("tests.negative_controls.layernorm_blog")
+    failed = run_one(blog, "layer_norm", CONFIGS[0], "cpu", torch.float16, 0)
+    assert not failed.passed
+    assert "; 16-bit diagnosis: a wrong formula, not a precision problem: stays wrong in float32" in \
+        failed.outcome.detail, failed.outcome.detail
+    passed = run_one(load_impl("scratch_transformer"), "layer_norm", CONFIGS[0], "cpu", torch.float16, 0)
+    assert passed.passed and "diagnosis" not in passed.outcome.detail
+
+
+def test_an_additive_fill_that_overflows_to_nan_is_named_a_harmless_one_is_not() -> None:
+    def additive(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = q @ k.transpose(-2, -1)
+        return (scores + torch.zeros_like(scores).masked_fill(~mask, torch.finfo(scores.dtype).min)).softmax(-1)
+
+    q, k = torch.full((1, 3, 4), 8.0).half(), torch.full((1, 3, 4), -8.0).half()  # every score -256
+    fully_masked = torch.tensor([[False] * 3, [True] * 3, [True, False, True]])
+    text = diagnose_check(additive, (q, k, fully_masked), dtype=torch.float16,
+                          check=lambda w: None if bool(torch.isfinite(w).all()) else "non-finite weights")
+    assert "float16 overflows at `add`" in text and "NaN follows at `softmax`" in text, text
+    partly = fully_masked.clone()
+    partly[0, 0] = True  # every row sees a key: the -inf of the masked keys is harmless
+    text = diagnose_check(additive, (q, k, partly), dtype=torch.float16, check=lambda w: None)
+    assert "no overflow or underflow" in text, text

@@ -84,7 +84,7 @@ def test_torch_reference_computes_the_oracle_at_every_contract_path(impl, device
     twin = torch_ref.trace(model, case.src, case.tgt, case.src_mask, case.tgt_mask, h=h)
     oracle: dict = {}
     numpy_ref.transformer(to_numpy(case.src), to_numpy(case.tgt), to_numpy(case.src_mask), to_numpy(case.tgt_mask),
-                          extract_weights(model), h, CONTRACT_EPS, trace=oracle)
+                          extract_weights(model), h, CONTRACT_EPS, trace=oracle, N=cfg.N, d_ff=cfg.d_ff)
     assert set(twin) == set(oracle)
     for path, expected in oracle.items():
         assert_float64_close(twin[path], expected, component=f"torch_ref at {path}", config={"seed": seed})

@@ -19,7 +19,7 @@ from torch import nn
 from reference import numpy_ref
 from reference import torch_adapters as ta
 from reference import torch_names
-from reference.contract import build_model, randomize_parameters_
+from reference.contract import ModelConfig, build_model, randomize_parameters_
 from reference.weights import CONTRACT_EPS, extract_weights
 from tests.strategies import (WELL_CONDITIONED_SCALES, AttentionConfig, AttentionInputs, ModelInputs, attention_masks,
                               dense_attention_inputs, feed_forward_widths, model_inputs)
@@ -102,7 +102,7 @@ def test_adapters_load_every_parameter(impl, device, case: ModelInputs, seed: in
     model = randomize_parameters_(build_model(impl, case.cfg, device=device, dtype=DTYPE), seed)
     if biased:
         with_projection_biases_(model, seed)
-    torch_model = ta.TorchTransformerModel(model, h=case.cfg.h)
+    torch_model = ta.TorchTransformerModel(model, h=case.cfg.h, N=case.cfg.N, d_ff=case.cfg.d_ff)
     ours = dict(model.named_parameters())
     theirs = torch_names.params_by_contract_name(torch_model)
     assert set(theirs) == set(ours), f"missing {set(ours) - set(theirs)}, extra {set(theirs) - set(ours)}"
@@ -223,15 +223,36 @@ def test_torch_transformer_matches_numpy(impl, device, case: ModelInputs, path: 
     model = randomize_parameters_(build_model(impl, case.cfg, device=device, dtype=DTYPE), seed)
     if biased:
         with_projection_biases_(model, seed)
-    torch_model = ta.TorchTransformerModel(model, h=case.cfg.h).train(path == "train")
+    torch_model = ta.TorchTransformerModel(model, h=case.cfg.h, N=case.cfg.N, d_ff=case.cfg.d_ff).train(
+        path == "train")
     src, tgt, src_mask, tgt_mask = model_tensors(case, device)
     with torch.no_grad():
         memory, decoded, logits = encode_decode_project(torch_model, src, tgt, src_mask, tgt_mask)
         end_to_end = torch_model(src, tgt, src_mask, tgt_mask)
     trace: dict[str, np.ndarray] = {}
     numpy_ref.transformer(case.src, case.tgt, case.src_mask, case.tgt_mask, extract_weights(model), case.cfg.h,
-                          CONTRACT_EPS, trace=trace)
+                          CONTRACT_EPS, trace=trace, N=case.cfg.N, d_ff=case.cfg.d_ff)
     assert_float64_close(memory, trace["encoder"], component="TorchTransformerModel.encode", config=config)
     assert_float64_close(decoded, trace["decoder"], component="TorchTransformerModel.decode", config=config)
     assert_float64_close(logits, trace["projection_layer"], component="TorchTransformerModel.project", config=config)
     assert_float64_close(end_to_end, trace["projection_layer"], component="nn.Transformer.forward", config=config)
+
+
+@pytest.mark.parametrize("asked", [{"N": 2}, {"d_ff": 9}, {"N": 1, "d_ff": 8}], ids=["N", "d_ff", "N-d_ff"])
+def test_references_take_the_architecture_from_the_constructor_call(impl, asked: dict) -> None:
+    """The oracle and the torch references given the constructor call's N and d_ff never adapt to a model holding
+    others: they raise ``numpy_ref.StructureMismatch`` (a skip naming build.structure), here on a model built with
+    N=1, d_ff=8 and asked otherwise (the last case, asked what it holds, runs)."""
+    cfg = ModelConfig(src_vocab_size=7, tgt_vocab_size=9, src_seq_len=5, tgt_seq_len=6, d_model=8, N=1, h=2,
+                      dropout=0.0, d_ff=8)
+    model = randomize_parameters_(build_model(impl, cfg, dtype=torch.float64), 0).eval()
+    src, tgt = np.zeros((1, 3), dtype=np.int64), np.ones((1, 2), dtype=np.int64)
+    calls = {"numpy_ref.transformer": lambda: numpy_ref.transformer(src, tgt, None, None, extract_weights(model),
+                                                                    cfg.h, **asked),
+             "TorchTransformerModel": lambda: ta.TorchTransformerModel(model, h=cfg.h, **asked)}
+    for name, call in calls.items():
+        if asked == {"N": cfg.N, "d_ff": cfg.d_ff}:
+            call()
+            continue
+        with pytest.raises(numpy_ref.StructureMismatch, match="not reached because of build.structure"):
+            call()

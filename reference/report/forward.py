@@ -206,30 +206,31 @@ def run_encoder(c: Ctx) -> Outcome:
     mask = c.mask("key_padding", c.config.src_len, c.config.src_len)
     with torch.no_grad():
         out = model.encoder(x, mask)
-        torch_out = torch_adapters.encoder_forward(torch_adapters.to_encoder(model.encoder, h=m.h).eval(), x, mask)
+        torch_encoder = torch_adapters.to_encoder(model.encoder, h=m.h, N=m.N, d_ff=m.d_ff).eval()
+        torch_out = torch_adapters.encoder_forward(torch_encoder, x, mask)
     expected = numpy_ref.encoder(_np(x), _np(mask), numpy_ref.sub(extract_weights(model), "encoder"), m.h,
-                                 CONTRACT_EPS)
+                                 CONTRACT_EPS, N=m.N)
     return _diagnosed(c, Outcome(_judge(c, "encoder", out, expected, torch_out=torch_out), "vs nn.TransformerEncoder",
                                  _np(out), expected),
                       model.encoder, (x, mask), torch_out, torch_call=lambda mod, *a: torch_adapters.encoder_forward(
-                          torch_adapters.to_encoder(mod, h=m.h).eval(), *a))
+                          torch_adapters.to_encoder(mod, h=m.h, N=m.N, d_ff=m.d_ff).eval(), *a))
 
 
 def run_decoder(c: Ctx) -> Outcome:
-    h = c.config.model.h
+    h, m = c.config.model.h, c.config.model
     model = c.model()
     x, memory, src_mask, tgt_mask = _decoder_inputs(c)
     with torch.no_grad():
         out = model.decoder(x, memory, src_mask, tgt_mask)
-        torch_out = torch_adapters.decoder_forward(torch_adapters.to_decoder(model.decoder, h=h).eval(), x, memory,
-                                                   src_mask, tgt_mask)
+        torch_decoder = torch_adapters.to_decoder(model.decoder, h=h, N=m.N, d_ff=m.d_ff).eval()
+        torch_out = torch_adapters.decoder_forward(torch_decoder, x, memory, src_mask, tgt_mask)
     expected = numpy_ref.decoder(_np(x), _np(memory), _np(src_mask), _np(tgt_mask),
-                                 numpy_ref.sub(extract_weights(model), "decoder"), h, CONTRACT_EPS)
+                                 numpy_ref.sub(extract_weights(model), "decoder"), h, CONTRACT_EPS, N=m.N)
     return _diagnosed(c, Outcome(_judge(c, "decoder", out, expected, torch_out=torch_out), "vs nn.TransformerDecoder",
                                  _np(out), expected),
                       model.decoder, (x, memory, src_mask, tgt_mask), torch_out,
                       torch_call=lambda mod, *a: torch_adapters.decoder_forward(
-                          torch_adapters.to_decoder(mod, h=h).eval(), *a))
+                          torch_adapters.to_decoder(mod, h=h, N=m.N, d_ff=m.d_ff).eval(), *a))
 
 
 def run_transformer(c: Ctx) -> Outcome:
@@ -245,7 +246,8 @@ def run_transformer(c: Ctx) -> Outcome:
     with torch.no_grad():
         out = model.project(model.decode(model.encode(case.src, case.src_mask), case.src_mask, case.tgt,
                                          case.tgt_mask))
-        ref = torch_adapters.TorchTransformerModel(model, h=c.config.model.h).eval()
+        m = c.config.model
+        ref = torch_adapters.TorchTransformerModel(model, h=m.h, N=m.N, d_ff=m.d_ff).eval()
         torch_out = ref.project(ref.decode(ref.encode(case.src, case.src_mask), case.src_mask, case.tgt,
                                            case.tgt_mask))
     expected = loc.oracle_outputs["projection_layer"]
@@ -255,7 +257,7 @@ def run_transformer(c: Ctx) -> Outcome:
     return _diagnosed(c, Outcome(v, detail, _np(out), expected, localization=loc, passed=v.ok and loc.ok),
                       model, (case.src, case.src_mask, case.tgt, case.tgt_mask), torch_out, call=_logits,
                       torch_call=lambda mod, *a: _logits(
-                          torch_adapters.TorchTransformerModel(mod, h=c.config.model.h).eval(), *a))
+                          torch_adapters.TorchTransformerModel(mod, h=m.h, N=m.N, d_ff=m.d_ff).eval(), *a))
 
 
 def _logits(model: Any, src: torch.Tensor, src_mask: Any, tgt: torch.Tensor, tgt_mask: Any) -> torch.Tensor:

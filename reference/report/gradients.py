@@ -163,5 +163,6 @@ def _grad_transformer_once(c: Ctx) -> Outcome:
     def call(mod: nn.Module, xs: dict) -> torch.Tensor:
         return mod.project(mod.decode(mod.encode(case.src, case.src_mask), case.src_mask, case.tgt, case.tgt_mask))
 
-    return _grad_case(c, model, lambda mod: torch_adapters.TorchTransformerModel(mod, h=c.config.model.h), call, {},
-                      module64=model64)
+    m = c.config.model
+    return _grad_case(c, model, lambda mod: torch_adapters.TorchTransformerModel(mod, h=m.h, N=m.N, d_ff=m.d_ff),
+                      call, {}, module64=model64)
