@@ -138,7 +138,8 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
     the record. ``"ratio"``: ``max|a - e| <= k max|t - e| + floor(dtype, max|e|)`` (the direct rule when torch's
     error is not finite; a ``torch_out`` of another shape is a "shape" verdict). ``where`` (bool, broadcastable)
     selects the elements compared. ``sensitivity`` (lazy, elementwise): where the rule fails, each element may
-    still err by ``COND_FACTOR`` times the reference's change under one rounding of its inputs (direct: the larger
+    still err by ``COND_FACTOR`` times the reference's Monte Carlo spread (one random rounding of every input and
+    operation result, ``reference.conditioning``; direct: the larger
     of that and the rule's allowance; ratio: that plus the floor, at least the rule's allowance); the verdict's rule
     is then ``"conditioning"``; ``cond_factor`` replaces ``COND_FACTOR`` for a comparison with its own measured
     factor (``conditioning.LN_COND_FACTOR``). ``component``/``config``/``label`` only word the message.

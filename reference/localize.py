@@ -272,13 +272,14 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
 
 def localize(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, src_mask: torch.Tensor | None = None,
              tgt_mask: torch.Tensor | None = None, *, h: int, eps: float = CONTRACT_EPS,
-             dtype: torch.dtype | None = None) -> Localization:
+             dtype: torch.dtype | None = None, N: int | None = None, d_ff: int | None = None) -> Localization:
     """Judge every contract submodule of ``model`` on ``project(decode(encode(src, src_mask), ...))``.
 
     src Long[B, Ls], tgt Long[B, Lt]; masks None or bool broadcastable to [B, h, Lq, Lk] (True = may attend), on
     the model's device. ``h``: the head count the model was built with (``build_transformer(..., h=h)``); ``eps``:
-    its norms' (the contract's default unless built otherwise); neither is read from the model. ``dtype`` sets the
-    tolerance (default: the model's parameter dtype). Dropout is switched off for the run (``eval()``) and the
+    its norms' (the contract's default unless built otherwise); neither is read from the model, nor are ``N`` and
+    ``d_ff`` when given (the oracle raises ``numpy_ref.StructureMismatch`` if the model holds others). ``dtype``
+    sets the tolerance (default: the model's parameter dtype). Dropout is switched off for the run (``eval()``) and the
     model's mode restored afterwards.
     """
     hp = HParams(h, eps)
@@ -296,7 +297,7 @@ def localize(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, src_mask: t
     weights, param_notes = contract_weights(model)
     oracle: dict[str, np.ndarray] = {}
     numpy_ref.transformer(to_numpy(src), to_numpy(tgt), to_numpy(src_mask), to_numpy(tgt_mask),
-                          weights, hp.h, hp.eps, trace=oracle)
+                          weights, hp.h, hp.eps, trace=oracle, N=N, d_ff=d_ff)
 
     rows: list[PathRow] = []
     impl_outputs: dict[str, np.ndarray] = {}

@@ -62,7 +62,8 @@ def _padded_case(device: str) -> Case:
 
 def _run(model: nn.Module, case: Case, dtype: torch.dtype) -> Localization:
     """Localise a model built from ``CFG`` (its h; the norms at the contract's default eps)."""
-    return localize(model, case.src, case.tgt, case.src_mask, case.tgt_mask, h=CFG.h, dtype=dtype)
+    return localize(model, case.src, case.tgt, case.src_mask, case.tgt_mask, h=CFG.h, dtype=dtype, N=CFG.N,
+                    d_ff=CFG.d_ff)
 
 
 # --------------------------------------------------------------------------------------------------- silent
@@ -74,7 +75,8 @@ def test_localize_correct_impl_has_no_divergence(impl, device, dtype, inputs: Mo
     note(inputs.describe())
     model = _model(impl, inputs.cfg, device, dtype, seed)
     loc = localize(model, _tensor(inputs.src, device), _tensor(inputs.tgt, device),
-                   _tensor(inputs.src_mask, device), _tensor(inputs.tgt_mask, device), h=inputs.cfg.h)
+                   _tensor(inputs.src_mask, device), _tensor(inputs.tgt_mask, device), h=inputs.cfg.h,
+                   N=inputs.cfg.N, d_ff=inputs.cfg.d_ff)
     note(loc.summary(all_rows=True))
     assert loc.first_divergence is None, loc.summary()
     assert loc.missing == [] and loc.local is None

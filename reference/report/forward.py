@@ -237,7 +237,8 @@ def run_transformer(c: Ctx) -> Outcome:
     """The full model (source padding, causal and padded target mask), localised path by path."""
     model = c.model()
     case = c.case()
-    loc = localize(model, case.src, case.tgt, case.src_mask, case.tgt_mask, h=c.config.model.h, dtype=c.dtype)
+    m = c.config.model
+    loc = localize(model, case.src, case.tgt, case.src_mask, case.tgt_mask, h=m.h, dtype=c.dtype, N=m.N, d_ff=m.d_ff)
     raised = next((r for r in loc.rows if r.note.startswith("raised ")), None)
     if raised is not None:
         v = Verdict(max_abs=math.inf, max_rel=math.inf, rule="shape", tolerance="must run", allowed=0.0,
@@ -246,7 +247,6 @@ def run_transformer(c: Ctx) -> Outcome:
     with torch.no_grad():
         out = model.project(model.decode(model.encode(case.src, case.src_mask), case.src_mask, case.tgt,
                                          case.tgt_mask))
-        m = c.config.model
         ref = torch_adapters.TorchTransformerModel(model, h=m.h, N=m.N, d_ff=m.d_ff).eval()
         torch_out = ref.project(ref.decode(ref.encode(case.src, case.src_mask), case.src_mask, case.tgt,
                                            case.tgt_mask))

@@ -22,6 +22,7 @@ import torch
 from .. import contract
 from ..card import Card
 from ..clauses import judged_in
+from ..numpy_ref import StructureMismatch
 from ..components import REPORT_CLAUSES
 from ..contract import load_impl
 from ..findings import Diagnosis
@@ -33,6 +34,8 @@ SCHEMA = "scratch-transformer-report/1"
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 NUMERICS = {"float64": "numerics.float64", "float32": "numerics.float32", "float16": "numerics.16bit-accuracy",
             "bfloat16": "numerics.16bit-accuracy"}
+#: The error prefix of a run whose model holds another architecture than its constructor call asked for.
+STRUCTURE_MISMATCH = "raised StructureMismatch"
 MHA_KINDS = ("none", "causal", "key_padding", "random", "cross", "large")
 
 #: Every row of the sweep, in the order of the table.
@@ -139,6 +142,8 @@ def run_one(impl: ModuleType, component: str, config: Config, device: str, dtype
     start = time.perf_counter()
     try:
         outcome, error = COMPONENTS[component](ctx), ""
+    except StructureMismatch as exc:  # another architecture than asked: build.structure's to judge, not this row's
+        outcome, error = None, f"{STRUCTURE_MISMATCH}: {exc}"
     except Exception as exc:  # a broken implementation may raise anywhere: that is a FAIL, not a crash
         outcome, error = None, f"raised {type(exc).__name__}: {exc}"
     return Result(component, config.name, device, dtype_name(dtype), outcome, error, time.perf_counter() - start)
@@ -190,6 +195,8 @@ class Report:
         for r in self.results:
             # a 16-bit row counts for its numerics clause only (clauses.toml [dtypes]), as the tests' cases do
             clauses = judged_in(REPORT_CLAUSES.get(r.component, ()) + (NUMERICS[r.dtype],), {r.dtype})
+            if r.error.startswith(STRUCTURE_MISMATCH):  # the row's own clauses are not reached: build.structure fails
+                clauses = ("build.structure",)
             where = f"{r.component} ({r.device}, {r.dtype}, config {r.config})"
             if r.outcome is not None and r.outcome.skipped:
                 card.add(clauses, where, "skipped", r.outcome.detail)
