@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from reference import conditioning, numpy_ref
-from reference.contract import build_model, randomize_parameters_
+from reference.contract import ModelConfig, build_model, randomize_parameters_
 from reference.masks import random_case
 from reference.weights import CONTRACT_EPS, extract_weights, to_numpy
-from tests.strategies import ModelConfig
 
 pytestmark = pytest.mark.clause("kit")
 
@@ -52,12 +51,12 @@ def test_a_dot_product_rounds_each_partial_sum() -> None:
     assert moved > 4 * U * k, f"matmul's inner sums were not rounded: spread {moved:.3e}"
 
 
-def test_an_oracle_reading_its_weights_inside_the_perturbation_has_a_spread() -> None:
+def test_an_oracle_reading_its_weights_inside_the_perturbation_has_a_spread(impl) -> None:
     """The whole-model oracle pattern of ``test_transformer_matches_torch_transformer``: weights read once outside and
     a cached trace have spread 0.0 (a dead fallback); read inside, recomputed when ``perturbing()``, they do not."""
     cfg = ModelConfig(src_vocab_size=11, tgt_vocab_size=13, src_seq_len=7, tgt_seq_len=6, d_model=16, N=2, h=4,
                       dropout=0.0, d_ff=24)
-    model = randomize_parameters_(build_model(__import__("scratch_transformer"), cfg, dtype=torch.float32), 3)
+    model = randomize_parameters_(build_model(impl, cfg, dtype=torch.float32), 3)
     case = random_case(cfg, batch=2, seed=3)
     src, tgt, sm, tm = (to_numpy(t) for t in (case.src, case.tgt, case.src_mask, case.tgt_mask))
     weights, cached = extract_weights(model), {}

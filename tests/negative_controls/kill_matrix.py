@@ -493,6 +493,30 @@ def smoke_section(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def compare_section(record: dict[str, Any], old: dict[str, Any], path: Path) -> str:
+    """Before/after, per control: kills then (every failing test counted) and now (by the kill rule), the clauses
+    that kill it now, whether the smoke tier catches it then and now; the positive controls' false alarms."""
+    smoke_then = {c for cs in old.get("smoke", {}).values() for c in cs}
+    smoke_now = {c for cs in record.get("smoke", {}).values() for c in cs}
+    lines = [f"## Before and after (`--compare {path.as_posix()}`, generated {old.get('generated', '?')})", "",
+             "Kills then counted every test failing on the control and passing on the correct implementation; now "
+             "only assertions of the control's own clauses (above). A control new since then shows `-`.", "",
+             "| control | kills then | kills now | killed by clause now | in smoke then | in smoke now |",
+             "|---|---|---|---|---|---|"]
+    for name, entry in sorted(record["controls"].items()):
+        then = old.get("controls", {}).get(name)
+        lines.append(f"| `{name}` | {then['kill_count'] if then else '-'} | {entry['kill_count']} | "
+                     + ", ".join(f"`{c}`" for c in entry.get("killed_by_clauses", ())) + f" | "
+                     f"{'yes' if name in smoke_then else ('-' if not then else 'no')} | "
+                     f"{'yes' if name in smoke_now else 'no'} |")
+    lines += ["", f"Smoke tier: {len(old.get('smoke', {}))} tests then, {len(record.get('smoke', {}))} now.", "",
+              "| positive control | false alarms then | false alarms now |", "|---|---|---|"]
+    for name, entry in sorted(record.get("positive", {}).items()):
+        then = old.get("positive", {}).get(name)
+        lines.append(f"| `{name}` | {len(then['failed']) if then else '-'} | {len(entry['failed'])} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--controls", help="comma-separated control names (default: all)")
@@ -509,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include-slow", action="store_true", help="also run tests marked slow")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"result cache (default {DEFAULT_CACHE})")
     parser.add_argument("--no-cache", action="store_true", help="rerun everything")
+    parser.add_argument("--compare", type=Path, metavar="OLD_JSON",
+                        help="an earlier expected_kills.json: the document gains a before/after section per control")
     args = parser.parse_args(argv)
 
     all_names = control_names()
@@ -596,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
         check = smoke_check(record, names, tree, timeout=args.timeout, console=console)
         record["smoke_check"] = check
         doc = doc.rstrip() + "\n\n" + smoke_section(record) + "\n"
+    if args.compare:
+        doc = doc.rstrip() + "\n\n" + compare_section(record, json.loads(args.compare.read_text()), args.compare) + "\n"
     table = Table("control", "kills", "modules")
     for name in names:
         entry = record["controls"].get(name)

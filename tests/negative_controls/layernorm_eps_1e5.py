@@ -7,5 +7,6 @@ COMPONENT = "layer norm"
 CLAUSES = ("ln.biased-variance",)
 
 install(globals(), [
-    ("model.py", "def __init__(self, features: int, eps: float = 1e-6,", "def __init__(self, features: int, eps: float = 1e-5,"),
+    ("model.py", "def __init__(self, features: int, eps: float = 1e-6,",
+     "def __init__(self, features: int, eps: float = 1e-5,"),
 ])
