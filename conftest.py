@@ -183,17 +183,15 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.load_profile(name)
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(hookwrapper=True)  # old-style wrapper: pytest 7 (pyproject's floor) has no wrapper=True
 def pytest_runtest_call(item: pytest.Item):
     """Random profiles: the test draws from ``per_test_seed(session seed, node id)`` (Hypothesis reads
     ``global_force_seed`` when the test runs; a test's own ``@seed`` still wins)."""
     if _random_profile():
         hypothesis_core.global_force_seed = per_test_seed(_session_seed(item.config), item.nodeid)
-    try:
-        return (yield)
-    finally:
-        if _random_profile():
-            hypothesis_core.global_force_seed = _session_seed(item.config)
+    yield  # the outcome (raised or not) is pytest's to report
+    if _random_profile():
+        hypothesis_core.global_force_seed = _session_seed(item.config)
 
 
 def _seed_line(config: pytest.Config) -> str:
