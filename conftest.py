@@ -3,7 +3,7 @@
 * ``--impl MODULE`` (or env ``SCRATCH_TRANSFORMER_IMPL``): the contract implementation to test
   (default ``scratch_transformer``).
 * ``--strict-tier`` (env ``SCRATCH_TRANSFORMER_STRICT=1``): run the strict tier (this package's own choices beyond the README's contract, ``@pytest.mark.strict``)
-  on a foreign ``--impl`` too; it always runs for ``scratch_transformer`` (see ``reference/clauses.py``).
+  on a foreign ``--impl`` too; it always runs for ``scratch_transformer`` (see ``reference/spec/clauses.py``).
 * ``--device {cpu,cuda,all}``: narrow the ``device`` fixture (default: all; CUDA cases skip without a GPU).
 * ``--hypothesis-profile {ci,dev,thorough}``: ``ci`` is the default when ``CI=true``, else ``dev``. ``ci`` does not
   shrink a failing example (it prints the first one it found, and runs are derandomized); nor does any profile when
@@ -12,9 +12,9 @@
 * ``-m smoke``: the smoke tier, a few fast tests that together kill every negative control (chosen by the kill
   matrix, ``tests/negative_controls/expected_kills.json``).
 * ``--compile`` (``--compile-backend NAME``, default inductor; or env ``SCRATCH_TRANSFORMER_COMPILE=NAME``): every
-  module the suite builds through ``reference.contract.construct``/``build_model`` runs under ``torch.compile``.
+  module the suite builds through ``reference.spec.contract.construct``/``build_model`` runs under ``torch.compile``.
 * ``--impl-map FILE`` (env ``SCRATCH_TRANSFORMER_IMPL_MAP``): a TOML map of the implementation's own names onto the
-  contract's (``reference/adapter.py``). Without one, the API diagnosis (``reference/diagnose.py``, printed in the
+  contract's (``reference/kit/adapter.py``). Without one, the API diagnosis (``reference/kit/diagnose.py``, printed in the
   header) proposes the unambiguous entries itself and the run uses them. An API deviation nothing maps stops the
   tests that need that part of the contract: they are skipped as "not reached because of <clause>", but for the
   ``blackbox`` tests, which need only ``build_transformer`` and ``encode``/``decode``/``project``.
@@ -41,10 +41,12 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # run from a bare working tree (e.g. the GPU machine) without installing
     sys.path.insert(0, str(ROOT))
 
-from reference import clauses, components, contract  # noqa: E402
-from reference.card import Card, one_line  # noqa: E402
-from reference.contract import DEFAULT_IMPL  # noqa: E402
-from reference.findings import Diagnosis  # noqa: E402
+from reference.spec import clauses, contract  # noqa: E402
+
+from reference.kit import components, load  # noqa: E402
+from reference.kit.card import Card, one_line  # noqa: E402
+from reference.spec.contract import DEFAULT_IMPL  # noqa: E402
+from reference.kit.findings import Diagnosis  # noqa: E402
 from tests import COLLECTED_CLAUSES, COLLECTED_NODEIDS  # noqa: E402
 from tests.negative_controls import EXPECTED_KILLS  # noqa: E402  (the kill matrix's record: "smoke")
 
@@ -112,7 +114,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="torch.compile backend for --compile (default inductor; aot_eager/eager compile faster)")
     group.addoption("--impl-map", default=os.environ.get("SCRATCH_TRANSFORMER_IMPL_MAP"), metavar="FILE",
                     help="TOML map of the implementation's own class, argument and attribute names onto the "
-                         "contract's (see reference/adapter.py); without one the kit proposes the unambiguous ones")
+                         "contract's (see reference/kit/adapter.py); without one the kit proposes the unambiguous ones")
     group.addoption("--xfails-file", default=None, metavar="FILE",
                     help="accepted deviations, one per line: a test node id (or prefix) or clause:<id>; their "
                          "failures are reported as xfail")
@@ -129,11 +131,11 @@ CARD = pytest.StashKey[Card]()
 
 
 def _load(config: pytest.Config) -> None:
-    """Import ``--impl``, read ``--impl-map`` and diagnose the API (``contract.open_impl``; exit 2 with the error
+    """Import ``--impl``, read ``--impl-map`` and diagnose the API (``reference.kit.load.open_impl``; exit 2 with the error
     when the module cannot be imported or the map cannot be read); keep the module the tests reach."""
     name, path = config.getoption("--impl"), config.getoption("--impl-map")
     try:
-        config.stash[IMPL], diag = contract.open_impl(name, path)
+        config.stash[IMPL], diag = load.open_impl(name, path)
     except ImportError as exc:
         pytest.exit(str(exc), returncode=2)
     config.stash[DIAGNOSIS] = diag
@@ -299,7 +301,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("strict"):
             ids.add("@strict")
     if bad:
-        raise pytest.UsageError("test cases that name no clause judging their dtype (reference/clauses.toml "
+        raise pytest.UsageError("test cases that name no clause judging their dtype (reference/spec/clauses.toml "
                                 "[dtypes]): " + "; ".join(bad))
     config.stash[COLLECTED_CLAUSES] = {k: sorted(v) for k, v in clause_map.items()}
     config.stash[COLLECTED_NODEIDS] = frozenset(item.nodeid for item in items)
@@ -323,7 +325,7 @@ CASE_CLAUSES = pytest.StashKey[tuple]()
 
 
 def case_dtypes(item: pytest.Item) -> frozenset[str]:
-    """The dtypes a test case runs in (``reference.clauses.DTYPES`` names): from its parameters (a ``torch.dtype``;
+    """The dtypes a test case runs in (``reference.spec.clauses.DTYPES`` names): from its parameters (a ``torch.dtype``;
     the low-precision lane's ``(dtype, tf32)``; ``autocast_dtype`` -> ``autocast``) and its ``dtypes`` marker.
     Empty for a case of no floating dtype of its own (structure, API, kit tests)."""
     found: set[str] = set()
@@ -469,5 +471,5 @@ def impl(pytestconfig: pytest.Config) -> ModuleType:
 
 @pytest.fixture(scope="session")
 def diagnosis(pytestconfig: pytest.Config) -> Diagnosis:
-    """The API diagnosis of the implementation under test (``reference.diagnose``)."""
+    """The API diagnosis of the implementation under test (``reference.kit.diagnose``)."""
     return pytestconfig.stash[DIAGNOSIS]

@@ -21,7 +21,9 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from reference.contract import DEFAULT_IMPL, construct, load_impl
+from reference.spec.contract import DEFAULT_IMPL, construct
+
+from reference.kit.load import load_impl
 
 from .configs import CONFIGS
 from .measure import time_engines

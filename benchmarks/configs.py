@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reference.contract import ModelConfig
+from reference.spec.contract import ModelConfig
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from hypothesis import settings
 
-from reference import tolerances
-from reference.compare import error_stats
-from reference.contract import load_impl
+from reference.judge import tolerances
+from reference.judge.compare import error_stats
+from reference.kit.load import load_impl
 
 #: What the tests measured: (dtype, "component vs label") -> [(impl_err, torch_err, allowed, floor needed,
 #: |impl - torch| / scale)] per example.

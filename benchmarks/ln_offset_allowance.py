@@ -25,8 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reference import conditioning, numpy_ref, tolerances
-from reference.weights import CONTRACT_EPS, to_numpy
+from reference.judge import conditioning, tolerances
+
+from reference.oracles import numpy_ref
+from reference.kit.weights import CONTRACT_EPS, to_numpy
 
 Norm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 EPS = CONTRACT_EPS

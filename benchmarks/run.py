@@ -24,7 +24,9 @@ from rich.console import Console
 from torch.profiler import ProfilerActivity, profile
 from rich.table import Table
 
-from reference.contract import DEFAULT_IMPL, load_impl
+from reference.spec.contract import DEFAULT_IMPL
+
+from reference.kit.load import load_impl
 
 from .configs import CONFIGS, BenchConfig
 from .measure import peak_memory, time_engines

@@ -2,7 +2,7 @@
 
 ``nn.Transformer`` has no embeddings, positions or projection, so both sides time only the core: the contract
 model's ``decoder(y, encoder(x, src_mask), src_mask, tgt_mask)`` (``EncoderDecoder``) against
-``nn.Transformer(x, y, ...)`` built by ``reference.torch_adapters.to_transformer`` from the same weights
+``nn.Transformer(x, y, ...)`` built by ``reference.oracles.torch_adapters.to_transformer`` from the same weights
 (``batch_first=True``, ``norm_first=True``, zero attention-projection biases). x, y: [B, L, d_model].
 
 Masks ("masks" rows): a key-padding mask on the source (lengths drawn in [L/2, L], the first sequence full) used
@@ -25,8 +25,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from reference.contract import build_model
-from reference.torch_adapters import to_transformer
+from reference.spec.contract import build_model
+from reference.oracles.torch_adapters import to_transformer
 
 from .configs import BenchConfig
 

@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from reference.contract import ModelConfig
+from reference.spec.contract import ModelConfig
 
 #: Input magnitudes: tiny, unit and large values, and a large common offset (cancellation in naive variance).
 SCALES = ("tiny", "unit", "large", "offset")

@@ -2,7 +2,7 @@
 
 Parameters and strategies the torch comparisons draw with, array <-> tensor conversions, the float64 direct
 comparison, builders of contract blocks and stacks from the implementation under test (the component registry's,
-``reference.components.build``), their inputs as tensors, and the runners of the control meta-tests.
+``reference.kit.components.build``), their inputs as tensors, and the runners of the control meta-tests.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ from hypothesis import note
 from hypothesis import strategies as st
 from torch import nn
 
-from reference import components, masks
-from reference import tolerances
-from reference.compare import assert_close, to_f64
-from reference.contract import DEFAULT_IMPL, ModelConfig, missing_extras
-from reference.weights import to_numpy
+from reference.kit import components
+
+from reference.oracles import masks
+from reference.judge import tolerances
+from reference.judge.compare import assert_close, to_f64
+from reference.spec.contract import DEFAULT_IMPL, ModelConfig, missing_extras
+from reference.kit.weights import to_numpy
 from tests.strategies import AttentionInputs, DropoutMode, ModelInputs
 
 DTYPES = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32, id="float32")]
@@ -44,7 +46,7 @@ def as_tensor(a: np.ndarray | None, device: str, dtype: torch.dtype | None = Non
 
 def f64(t: torch.Tensor | None) -> np.ndarray | None:
     """The exact float64 values of a (low-precision) tensor, for the NumPy oracle (perturbed inside
-    ``reference.conditioning.perturbation``, to measure the oracle's sensitivity)."""
+    ``reference.judge.conditioning.perturbation``, to measure the oracle's sensitivity)."""
     return None if t is None else to_numpy(t.double())
 
 
@@ -155,7 +157,7 @@ def _sizes(d_model: int, h: int = 1, d_ff: int = 4, p: float = 0.0, n: int = 1) 
 
 
 def mha_block(impl, d_model: int, h: int, p: float, device: str, dtype: torch.dtype) -> nn.Module:
-    """The registry's ``multi_head_attention`` (``reference.components.build``)."""
+    """The registry's ``multi_head_attention`` (``reference.kit.components.build``)."""
     return components.build(impl, "multi_head_attention", _sizes(d_model, h, p=p), device=device, dtype=dtype)
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from hypothesis import assume, given, note
 
-from reference import numpy_ref
-from reference.compare import assert_close
-from reference.contract import ModelConfig, build_model
+from reference.oracles import numpy_ref
+from reference.judge.compare import assert_close
+from reference.spec.contract import ModelConfig, build_model
 from tests.strategies import ModelBatch, model_batches
 
 pytestmark = pytest.mark.blackbox

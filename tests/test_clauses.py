@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reference import clauses
-from reference.contract import DEFAULT_IMPL
+from reference.spec import clauses
+from reference.spec.contract import DEFAULT_IMPL
 from tests import COLLECTED_CLAUSES
 
 pytestmark = pytest.mark.clause("kit")
@@ -30,7 +30,7 @@ def test_every_test_names_known_clauses(collected) -> None:
     unmarked = sorted(t for t, ids in collected.items() if not [c for c in ids if not c.startswith("@")])
     assert not unmarked, f"tests that name no clause (@pytest.mark.clause): {unmarked}"
     unknown = sorted({c for ids in collected.values() for c in ids if not c.startswith("@")} - set(clauses.CLAUSES))
-    assert not unknown, f"unknown clause ids: {unknown} (reference/clauses.py lists the clauses)"
+    assert not unknown, f"unknown clause ids: {unknown} (reference/spec/clauses.py lists the clauses)"
 
 
 def test_strict_marker_and_strict_clauses_agree(collected) -> None:
@@ -54,7 +54,7 @@ def test_readme_clause_table_is_current(collected) -> None:
     found = re.search(re.escape(clauses.TABLE_START) + ".*?" + re.escape(clauses.TABLE_END), text, re.S)
     assert found, f"README.md lacks the {clauses.TABLE_START} block"
     assert found.group(0) == clauses.readme_block(collected), (
-        "README.md's clause table is stale: run `python -m reference.clauses --write`")
+        "README.md's clause table is stale: run `python -m reference.spec.clauses --write`")
 
 
 def test_strict_tier_skips_for_a_foreign_impl_unless_asked(pytestconfig) -> None:
@@ -84,7 +84,7 @@ def test_readme_dtype_table_is_current() -> None:
     text = (ROOT / clauses.README).read_text()
     found = re.search(re.escape(clauses.DTYPE_START) + ".*?" + re.escape(clauses.DTYPE_END), text, re.S)
     assert found and found.group(0) == clauses.dtype_block(), (
-        "README.md's dtype table is stale: run `python -m reference.clauses --write`")
+        "README.md's dtype table is stale: run `python -m reference.spec.clauses --write`")
 
 
 def test_every_16bit_verdict_goes_to_a_numerics_clause() -> None:

@@ -24,11 +24,11 @@ import pytest
 import torch
 from hypothesis import given, note
 
-from reference import components
-from reference import torch_adapters as ta
-from reference import torch_names
-from reference.compare import assert_close, assert_error_ratio
-from reference.contract import ModelConfig, build_model, construct, randomize_parameters_
+from reference.kit import components
+from reference.oracles import torch_adapters as ta
+from reference.oracles import torch_names
+from reference.judge.compare import assert_close, assert_error_ratio
+from reference.spec.contract import ModelConfig, build_model, construct, randomize_parameters_
 from tests.strategies import AttentionConfig, AttentionInputs, fixed_shape_decoder_inputs
 
 F32, F64 = torch.float32, torch.float64

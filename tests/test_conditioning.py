@@ -1,4 +1,4 @@
-"""The Monte Carlo model of ``reference.conditioning``: what it rounds, and how often (issue 24).
+"""The Monte Carlo model of ``reference.judge.conditioning``: what it rounds, and how often (issue 24).
 
 Each value is rounded once where it is made (an input by ``to_numpy``, a result by its operation), never again where
 it is used; a sum rounds each of its additions, a dot product each product and partial sum. These are tests of the
@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from reference import conditioning, numpy_ref
-from reference.contract import ModelConfig, build_model, randomize_parameters_
-from reference.masks import random_case
-from reference.weights import CONTRACT_EPS, extract_weights, to_numpy
+from reference.judge import conditioning
+
+from reference.oracles import numpy_ref
+from reference.spec.contract import ModelConfig, build_model, randomize_parameters_
+from reference.oracles.masks import random_case
+from reference.kit.weights import CONTRACT_EPS, extract_weights, to_numpy
 
 pytestmark = pytest.mark.clause("kit")
 

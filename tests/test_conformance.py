@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reference.contract import DEFAULT_IMPL, missing_extras
+from reference.spec.contract import DEFAULT_IMPL, missing_extras
 from tests.conformance.blog_api import write_blog_api_impl
 
 pytestmark = pytest.mark.clause("kit")

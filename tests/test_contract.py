@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from reference import components
-from reference.components import COMPONENTS
-from reference.contract import REQUIRED_NAMES, SIGNATURES, ModelConfig, build_model
+from reference.kit import components
+from reference.kit.components import COMPONENTS
+from reference.kit.components import REQUIRED_NAMES, SIGNATURES
+from reference.spec.contract import ModelConfig, build_model
 
 BUILD_DEFAULTS = {"d_model": 512, "N": 6, "h": 8, "dropout": 0.1, "d_ff": 2048}
 
@@ -22,7 +23,7 @@ def _positional(obj) -> list[str]:
 
 @pytest.mark.clause("api.names", "api.signatures", "api.attributes", "build.structure")
 def test_api_diagnosis_finds_every_contract_name_argument_and_attribute(diagnosis) -> None:
-    """The API diagnosis (``reference.diagnose``, run before any test): every class name, constructor argument and
+    """The API diagnosis (``reference.kit.diagnose``, run before any test): every class name, constructor argument and
     attribute of the contract found, or mapped by the user's ``--impl-map``. Each deviation is named with its clause
     and the closest match found; the map the kit proposed for them is in the run's header."""
     left = diagnosis.unaccepted()

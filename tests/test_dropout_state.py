@@ -15,9 +15,9 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from torch import nn
 
-from reference import tolerances
-from reference.compare import assert_close
-from reference.contract import build_model, construct, randomize_parameters_
+from reference.judge import tolerances
+from reference.judge.compare import assert_close
+from reference.spec.contract import build_model, construct, randomize_parameters_
 from tests.strategies import ModelBatch, dropout_rates, model_batches
 
 F32 = torch.float32

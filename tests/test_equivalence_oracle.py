@@ -1,4 +1,4 @@
-"""Every contract component against the float64 NumPy oracle (``reference.numpy_ref``), forward, on each device.
+"""Every contract component against the float64 NumPy oracle (``reference.oracles.numpy_ref``), forward, on each device.
 
 Parameters are random non-default values; each module runs either in eval mode with dropout p > 0 built in (eval
 must switch dropout off) or in train mode with p = 0. The oracle gets exactly what the module saw: the inputs after
@@ -24,11 +24,11 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from torch import nn
 
-from reference import conditioning
-from reference import numpy_ref as R
-from reference.compare import assert_close
-from reference.contract import build_model, construct, randomize_parameters_
-from reference.weights import CONTRACT_EPS, extract_weights, to_numpy
+from reference.judge import conditioning
+from reference.oracles import numpy_ref as R
+from reference.judge.compare import assert_close
+from reference.spec.contract import build_model, construct, randomize_parameters_
+from reference.kit.weights import CONTRACT_EPS, extract_weights, to_numpy
 from tests.strategies import (
     SCALES,
     AttentionInputs,
@@ -111,7 +111,7 @@ def _check(actual: torch.Tensor, oracle: Callable[[], np.ndarray], *, component:
            dtype: torch.dtype, where: np.ndarray | None = None) -> None:
     """``value_tol(dtype)``, widened per element to the conditioning bound in float32/float64: ``oracle`` reads its
     inputs and weights through ``to_numpy``/``extract_weights`` when called, so its sensitivity to one rounding of
-    them can be measured (``reference.conditioning``)."""
+    them can be measured (``reference.judge.conditioning``)."""
     __tracebackhide__ = True
     assert torch.isfinite(actual).all(), f"{component}: non-finite output {config}"
     sensitivity = None

@@ -23,11 +23,13 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from reference import conditioning, numpy_ref
-from reference import torch_adapters as ta
-from reference.compare import assert_error_ratio
-from reference.contract import build_model, missing_extras, randomize_parameters_
-from reference.weights import CONTRACT_EPS, extract_weights
+from reference.judge import conditioning
+
+from reference.oracles import numpy_ref
+from reference.oracles import torch_adapters as ta
+from reference.judge.compare import assert_error_ratio
+from reference.spec.contract import build_model, missing_extras, randomize_parameters_
+from reference.kit.weights import CONTRACT_EPS, extract_weights
 from tests.strategies import (KEY_PADDING_KINDS, AttentionInputs, DropoutMode, ModelInputs, dense_attention_inputs,
                               dropout_modes, feed_forward_widths, model_inputs)
 from tests.support import (DTYPES, LAYERS, SEEDS, as_tensor, counting, decoder, decoder_block, encode_decode_project,

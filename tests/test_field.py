@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from reference.adapter import ImplMap
-from reference.diagnose import diagnose
+from reference.kit.adapter import ImplMap
+from reference.kit.diagnose import diagnose
 from tests.field._cards import card_status
 
 pytestmark = pytest.mark.clause("kit")

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.func import functional_call
 
-from reference import components
-from reference.contract import ModelConfig, build_model, construct, randomize_parameters_
+from reference.kit import components
+from reference.spec.contract import ModelConfig, build_model, construct, randomize_parameters_
 from tests.strategies import MODEL_SRC_MASK_KINDS, MODEL_TGT_MASK_KINDS, AttentionConfig, masks
 
 DTYPE = torch.float64

@@ -24,11 +24,11 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from torch import nn
 
-from reference import conditioning
-from reference import masks, torch_names
-from reference import torch_adapters as ta
-from reference.compare import assert_error_ratio
-from reference.contract import build_model, randomize_parameters_
+from reference.judge import conditioning
+from reference.oracles import masks, torch_names
+from reference.oracles import torch_adapters as ta
+from reference.judge.compare import assert_error_ratio
+from reference.spec.contract import build_model, randomize_parameters_
 from tests.strategies import (WELL_CONDITIONED_SCALES, AttentionInputs, DropoutMode, ModelInputs,
                               dense_attention_inputs, dropout_modes, feed_forward_widths, model_inputs)
 from tests.support import (DTYPES, LAYERS, SEEDS, as_tensor, assert_float64_close, decoder, decoder_block, encoder,

@@ -9,8 +9,8 @@ import math
 import torch
 from hypothesis import given, note
 
-from reference.contract import ModelConfig, build_model
-from reference.hooks import contract_class
+from reference.spec.contract import ModelConfig, build_model
+from reference.report.hooks import contract_class
 from tests.strategies import model_configs
 
 #: With n >= 128 draws from U(-b, b), max |w| < 0.8 b has probability 0.8^128 < 1e-12: a matrix initialised

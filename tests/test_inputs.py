@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from reference.contract import ModelConfig, build_model
+from reference.spec.contract import ModelConfig, build_model
 
 pytestmark = [pytest.mark.strict("bad constructor arguments and inputs raise a specific error early"),
               pytest.mark.clause("strict.bad-inputs")]

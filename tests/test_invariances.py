@@ -17,10 +17,12 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from reference import conditioning, numpy_ref, tolerances, torch_ref
-from reference.compare import assert_close, assert_error_ratio, to_f64
-from reference.contract import build_model, construct, randomize_parameters_
-from reference.weights import CONTRACT_EPS, to_numpy
+from reference.judge import conditioning, tolerances
+
+from reference.oracles import numpy_ref, torch_ref
+from reference.judge.compare import assert_close, assert_error_ratio, to_f64
+from reference.spec.contract import build_model, construct, randomize_parameters_
+from reference.kit.weights import CONTRACT_EPS, to_numpy
 from tests.strategies import (
     AttentionInputs,
     ModelBatch,

@@ -14,10 +14,12 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from reference import numpy_ref, precision, torch_ref
-from reference.compare import assert_error_ratio, to_f64
-from reference.contract import construct, randomize_parameters_
-from reference.weights import CONTRACT_EPS, extract_weights
+from reference.oracles import numpy_ref, torch_ref
+
+from reference.judge import precision
+from reference.judge.compare import assert_error_ratio, to_f64
+from reference.spec.contract import construct, randomize_parameters_
+from reference.kit.weights import CONTRACT_EPS, extract_weights
 from tests.strategies import layer_norm_rows
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from reference.contract import ModelConfig, build_model, missing_extras
+from reference.spec.contract import ModelConfig, build_model, missing_extras
 from tests.strategies import ModelBatch, model_batches
 
 pytestmark = pytest.mark.clause("model.learns")

@@ -1,4 +1,4 @@
-"""The mismatch localiser (``reference.localize``): silent on a correct model, names the broken submodule first.
+"""The mismatch localiser (``reference.report.localize``): silent on a correct model, names the broken submodule first.
 
 Broken variants are made at test time from the implementation under test, one change each, by overriding one
 submodule's ``forward`` (or one contract class's, on every instance) through the contract's attribute names, so the
@@ -19,12 +19,14 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from torch import nn
 
-from reference import numpy_ref, tolerances
-from reference.contract import ModelConfig, build_model, randomize_parameters_
-from reference.compare import judge
-from reference.hooks import CONTRACT_CLASSES, contract_class
-from reference.localize import Localization, localize
-from reference.masks import Case, random_case
+from reference.oracles import numpy_ref
+
+from reference.judge import tolerances
+from reference.spec.contract import ModelConfig, build_model, randomize_parameters_
+from reference.judge.compare import judge
+from reference.report.hooks import CONTRACT_CLASSES, contract_class
+from reference.report.localize import Localization, localize
+from reference.oracles.masks import Case, random_case
 from tests.negative_controls import load_control
 from tests.positive_controls import load_control as load_positive_control
 from tests.strategies import ModelInputs, dense_arrays, model_inputs

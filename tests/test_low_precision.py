@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from reference import numpy_ref, torch_ref
-from reference import masks, torch_names
-from reference import torch_adapters as ta
-from reference.compare import NonFiniteReference, assert_error_ratio, assert_l2_error_ratio, to_f64
-from reference.contract import ModelConfig, build_model, construct, randomize_parameters_
-from reference.precision import diagnose, diagnose_check, explained
-from reference.weights import CONTRACT_EPS, extract_weights
+from reference.oracles import numpy_ref, torch_ref
+from reference.oracles import masks, torch_names
+from reference.oracles import torch_adapters as ta
+from reference.judge.compare import NonFiniteReference, assert_error_ratio, assert_l2_error_ratio, to_f64
+from reference.spec.contract import ModelConfig, build_model, construct, randomize_parameters_
+from reference.judge.precision import diagnose, diagnose_check, explained
+from reference.kit.weights import CONTRACT_EPS, extract_weights
 from tests.strategies import AttentionConfig, attention_configs
 
 #: (dtype, TF32 on): the precisions of this lane. float32 with TF32 exists only on CUDA.
@@ -232,7 +232,7 @@ def test_transformer_16bit_gradients_within_torch_error(impl, device, precision)
                                   label="nn.Transformer")
             usage.append((0.0, None))
         except NonFiniteReference:
-            raise  # a non-finite reference is a test error (reference.compare), never a failed seed
+            raise  # a non-finite reference is a test error (reference.judge.compare), never a failed seed
         except AssertionError as exc:
             usage.append((1.0, str(exc)))
     failures = [msg for failed, msg in usage if failed]

@@ -13,9 +13,9 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from reference.compare import assert_close
-from reference.contract import build_model, construct, randomize_parameters_
-from reference.precision import diagnose_check, explained
+from reference.judge.compare import assert_close
+from reference.spec.contract import build_model, construct, randomize_parameters_
+from reference.judge.precision import diagnose_check, explained
 from tests.strategies import (
     AttentionConfig,
     AttentionInputs,

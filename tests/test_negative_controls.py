@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from reference import clauses
-from reference.contract import DEFAULT_IMPL, ModelConfig, build_model, load_impl
+from reference.spec import clauses
+from reference.spec.contract import DEFAULT_IMPL, ModelConfig, build_model
+from reference.kit.load import load_impl
 from conftest import smoke_tests
 from tests import COLLECTED_NODEIDS
 from tests.negative_controls import control_names, dotted, load_control

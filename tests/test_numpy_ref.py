@@ -13,10 +13,11 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from reference import numpy_ref as R
-from reference.hooks import contract_class
-from reference.contract import REQUIRED_NAMES, ModelConfig, build_model, randomize_parameters_
-from reference.weights import extract_weights
+from reference.oracles import numpy_ref as R
+from reference.report.hooks import contract_class
+from reference.kit.components import REQUIRED_NAMES
+from reference.spec.contract import ModelConfig, build_model, randomize_parameters_
+from reference.kit.weights import extract_weights
 from tests.strategies import AttentionConfig, attention_configs, dense_arrays, masks, model_configs
 
 pytestmark = pytest.mark.clause("kit")

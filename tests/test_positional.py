@@ -13,9 +13,9 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from reference import tolerances
-from reference.compare import error_stats, to_f64
-from reference.contract import ModelConfig, build_model, construct
+from reference.judge import tolerances
+from reference.judge.compare import error_stats, to_f64
+from reference.spec.contract import ModelConfig, build_model, construct
 from tests.strategies import pe_configs
 
 DTYPES = (torch.float32, torch.float64)

@@ -15,7 +15,9 @@ import json
 import pytest
 import torch
 
-from reference.contract import ModelConfig, build_model, load_impl
+from reference.spec.contract import ModelConfig, build_model
+
+from reference.kit.load import load_impl
 from tests import positive_controls
 from tests.positive_controls import _cards
 from tests.negative_controls.kill_matrix import COMMAND

@@ -1,4 +1,4 @@
-"""The 16-bit differential diagnosis (``reference.precision``) on tiny hand-made modules: a LayerNorm computing in
+"""The 16-bit differential diagnosis (``reference.judge.precision``) on tiny hand-made modules: a LayerNorm computing in
 float16 (the formula right, the arithmetic 16-bit), one upcasting to float32 (correct), one with a wrong formula;
 an attention mask whose float16 scores overflow, and one that is wrong in any dtype."""
 
@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference import numpy_ref
-from reference.compare import NonFiniteReference, judge
-from reference.precision import diagnose, diagnose_check, explained
+from reference.oracles import numpy_ref
+from reference.judge.compare import NonFiniteReference, judge
+from reference.judge.precision import diagnose, diagnose_check, explained
 
 pytestmark = pytest.mark.clause("kit")
 
@@ -154,7 +154,7 @@ def test_a_rerun_that_raises_is_reported_not_raised() -> None:
 
 
 def test_a_failing_16bit_report_row_carries_the_diagnosis() -> None:
-    from reference.contract import load_impl
+    from reference.kit.load import load_impl
     from reference.report.cases import CONFIGS
     from reference.report.sweep import run_one
 

@@ -1,4 +1,4 @@
-"""The component registry (``reference.components``) is complete and agrees with the rest of the kit.
+"""The component registry (``reference.kit.components``) is complete and agrees with the rest of the kit.
 
 Generic tests over every record, as PyTorch's OpInfo tests iterate ``op_db``: one snake_case name per component
 (the oracle's, the torch reference's, the report's), known clauses, a builder that gives the contract class with the
@@ -13,12 +13,16 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from reference import clauses, components, numpy_ref, torch_ref
-from reference.components import COMPONENTS, REPORT_CLAUSES
-from reference.contract import ModelConfig, build_model, randomize_parameters_
-from reference.hooks import CONTRACT_CLASSES, contract_class
-from reference.masks import random_case
-from reference.weights import CONTRACT_EPS, extract_weights, to_numpy
+from reference.spec import clauses
+
+from reference.kit import components
+
+from reference.oracles import numpy_ref, torch_ref
+from reference.kit.components import COMPONENTS, REPORT_CLAUSES
+from reference.spec.contract import ModelConfig, build_model, randomize_parameters_
+from reference.report.hooks import CONTRACT_CLASSES, contract_class
+from reference.oracles.masks import random_case
+from reference.kit.weights import CONTRACT_EPS, extract_weights, to_numpy
 from tests.support import SEEDS, assert_float64_close
 
 pytestmark = pytest.mark.clause("kit")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from reference import report
-from reference.contract import DEFAULT_IMPL
+from reference.spec.contract import DEFAULT_IMPL
 from tests.conformance.blog_api import write_blog_api_impl
 from tests.support import torch_threads
 

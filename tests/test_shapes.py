@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from reference.contract import build_model, construct, missing_extras
+from reference.spec.contract import build_model, construct, missing_extras
 from tests.strategies import AttentionConfig, attention_configs, model_configs
 from tests.support import skip_unless_extras
 

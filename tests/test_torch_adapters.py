@@ -1,4 +1,4 @@
-"""The torch adapters themselves are right: PyTorch's modules loaded by ``reference.torch_adapters`` compute the
+"""The torch adapters themselves are right: PyTorch's modules loaded by ``reference.oracles.torch_adapters`` compute the
 float64 NumPy oracle's function, on every torch path they can take, and the mask conversions are lossless.
 
 The contract modules here only carry weights (randomised, non-default); nothing below runs their forward, so a
@@ -16,11 +16,11 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from torch import nn
 
-from reference import numpy_ref
-from reference import torch_adapters as ta
-from reference import torch_names
-from reference.contract import ModelConfig, build_model, randomize_parameters_
-from reference.weights import CONTRACT_EPS, extract_weights
+from reference.oracles import numpy_ref
+from reference.oracles import torch_adapters as ta
+from reference.oracles import torch_names
+from reference.spec.contract import ModelConfig, build_model, randomize_parameters_
+from reference.kit.weights import CONTRACT_EPS, extract_weights
 from tests.strategies import (WELL_CONDITIONED_SCALES, AttentionConfig, AttentionInputs, ModelInputs, attention_masks,
                               dense_attention_inputs, feed_forward_widths, model_inputs)
 from tests.support import (LAYERS, SEEDS, as_tensor, assert_float64_close, counting, decoder, decoder_block,

@@ -16,12 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import components, masks
-from ..compare import Verdict
-from ..contract import ModelConfig, build_model, randomize_parameters_
+from reference.kit import components
+
+from reference.oracles import masks
+from reference.judge.compare import Verdict
+from reference.spec.contract import ModelConfig, build_model, randomize_parameters_
 
 if TYPE_CHECKING:
-    from ..localize import Localization
+    from reference.report.localize import Localization
 
 #: Every module is built with the blog's default dropout and run in eval mode, where dropout must be the identity.
 DROPOUT = 0.1

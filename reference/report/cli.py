@@ -12,8 +12,9 @@ from typing import Sequence
 
 import torch
 
-from .. import clauses, contract
-from ..contract import DEFAULT_IMPL, load_impl
+from reference.spec import clauses, contract
+from reference.spec.contract import DEFAULT_IMPL
+from reference.kit.load import load_impl
 from .cases import CONFIGS
 from .render import render
 from .sweep import COMPONENTS, DTYPES, available_devices, default_dtypes, select_components, sweep

@@ -13,12 +13,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .. import conditioning, numpy_ref, precision, torch_adapters, torch_ref
-from ..components import COMPONENTS
-from ..compare import Verdict, error_stats, judge
-from ..contract import missing_extras
-from ..localize import localize
-from ..weights import CONTRACT_EPS, extract_weights, to_numpy
+from reference.judge import conditioning, precision
+
+from reference.oracles import numpy_ref, torch_adapters, torch_ref
+from reference.kit.components import COMPONENTS
+from reference.judge.compare import Verdict, error_stats, judge
+from reference.spec.contract import missing_extras
+from reference.report.localize import localize
+from reference.kit.weights import CONTRACT_EPS, extract_weights, to_numpy
 from .cases import LARGE, Ctx, Outcome, skip
 
 _np = to_numpy
@@ -32,7 +34,7 @@ def _judge(c: Ctx, name: str, out: torch.Tensor, expected: np.ndarray, *, dtype:
 
 def _diagnosed(c: Ctx, outcome: Outcome, module: Any, inputs: tuple, torch_out: torch.Tensor, *,
                torch_call: Callable[..., torch.Tensor], call: Callable[..., Any] | None = None) -> Outcome:
-    """``outcome``, its detail followed by the 16-bit differential diagnosis (``reference.precision``) where a
+    """``outcome``, its detail followed by the 16-bit differential diagnosis (``reference.judge.precision``) where a
     float16/bfloat16 row fails its rule: the same module re-run in float32, formula or arithmetic."""
     if outcome.verdict.ok or not precision.is_16bit(c.dtype) or outcome.expected is None:
         return outcome

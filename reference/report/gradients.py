@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import torch_adapters, torch_names
-from ..compare import Verdict, judge, judge_l2
-from ..contract import build_model
-from ..weights import to_numpy
+from reference.oracles import torch_adapters, torch_names
+from reference.judge.compare import Verdict, judge, judge_l2
+from reference.spec.contract import build_model
+from reference.kit.weights import to_numpy
 from .cases import Ctx, Outcome
 
 Grads = dict[str, "torch.Tensor | None"]

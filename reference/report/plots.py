@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .. import numpy_ref
-from ..contract import construct
-from ..weights import to_numpy
+from reference.oracles import numpy_ref
+from reference.spec.contract import construct
+from reference.kit.weights import to_numpy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sweep import Report

@@ -19,14 +19,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .. import contract
-from ..card import Card
-from ..clauses import judged_in
-from ..numpy_ref import StructureMismatch
-from ..components import REPORT_CLAUSES
-from ..contract import load_impl
-from ..findings import Diagnosis
-from ..localize import Localization, jsonable
+from reference.spec import contract
+from reference.kit.card import Card
+from reference.spec.clauses import judged_in
+from reference.oracles.numpy_ref import StructureMismatch
+from reference.kit.components import REPORT_CLAUSES
+from reference.kit.load import diagnosis_of, load_impl
+from reference.kit.findings import Diagnosis
+from reference.report.localize import Localization, jsonable
 from . import forward, gradients
 from .cases import CONFIGS, Config, Ctx, Outcome, case_seed
 
@@ -188,7 +188,7 @@ class Report:
 
     def card(self) -> Card:
         """The conformance card of this sweep: each run counted against its row's clauses and its dtype's
-        ``numerics.*`` clause, plus the API diagnosis's deviations (``reference.card``)."""
+        ``numerics.*`` clause, plus the API diagnosis's deviations (``reference.kit.card``)."""
         card = Card(self.impl)
         for f in self.diagnosis.findings if self.diagnosis else ():
             card.deviation(f.clause, f.message)
@@ -249,4 +249,4 @@ def sweep(impl_name: str, *, components: Sequence[str], devices: Sequence[str], 
                         progress(f"{component} {config.name} {device} {dtype_name_}")
                     results.append(run_one(impl, component, config, device, DTYPES[dtype_name_], seed))
     return Report(impl_name, seed, list(devices), dict(dtypes), list(components), results,
-                  time.perf_counter() - start, contract.diagnosis_of(impl_name, impl_map))
+                  time.perf_counter() - start, diagnosis_of(impl_name, impl_map))

@@ -19,9 +19,9 @@ from typing import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from . import numpy_ref
-from .masks import MaskLike, contract_mask_4d
-from .numpy_ref import CONTRACT_EPS, WEIGHTS_SUFFIX, join
+from reference.oracles import numpy_ref
+from reference.oracles.masks import MaskLike, contract_mask_4d
+from reference.oracles.numpy_ref import CONTRACT_EPS, WEIGHTS_SUFFIX, join
 
 Weights = Mapping[str, torch.Tensor]
 

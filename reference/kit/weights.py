@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import conditioning
-from .components import COMPONENTS, contract_class
-from .numpy_ref import CONTRACT_EPS, join
+from reference.judge import conditioning
+from reference.kit.components import COMPONENTS, contract_class
+from reference.oracles.numpy_ref import CONTRACT_EPS, join
 
 __all__ = ["CONTRACT_EPS", "contract_weights", "extract_weights", "to_numpy"]
 
@@ -22,7 +22,7 @@ __all__ = ["CONTRACT_EPS", "contract_weights", "extract_weights", "to_numpy"]
 def to_numpy(x: torch.Tensor | None) -> np.ndarray | None:
     """A detached CPU NumPy copy of ``x`` (floating tensors become float64; bool/int keep their dtype).
 
-    Inside ``reference.conditioning.perturbation`` floating copies come back perturbed by one rounding: every input
+    Inside ``reference.judge.conditioning.perturbation`` floating copies come back perturbed by one rounding: every input
     and weight the oracle reads passes here, which is how the oracle's sensitivity is measured."""
     if x is None:
         return None

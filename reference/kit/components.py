@@ -6,7 +6,7 @@ reference ``torch_ref.<name>``, its report rows, the ``pytest -k <name>`` keywor
 or function (``contract``) with its constructor ``signature``, the attributes and parameters an instance holds, how
 to ``build`` one from sizes, the tolerance ``rule`` its values are judged by, the contract clauses it is judged
 under and the clauses of each report row.
-``contract.SIGNATURES``/``ATTRIBUTES``/``REQUIRED_NAMES``, ``diagnose.PATHS``/``SYNONYMS``,
+``SIGNATURES``/``ATTRIBUTES``/``REQUIRED_NAMES`` (below), ``diagnose.PATHS``/``SYNONYMS``,
 ``hooks.CONTRACT_CLASSES``, ``weights.CONTRACT_PARAMETERS`` and the report's clauses are views of this table.
 docs/architecture.md says how to add a component.
 """
@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import torch
 from torch import nn
 
-from . import numpy_ref, torch_ref
+from reference.oracles import numpy_ref, torch_ref
+from reference.spec.contract import construct
 
 if TYPE_CHECKING:
-    from .contract import ModelConfig
+    from reference.spec.contract import ModelConfig
 
 Build = Callable[..., nn.Module]  # (impl, cfg: ModelConfig, *, device, dtype) -> the component, default initialised
 #: (reference namespace ``numpy_ref`` or ``torch_ref``, the forward's inputs, weights keyed like the component's
@@ -39,7 +40,7 @@ class ComponentInfo:
     name: str  # snake_case, one per component: oracle, torch reference, report key, test keyword
     contract: str  # the contract's class or function name
     signature: tuple[str, ...]  # constructor parameters, in the blog's order
-    attributes: Mapping[str, str] = field(default_factory=dict)  # name -> kind (see ``contract.ATTRIBUTES``)
+    attributes: Mapping[str, str] = field(default_factory=dict)  # name -> kind (see ``ATTRIBUTES``)
     parameters: tuple[str, ...] = ()  # leaf components: ``named_parameters()`` the oracle needs
     optional_parameters: tuple[str, ...] = ()  # may be absent (absent = zero)
     probe_path: str | None = None  # where the API diagnosis finds one in a built model ("" = the model)
@@ -62,7 +63,6 @@ class ComponentInfo:
 
 # --------------------------------------------------------------------------------------------------- builders
 def _construct(factory: Any, *args: Any, device: Any, dtype: torch.dtype) -> nn.Module:
-    from .contract import construct  # contract reads this registry: import at call time
     return construct(factory, *args, device=device, dtype=dtype)
 
 
@@ -222,13 +222,24 @@ _RECORDS = (
 COMPONENTS: dict[str, ComponentInfo] = {c.name: c for c in _RECORDS}
 #: The same records by the contract's class or function name.
 BY_CONTRACT: dict[str, ComponentInfo] = {c.contract: c for c in _RECORDS}
+
+#: Names every implementation must export (the blog's API), in the registry's order.
+REQUIRED_NAMES = tuple(c.contract for c in COMPONENTS.values() if c.required)
+#: Extras beyond the blog's API; tests that need one skip (with this name in the reason) when it is missing.
+OPTIONAL_NAMES = tuple(c.contract for c in COMPONENTS.values() if not c.required)
+#: Constructor parameters of each contract class (and of ``build_transformer``), in order, as the blog writes them.
+SIGNATURES: dict[str, tuple[str, ...]] = {c.contract: c.signature for c in COMPONENTS.values() if c.required}
+#: What an instance of each contract class holds, by name: the kind of each attribute ("int", "float", "Linear",
+#: "Embedding", "Dropout", "ModuleList", "vector" = a 1-D parameter, "buffer", "method", "weights" = the
+#: [B, h, Lq, Lk] tensor a forward leaves, or another contract class's name).
+ATTRIBUTES: dict[str, dict[str, str]] = {c.contract: dict(c.attributes) for c in COMPONENTS.values() if c.attributes}
 #: Every report row's clauses (the row's dtype adds its ``numerics.*`` clause).
 REPORT_CLAUSES: dict[str, tuple[str, ...]] = {row: clauses for c in _RECORDS for row, clauses in c.report.items()}
 
 
 def contract_class(module: nn.Module) -> str:
     """The contract class name of a module: its class's name, or the contract's for a class seen through an
-    ``--impl-map`` (``reference.adapter``)."""
+    ``--impl-map`` (``reference.kit.adapter``)."""
     return getattr(type(module), "_contract_name", type(module).__name__)
 
 

@@ -4,7 +4,7 @@ Every deviation is a :class:`Finding` against its clause (``api.names``, ``api.s
 ``build.structure``, ``ln.per-feature-affine``) with the closest match found: a class one letter off
 (``InputEmbedding`` for ``InputEmbeddings``), a constructor parameter under another name, the one ``nn.Linear``
 child of a ``ProjectionLayer`` called ``project``. Where the match is unambiguous it goes into the proposed
-:class:`~reference.adapter.ImplMap`, which the kit can use (and print, for the user to save and edit).
+:class:`~reference.kit.adapter.ImplMap`, which the kit can use (and print, for the user to save and edit).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .adapter import ImplMap, adapt
-from .findings import Diagnosis, Finding
-from .components import BY_CONTRACT, COMPONENTS
-from .contract import ATTRIBUTES, REQUIRED_NAMES, SIGNATURES
+from reference.kit.adapter import ImplMap, adapt
+from reference.kit.findings import Diagnosis, Finding
+from reference.kit.components import BY_CONTRACT, COMPONENTS
+from reference.kit.components import ATTRIBUTES, REQUIRED_NAMES, SIGNATURES
 
 #: Sizes of the model the diagnosis builds: small, with every size distinct so shapes tell the parts apart.
 PROBE = {"src_vocab_size": 11, "tgt_vocab_size": 13, "src_seq_len": 17, "tgt_seq_len": 18, "d_model": 8, "N": 1,

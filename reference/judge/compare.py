@@ -5,7 +5,7 @@ Rules (docs/tolerances.md): **direct** ``|a - e| <= atol + rtol |e|`` elementwis
 from ``tolerances.value_tol``/``grad_tol`` or given); **ratio** ``max|a - e| <= K max|t - e| + floor(dtype, scale)``
 with ``t`` torch's own output in the same dtype; **ratio-l2** the ratio rule on the relative L2 error of many
 tensors together; and, where a rule fails and the caller gives the oracle's ``sensitivity``, the **conditioning**
-bound every backward-stable algorithm meets (``reference.conditioning``). A failure names the component, the
+bound every backward-stable algorithm meets (``reference.judge.conditioning``). A failure names the component, the
 configuration, the mismatch count, the worst element (index, both values, abs/rel error), the tolerance broken, and,
 under the error-ratio rule, the implementation's error next to torch's.
 """
@@ -20,8 +20,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from . import conditioning, tolerances
-from .errors import ArrayLike, ErrorStats, error_stats, keep_mask, to_f64
+from reference.judge import conditioning, tolerances
+from reference.judge.errors import ArrayLike, ErrorStats, error_stats, keep_mask, to_f64
 
 __all__ = ["ArrayLike", "ErrorStats", "NonFiniteReference", "Verdict", "assert_close", "assert_error_ratio",
            "assert_l2_error_ratio", "check_reference_finite", "describe", "error_stats", "judge", "judge_l2",
@@ -139,7 +139,7 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
     error is not finite; a ``torch_out`` of another shape is a "shape" verdict). ``where`` (bool, broadcastable)
     selects the elements compared. ``sensitivity`` (lazy, elementwise): where the rule fails, each element may
     still err by ``COND_FACTOR`` times the reference's Monte Carlo spread (one random rounding of every input and
-    operation result, ``reference.conditioning``; direct: the larger
+    operation result, ``reference.judge.conditioning``; direct: the larger
     of that and the rule's allowance; ratio: that plus the floor, at least the rule's allowance); the verdict's rule
     is then ``"conditioning"``; ``cond_factor`` replaces ``COND_FACTOR`` for a comparison with its own measured
     factor (``conditioning.LN_COND_FACTOR``). ``component``/``config``/``label`` only word the message.
@@ -302,7 +302,7 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
     ``torch.testing.assert_close``'s own mismatch report.
 
     ``where`` selects the elements to compare (others are ignored). ``sensitivity`` widens each element's
-    allowance to ``COND_FACTOR * sensitivity`` where that is larger (``reference.conditioning``).
+    allowance to ``COND_FACTOR * sensitivity`` where that is larger (``reference.judge.conditioning``).
     """
     __tracebackhide__ = True
     if (rtol is None) != (atol is None):

@@ -12,7 +12,7 @@
 * **kit** is not a clause of the implementation: tests of the suite's own machinery (oracles, adapters, report,
   localiser, controls) that happen to run on the implementation under test.
 
-``python -m reference.clauses --write`` regenerates the README's clause table (clause, tier, what, tests) from the
+``python -m reference.spec.clauses --write`` regenerates the README's clause table (clause, tier, what, tests) from the
 markers; ``tests/test_clauses.py`` fails when a test names no clause or an unknown one, when a strict test and its
 clauses disagree, when a clause has no test, or when the README's table is stale.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import tomlfile
+from reference.spec import tomlfile
 
 CONTRACT, STRICT, EXTRA, KIT = "contract", "strict", "extra", "kit"
 
@@ -147,7 +147,7 @@ def readme_block(tests: dict[str, list[str]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m reference.clauses [--write]``: print the README's clause table, or rewrite it in place."""
+    """``python -m reference.spec.clauses [--write]``: print the README's clause table, or rewrite it in place."""
     import re
     import sys
     from pathlib import Path

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .clauses import CLAUSES, DTYPES, KIT, dtypes_judged
+from reference.spec.clauses import CLAUSES, DTYPES, KIT, dtypes_judged
 
 NOT_REACHED = "not reached because of"
 ORDER = ("FAIL", "deviation", "xfail", "not reached", "pass", "skipped", "not run")

@@ -28,8 +28,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from . import tolerances
-from .compare import NonFiniteReference, judge, judge_l2
+from reference.judge import tolerances
+from reference.judge.compare import NonFiniteReference, judge, judge_l2
 
 __all__ = ["SIXTEEN_BIT", "diagnose", "diagnose_check", "explained", "float32_copy", "is_16bit"]
 

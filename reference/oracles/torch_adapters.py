@@ -36,9 +36,9 @@ import warnings
 import torch
 from torch import nn
 
-from . import numpy_ref, torch_ref
-from .masks import MaskLike, contract_mask_4d
-from .numpy_ref import CONTRACT_EPS, PROJECTIONS
+from reference.oracles import numpy_ref, torch_ref
+from reference.oracles.masks import MaskLike, contract_mask_4d
+from reference.oracles.numpy_ref import CONTRACT_EPS, PROJECTIONS
 
 def to_mha_masks(mask: MaskLike, *, batch: int, heads: int, len_q: int, len_k: int
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:

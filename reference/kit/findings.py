@@ -1,12 +1,12 @@
 """The API diagnosis's results: each deviation from the contract (:class:`Finding`) and the whole
-:class:`Diagnosis` with the maps it proposes and uses (``reference.diagnose`` makes them; conftest, the card and the
+:class:`Diagnosis` with the maps it proposes and uses (``reference.kit.diagnose`` makes them; conftest, the card and the
 report read them)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .adapter import ImplMap
+from reference.kit.adapter import ImplMap
 
 
 @dataclass(frozen=True)

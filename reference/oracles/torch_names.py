@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .torch_adapters import CONTRACT_BIASES, TorchFeedForward, TorchTransformerModel
+from reference.oracles.torch_adapters import CONTRACT_BIASES, TorchFeedForward, TorchTransformerModel
 
 NameMap = Iterator[tuple[str, str, "slice | None"]]
 

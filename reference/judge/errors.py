@@ -1,4 +1,4 @@
-"""Error figures of one tensor against another, in float64: the numbers every verdict of ``reference.compare`` is
+"""Error figures of one tensor against another, in float64: the numbers every verdict of ``reference.judge.compare`` is
 made of (max abs / max rel error, where the worst one sits, the reference's scale)."""
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 ``localize(model, src, tgt, src_mask, tgt_mask)`` runs three things side by side on the same inputs and weights:
 
-1. **the implementation**, with forward hooks on every contract submodule (``reference.hooks``), recording each
+1. **the implementation**, with forward hooks on every contract submodule (``reference.report.hooks``), recording each
    call's inputs and output in execution order;
-2. **the float64 NumPy oracle** (``reference.numpy_ref``) on the model's own weights, which records every submodule
+2. **the float64 NumPy oracle** (``reference.oracles.numpy_ref``) on the model's own weights, which records every submodule
    output under the dotted path a hook gives it (``"encoder.layers.0.self_attention_block"``);
 3. **the torch twin** (``torch_ref.Twin``): the same computation written with torch's own kernels (``F.embedding``,
    ``F.layer_norm``, ``F.linear``, ``F.relu``, ``F.scaled_dot_product_attention``) in the model's dtype, traced by
@@ -42,13 +42,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import numpy_ref, torch_ref
-from .compare import Verdict, judge
-from .components import BY_CONTRACT
-from .hooks import Call, main_output, record_calls
-from .masks import has_fully_masked_row
-from .numpy_ref import CONTRACT_EPS
-from .weights import contract_weights, to_numpy
+from reference.oracles import numpy_ref, torch_ref
+from reference.judge.compare import Verdict, judge
+from reference.kit.components import BY_CONTRACT
+from reference.report.hooks import Call, main_output, record_calls
+from reference.oracles.masks import has_fully_masked_row
+from reference.oracles.numpy_ref import CONTRACT_EPS
+from reference.kit.weights import contract_weights, to_numpy
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .components import COMPONENTS, contract_class
+from reference.kit.components import COMPONENTS, contract_class
 
 #: Class names of the contract's submodules (the root ``Transformer`` is driven, not hooked).
 CONTRACT_CLASSES = frozenset(c.contract for c in COMPONENTS.values()

@@ -17,8 +17,8 @@ oracle's algorithm on *this* input, large exactly where the computation is ill-c
 the error ratio against torch), whichever is larger; each factor is ``HEADROOM`` times the largest error / spread
 measured on correct algorithms (docs/tolerances.md).
 
-Two instruments: NumPy oracles (``reference.numpy_ref``) receive their inputs through
-``reference.weights.to_numpy``, which inside :func:`perturbation` hands out :class:`MCArray` views whose ufuncs
+Two instruments: NumPy oracles (``reference.oracles.numpy_ref``) receive their inputs through
+``reference.kit.weights.to_numpy``, which inside :func:`perturbation` hands out :class:`MCArray` views whose ufuncs
 (``+ - * / exp sqrt``, sums, ``matmul``) round their results; torch float64 references (the gradient oracle) run
 under :class:`MonteCarloMode`, a ``TorchDispatchMode`` that perturbs the result of every aten op, with fused
 kernels (LayerNorm, softmax and their backward) decomposed into elementary ops first and attention on the math
@@ -94,7 +94,7 @@ def unit_roundoff(dtype: torch.dtype) -> float:
 
 @contextlib.contextmanager
 def perturbation(u: float, seed: int) -> Iterator[None]:
-    """While active, :func:`perturb` (and so ``reference.weights.to_numpy``) multiplies every floating array it
+    """While active, :func:`perturb` (and so ``reference.kit.weights.to_numpy``) multiplies every floating array it
     sees by ``1 + u * xi``, ``xi`` uniform in [-1, 1], drawn from a generator seeded with ``seed``."""
     _ACTIVE.append((u, np.random.default_rng(seed)))
     try:

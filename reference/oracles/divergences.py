@@ -1,4 +1,4 @@
-"""Measure each way the blog's code (and PyTorch's paths) diverge from the paper: ``python -m reference.divergences``.
+"""Measure each way the blog's code (and PyTorch's paths) diverge from the paper: ``python -m reference.oracles.divergences``.
 
 Prints the table quoted in ``docs/divergences.md``. Each blog variant is written here in a few lines (as the
 blog writes it) and measured against the float64 formula; none of this is used by the tests.
@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import numpy_ref
+from reference.oracles import numpy_ref
 
 
 def blog_layer_norm(x: torch.Tensor, alpha: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

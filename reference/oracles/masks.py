@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from .contract import ModelConfig
+    from reference.spec.contract import ModelConfig
 
 #: A contract mask: None, or a bool/int tensor or NumPy array broadcastable to [B, h, Lq, Lk]; nonzero = attend.
 MaskLike = Any

@@ -96,7 +96,7 @@ def _record(trace: Trace | None, key: str, value: np.ndarray) -> np.ndarray:
 
 
 def _f64(x) -> np.ndarray:
-    return np.asanyarray(x, dtype=np.float64)  # keeps reference.conditioning.MCArray (Monte Carlo arithmetic)
+    return np.asanyarray(x, dtype=np.float64)  # keeps reference.judge.conditioning.MCArray (Monte Carlo arithmetic)
 
 
 # --------------------------------------------------------------------------------------------------- primitives
@@ -155,7 +155,7 @@ def layer_norm(x: np.ndarray, alpha: np.ndarray, bias: np.ndarray, eps: float = 
     x = _f64(x)
     centred = x - x.mean(axis=-1, keepdims=True)
     if not getattr(centred, "monte_carlo", False):
-        # Under Monte Carlo arithmetic (``reference.conditioning``) the oracle measures the rounding error of the
+        # Under Monte Carlo arithmetic (``reference.judge.conditioning``) the oracle measures the rounding error of the
         # standard two-pass algorithm (the textbook's, PyTorch's kernels'), so the correction is left out there.
         centred = centred - centred.mean(axis=-1, keepdims=True)
     var = (centred * centred).mean(axis=-1, keepdims=True)

@@ -28,8 +28,8 @@ from typing import Any, Callable
 
 from torch import nn
 
-from . import tomlfile
-from .contract import ATTRIBUTES, OPTIONAL_NAMES, REQUIRED_NAMES, SIGNATURES
+from reference.spec import tomlfile
+from reference.kit.components import ATTRIBUTES, OPTIONAL_NAMES, REQUIRED_NAMES, SIGNATURES
 
 _SECTIONS = ("classes", "arguments", "attributes")
 

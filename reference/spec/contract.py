@@ -9,7 +9,6 @@ says which extras are missing so tests can skip with a reason.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
 import os
 from dataclasses import asdict, dataclass
@@ -19,63 +18,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from .components import COMPONENTS
-
 DEFAULT_IMPL = "scratch_transformer"
-
-#: Names every implementation must export (the blog's API), in the registry's order.
-REQUIRED_NAMES = tuple(c.contract for c in COMPONENTS.values() if c.required)
-#: Extras beyond the blog's API; tests that need one skip (with this name in the reason) when it is missing.
-OPTIONAL_NAMES = tuple(c.contract for c in COMPONENTS.values() if not c.required)
-#: Constructor parameters of each contract class (and of ``build_transformer``), in order, as the blog writes them.
-SIGNATURES: dict[str, tuple[str, ...]] = {c.contract: c.signature for c in COMPONENTS.values() if c.required}
-#: What an instance of each contract class holds, by name: the kind of each attribute ("int", "float", "Linear",
-#: "Embedding", "Dropout", "ModuleList", "vector" = a 1-D parameter, "buffer", "method", "weights" = the
-#: [B, h, Lq, Lk] tensor a forward leaves, or another contract class's name).
-ATTRIBUTES: dict[str, dict[str, str]] = {c.contract: dict(c.attributes) for c in COMPONENTS.values() if c.attributes}
-
-
-_OPENED: dict[tuple[str, str | None], tuple[ModuleType, Any]] = {}
-
-
-def open_impl(name: str, impl_map: str | os.PathLike | None = None) -> tuple[ModuleType, Any]:
-    """Import ``name``, read ``impl_map`` and diagnose the API: (the module the kit tests, its
-    ``reference.findings.Diagnosis``). The module is ``name`` itself, or it seen through ``impl_map`` (a TOML
-    file, ``reference/adapter.py``) and the diagnosis's proposed map. Cached per (name, map).
-
-    Raises ``ImportError`` (never anything else) when the module cannot be imported or the map cannot be read."""
-    key = (name, os.fspath(impl_map) if impl_map else None)
-    if key not in _OPENED:
-        from .adapter import ImplMap
-        from .diagnose import reach
-
-        try:
-            module = importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001: any failure of the user's module at import is reported, exit 2
-            raise ImportError(f"cannot import implementation {name!r}: {type(exc).__name__}: {exc}") from exc
-        try:
-            user = ImplMap.load(impl_map) if impl_map else ImplMap()
-        except (OSError, ValueError) as exc:
-            raise ImportError(f"cannot read --impl-map {impl_map}: {exc}") from exc
-        _OPENED[key] = reach(module, user, impl=name)
-    return _OPENED[key]
-
-
-def diagnosis_of(name: str, impl_map: str | os.PathLike | None = None) -> Any:
-    """The API diagnosis ``open_impl``/``load_impl`` made of ``name``, or None."""
-    opened = _OPENED.get((name, os.fspath(impl_map) if impl_map else None))
-    return opened[1] if opened else None
-
-
-def load_impl(name: str = DEFAULT_IMPL, impl_map: str | os.PathLike | None = None) -> ModuleType:
-    """``open_impl``'s module, for a caller that needs every contract name: ``ImportError`` (never anything else)
-    also when a contract name stays unreachable, naming it and, for a missing name, the closest match."""
-    reached, diag = open_impl(name, impl_map)
-    unreachable = [f for f in diag.unresolved() if f.clause in ("api.names", "build.structure")]
-    if unreachable:
-        raise ImportError(f"implementation {name!r}: " + "; ".join(f.message for f in unreachable)
-                          + " (write an --impl-map: README, 'Test your own implementation')")
-    return reached
 
 
 def takes_factory_kwargs(cls_or_fn: Any) -> bool:
