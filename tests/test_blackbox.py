@@ -1,6 +1,6 @@
 """Black-box properties: what any model must do, reached through ``build_transformer`` and the Transformer's
 ``encode``/``decode``/``project`` only (no weight, no attribute name). They run even when an API deviation that
-nothing maps stops every other test (``@pytest.mark.blackbox``; README, "Your names are not the blog's?"), so a
+nothing maps stops every other test (``@pytest.mark.blackbox``; docs/guide.md, "Your names are not the blog's?"), so a
 half-mappable model still gets verdicts. The other black-box tests live with their topic: causality and padding
 (``test_masking``), batch independence (``test_invariances``), eval determinism, seeds and state
 (``test_dropout_state``).

@@ -1,4 +1,4 @@
-"""Every test names the contract clause it checks; tiers and the README's clause table agree with the markers."""
+"""Every test names the contract clause it checks; tiers and docs/clauses.md's clause table agree with the markers."""
 
 from __future__ import annotations
 
@@ -49,12 +49,12 @@ def test_every_clause_has_a_test(collected) -> None:
     assert not orphans, f"clauses no test checks: {orphans}"
 
 
-def test_readme_clause_table_is_current(collected) -> None:
-    text = (ROOT / clauses.README).read_text()
+def test_clause_table_is_current(collected) -> None:
+    text = (ROOT / clauses.DOC).read_text()
     found = re.search(re.escape(clauses.TABLE_START) + ".*?" + re.escape(clauses.TABLE_END), text, re.S)
-    assert found, f"README.md lacks the {clauses.TABLE_START} block"
-    assert found.group(0) == clauses.readme_block(collected), (
-        "README.md's clause table is stale: run `python -m reference.spec.clauses --write`")
+    assert found, f"{clauses.DOC} lacks the {clauses.TABLE_START} block"
+    assert found.group(0) == clauses.clause_block(collected), (
+        f"{clauses.DOC}'s clause table is stale: run `python -m reference.spec.clauses --write`")
 
 
 def test_strict_tier_skips_for_a_foreign_impl_unless_asked(pytestconfig) -> None:
@@ -80,11 +80,11 @@ def test_strict_tier_skips_for_a_foreign_impl_unless_asked(pytestconfig) -> None
     assert DEFAULT_IMPL == "scratch_transformer"
 
 
-def test_readme_dtype_table_is_current() -> None:
-    text = (ROOT / clauses.README).read_text()
+def test_dtype_table_is_current() -> None:
+    text = (ROOT / clauses.DOC).read_text()
     found = re.search(re.escape(clauses.DTYPE_START) + ".*?" + re.escape(clauses.DTYPE_END), text, re.S)
     assert found and found.group(0) == clauses.dtype_block(), (
-        "README.md's dtype table is stale: run `python -m reference.spec.clauses --write`")
+        f"{clauses.DOC}'s dtype table is stale: run `python -m reference.spec.clauses --write`")
 
 
 def test_every_16bit_verdict_goes_to_a_numerics_clause() -> None:

@@ -12,9 +12,10 @@
 * **kit** is not a clause of the implementation: tests of the suite's own machinery (oracles, adapters, report,
   localiser, controls) that happen to run on the implementation under test.
 
-``python -m reference.spec.clauses --write`` regenerates the README's clause table (clause, tier, what, tests) from the
-markers; ``tests/test_clauses.py`` fails when a test names no clause or an unknown one, when a strict test and its
-clauses disagree, when a clause has no test, or when the README's table is stale.
+``python -m reference.spec.clauses --write`` regenerates docs/clauses.md's clause table (clause, tier, what, number
+of tests; the tests themselves in a collapsed list) from the markers, and its dtype table from ``clauses.toml``;
+``tests/test_clauses.py`` fails when a test names no clause or an unknown one, when a strict test and its clauses
+disagree, when a clause has no test, or when either table is stale.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def judged_in(clause_ids: "tuple[str, ...] | list[str]", case_dtypes: "set[str] 
 
 
 def dtype_table() -> str:
-    """Markdown: which clauses judge the cases of each dtype (README, between its dtype-table markers)."""
+    """Markdown: which clauses judge the cases of each dtype (docs/clauses.md, between its dtype-table markers)."""
     families = ", ".join(f"`{f}.*`" for f in _DTYPES["formula-families"])
     every = frozenset(DTYPES)
     rows = ["| dtype | its cases count for |", "|---|---|"]
@@ -91,23 +92,28 @@ def tier(clause_id: str) -> str:
     return CLAUSES[clause_id].tier
 
 
-def readme_table(by_clause: dict[str, list[str]]) -> str:
-    """The README's clause table: clause, tier, what it says, and the tests that check it."""
+def clause_table(by_clause: dict[str, list[str]]) -> str:
+    """docs/clauses.md's clause table: one row per clause (id, tier, what it says, how many tests check it), then
+    the tests of each clause in a collapsed ``<details>`` list."""
     lines = ["| clause | tier | what | tests |", "|---|---|---|---|"]
     for clause in _CLAUSES:
+        lines.append(f"| `{clause.id}` | {clause.tier} | {clause.text} | {len(by_clause.get(clause.id, []))} |")
+    lines += ["", "<details><summary>The tests of each clause</summary>", ""]
+    for clause in _CLAUSES:
         tests = by_clause.get(clause.id, [])
-        lines.append(f"| `{clause.id}` | {clause.tier} | {clause.text} | {len(tests)}: "
-                     + (", ".join(f"`{t}`" for t in tests) if tests else "—") + " |")
+        lines.append(f"* `{clause.id}` ({len(tests)}): " + (", ".join(f"`{t}`" for t in tests) if tests else "—"))
+    lines += ["", "</details>"]
     return "\n".join(lines)
 
 
-README = "README.md"
+#: The generated file: the clause and dtype tables, between their markers (``--write`` rewrites them).
+DOC = "docs/clauses.md"
 TABLE_START, TABLE_END = "<!-- clause-table:start -->", "<!-- clause-table:end -->"
 DTYPE_START, DTYPE_END = "<!-- dtype-table:start -->", "<!-- dtype-table:end -->"
 
 
 def dtype_block() -> str:
-    """The README's generated dtype table, between its markers."""
+    """docs/clauses.md's generated dtype table, between its markers."""
     return f"{DTYPE_START}\n{dtype_table()}\n{DTYPE_END}"
 
 
@@ -141,29 +147,30 @@ def tests_by_clause(tests: dict[str, list[str]]) -> dict[str, list[str]]:
     return by
 
 
-def readme_block(tests: dict[str, list[str]]) -> str:
-    """The README's generated table, between its markers."""
-    return f"{TABLE_START}\n{readme_table(tests_by_clause(tests))}\n{TABLE_END}"
+def clause_block(tests: dict[str, list[str]]) -> str:
+    """docs/clauses.md's generated clause table, between its markers."""
+    return f"{TABLE_START}\n{clause_table(tests_by_clause(tests))}\n{TABLE_END}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m reference.spec.clauses [--write]``: print the README's clause table, or rewrite it in place."""
+    """``python -m reference.spec.clauses [--write]``: print the clause table, or rewrite docs/clauses.md's clause
+    and dtype tables in place (run from the repository's root)."""
     import re
     import sys
     from pathlib import Path
 
     args = sys.argv[1:] if argv is None else argv
-    block = readme_block(collect())
+    block = clause_block(collect())
     if "--write" in args:
-        path = Path(README)
+        path = Path(DOC)
         text = path.read_text()
         for start, end, body in ((TABLE_START, TABLE_END, block), (DTYPE_START, DTYPE_END, dtype_block())):
             pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
             if not pattern.search(text):
-                raise SystemExit(f"{README} has no {start} ... {end} block")
+                raise SystemExit(f"{DOC} has no {start} ... {end} block")
             text = pattern.sub(lambda _: body, text)
         path.write_text(text)
-        print(f"wrote the clause table of {README}")
+        print(f"wrote the clause and dtype tables of {DOC}")
     else:
         print(block)
     return 0
