@@ -19,7 +19,7 @@ import torch
 from reference.spec import clauses
 from reference.spec.contract import DEFAULT_IMPL, ModelConfig, build_model
 from reference.kit.load import load_impl
-from conftest import smoke_tests
+from tests.plugin import smoke_tests
 from tests import COLLECTED_NODEIDS
 from tests.negative_controls import control_names, dotted, load_control
 from tests.negative_controls.kill_matrix import (COMMAND, ROOT, control_clauses, is_property_test, kill_costs,

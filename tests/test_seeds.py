@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import per_test_seed
+from tests.plugin import per_test_seed
 
 pytestmark = pytest.mark.clause("kit")
 

@@ -71,9 +71,10 @@ SNAPSHOT_IGNORE = (".git", ".venv", "venv", "__pycache__", ".hypothesis", ".pyte
                    "report-out", "plots", "build", "dist")
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "scratch-transformer-kill-matrix"
 #: Sources every run depends on besides the test modules and the control itself.
-SHARED_SOURCES = ("conftest.py", "pyproject.toml", "scratch_transformer/*.py", "reference/**/*.py", "reference/**/*.toml",
-                  "tests/strategies.py", "tests/support.py", "tests/conformance/*.py", "tests/negative_controls/__init__.py",
-                  "tests/negative_controls/_*.py", "tests/positive_controls/__init__.py")
+SHARED_SOURCES = ("conftest.py", "tests/plugin.py", "pyproject.toml", "scratch_transformer/*.py", "reference/**/*.py",
+                  "reference/**/*.toml", "tests/strategies.py", "tests/support.py", "tests/conformance/*.py",
+                  "tests/negative_controls/__init__.py", "tests/negative_controls/_*.py",
+                  "tests/positive_controls/__init__.py")
 #: Prefix of a positive control's key in the run table (``+attn_sdpa``).
 POSITIVE = "+"
 #: The CI re-check of a positive control runs a recorded selection of at most this many seconds (by the matrix's
