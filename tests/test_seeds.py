@@ -1,5 +1,5 @@
 """Hypothesis seeds under the random profiles (dev, thorough): one per test, derived from the session's seed and the
-test's node id (``conftest.per_test_seed``), so sibling tests (the float32/float64 parametrisations, the
+test's node id (``tests.plugin.per_test_seed``), so sibling tests (the float32/float64 parametrisations, the
 ``_torch_mha``/``_sdpa`` variants) draw different examples, and ``--hypothesis-seed=N`` replays every test's draws.
 """
 

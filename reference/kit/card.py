@@ -4,7 +4,8 @@ A clause is **pass** (its tests passed, none failed), **FAIL** (the first failin
 (the API diagnosis found a deviation against it; mapped or not), **xfail** (its failures were accepted through
 ``--xfails-file``), **not reached** (its tests were skipped because an API deviation stopped them), **skipped**
 (every test skipped for another reason: a missing extra, the strict tier off, no CUDA) or **not run** (deselected).
-The pytest plugin in the root ``conftest.py`` feeds it; ``--card-json PATH`` writes it.
+The suite's pytest plugin (``tests/plugin.py``, loaded by the root ``conftest.py``) feeds it; ``--card-json PATH``
+writes it.
 """
 
 from __future__ import annotations

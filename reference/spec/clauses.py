@@ -124,7 +124,8 @@ def collect(root: str = ".") -> dict[str, list[str]]:
     import subprocess
     import sys
 
-    # The root conftest builds the clause map while it collects (tests.COLLECTED_CLAUSES); this only reads it.
+    # The suite's plugin (tests/plugin.py) builds the clause map while it collects (tests.COLLECTED_CLAUSES); this
+    # only reads it.
     code = ("import json, pytest\n"
             "from tests import COLLECTED_CLAUSES\n"
             "class P:\n"
