@@ -408,13 +408,15 @@ def _deselect_dtypes(config: pytest.Config, items: list[pytest.Item]) -> None:
 
 
 def _deselect_kit(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``--kit-tests deselect``: deselect the tests that judge only the kit itself (clause ``kit``); the card shows
-    ``kit`` as not run."""
+    """``--kit-tests deselect``: deselect the tests that judge only the kit itself (clause ``kit``), but for those in
+    the smoke tier (the kill matrix chose them: the smoke tier keeps its sensitivity)."""
     if config.getoption("--kit-tests") != "deselect":
         return
+    smoke = smoke_tests()
     keep, drop = [], []
     for item in items:
-        (drop if set(item.stash[CASE_CLAUSES]) == {clauses.KIT} else keep).append(item)
+        kit_only = set(item.stash[CASE_CLAUSES]) == {clauses.KIT} and item.nodeid not in smoke
+        (drop if kit_only else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
