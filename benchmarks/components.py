@@ -22,7 +22,6 @@ from rich.table import Table
 from torch import nn
 
 from reference.spec.contract import DEFAULT_IMPL, construct
-
 from reference.kit.load import load_impl
 
 from .configs import CONFIGS

@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 from reference.judge import conditioning, tolerances
-
 from reference.oracles import numpy_ref
 from reference.kit.weights import CONTRACT_EPS, to_numpy
 

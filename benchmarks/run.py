@@ -25,7 +25,6 @@ from torch.profiler import ProfilerActivity, profile
 from rich.table import Table
 
 from reference.spec.contract import DEFAULT_IMPL
-
 from reference.kit.load import load_impl
 
 from .configs import CONFIGS, BenchConfig

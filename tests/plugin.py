@@ -52,7 +52,6 @@ for _extra in filter(None, os.environ.get(USER_PATH_ENV, "").split(os.pathsep)):
         sys.path.append(_extra)
 
 from reference.spec import clauses, contract  # noqa: E402
-
 from reference.kit import components, load  # noqa: E402
 from reference.kit.card import Card, one_line  # noqa: E402
 from reference.spec.contract import DEFAULT_IMPL  # noqa: E402

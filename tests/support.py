@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 from reference.kit import components
-
 from reference.oracles import masks
 from reference.judge import tolerances
 from reference.judge.compare import assert_close, to_f64

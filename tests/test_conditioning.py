@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from reference.judge import conditioning
-
 from reference.oracles import numpy_ref
 from reference.spec.contract import ModelConfig, build_model, randomize_parameters_
 from reference.oracles.masks import random_case

@@ -24,7 +24,6 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from reference.judge import conditioning
-
 from reference.oracles import numpy_ref
 from reference.oracles import torch_adapters as ta
 from reference.judge.compare import assert_error_ratio

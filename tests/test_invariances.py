@@ -18,7 +18,6 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from reference.judge import conditioning, tolerances
-
 from reference.oracles import numpy_ref, torch_ref
 from reference.judge.compare import assert_close, assert_error_ratio, to_f64
 from reference.spec.contract import build_model, construct, randomize_parameters_

@@ -15,7 +15,6 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from reference.oracles import numpy_ref, torch_ref
-
 from reference.judge import precision
 from reference.judge.compare import assert_error_ratio, to_f64
 from reference.spec.contract import construct, randomize_parameters_

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 from reference.oracles import numpy_ref
-
 from reference.judge import tolerances
 from reference.spec.contract import ModelConfig, build_model, randomize_parameters_
 from reference.judge.compare import judge

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from reference.spec.contract import ModelConfig, build_model
-
 from reference.kit.load import load_impl
 from tests import positive_controls
 from tests.positive_controls import _cards

@@ -14,9 +14,7 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from reference.spec import clauses
-
 from reference.kit import components
-
 from reference.oracles import numpy_ref, torch_ref
 from reference.kit.components import COMPONENTS, REPORT_CLAUSES
 from reference.spec.contract import ModelConfig, build_model, randomize_parameters_

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from reference.kit import components
-
 from reference.oracles import masks
 from reference.judge.compare import Verdict
 from reference.spec.contract import ModelConfig, build_model, randomize_parameters_

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from reference.judge import conditioning, precision
-
 from reference.oracles import numpy_ref, torch_adapters, torch_ref
 from reference.kit.components import COMPONENTS
 from reference.judge.compare import Verdict, error_stats, judge
