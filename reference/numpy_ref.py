@@ -66,8 +66,10 @@ def check_structure(where: str, *, layers: int | None = None, N: int | None = No
     if wrong:
         problems.append(f"feed-forward width(s) {wrong} where it asked d_ff={d_ff}")
     if problems:
-        raise StructureMismatch(f"not reached because of build.structure: {where} holds " + "; ".join(problems)
+        exc = StructureMismatch(f"not reached because of build.structure: {where} holds " + "; ".join(problems)
                                 + " (the references take the architecture from the constructor call)")
+        exc.path = where.removeprefix("the ").replace("model", "")  # the contract path: "encoder", "decoder", ""
+        raise exc
 
 
 def _feed_forward_widths(w: Weights) -> list[int]:
