@@ -66,8 +66,10 @@ def check_structure(where: str, *, layers: int | None = None, N: int | None = No
     if wrong:
         problems.append(f"feed-forward width(s) {wrong} where it asked d_ff={d_ff}")
     if problems:
-        raise StructureMismatch(f"not reached because of build.structure: {where} holds " + "; ".join(problems)
+        exc = StructureMismatch(f"not reached because of build.structure: {where} holds " + "; ".join(problems)
                                 + " (the references take the architecture from the constructor call)")
+        exc.path = where.removeprefix("the ").replace("model", "")  # the contract path: "encoder", "decoder", ""
+        raise exc
 
 
 def _feed_forward_widths(w: Weights) -> list[int]:
@@ -77,11 +79,13 @@ def _feed_forward_widths(w: Weights) -> list[int]:
 
 # --------------------------------------------------------------------------------------------------- plumbing
 def sub(weights: Weights, prefix: str) -> dict[str, np.ndarray]:
-    """The entries of ``weights`` under ``prefix + "."``, with that prefix stripped ("" returns a copy)."""
+    """The entries of ``weights`` under ``prefix + "."``, with that prefix stripped ("" returns a copy), in the same
+    mapping type (``reference.weights.Weights`` names a missing parameter instead of a bare ``KeyError``)."""
+    kind = type(weights) if isinstance(weights, dict) else dict
     if not prefix:
-        return dict(weights)
+        return kind(weights)
     head = prefix + "."
-    return {name[len(head):]: value for name, value in weights.items() if name.startswith(head)}
+    return kind((name[len(head):], value) for name, value in weights.items() if name.startswith(head))
 
 
 def join(path: str, name: str) -> str:

@@ -87,6 +87,7 @@ class Result:
     outcome: Outcome | None
     error: str = ""  # the exception text when the run raised
     seconds: float = 0.0
+    structure_at: str = ""  # a StructureMismatch's contract path (the stack that holds another N than asked)
 
     @property
     def passed(self) -> bool:
@@ -139,14 +140,16 @@ def run_one(impl: ModuleType, component: str, config: Config, device: str, dtype
     """One component run; an exception becomes a FAIL result carrying its text."""
     s = case_seed(seed, component, config)
     ctx = Ctx(impl, config, device, dtype, s, np.random.default_rng(s))
-    start = time.perf_counter()
+    start, at = time.perf_counter(), ""
     try:
         outcome, error = COMPONENTS[component](ctx), ""
     except StructureMismatch as exc:  # another architecture than asked: build.structure's to judge, not this row's
         outcome, error = None, f"{STRUCTURE_MISMATCH}: {exc}"
+        at = getattr(exc, "path", "")
     except Exception as exc:  # a broken implementation may raise anywhere: that is a FAIL, not a crash
         outcome, error = None, f"raised {type(exc).__name__}: {exc}"
-    return Result(component, config.name, device, dtype_name(dtype), outcome, error, time.perf_counter() - start)
+    return Result(component, config.name, device, dtype_name(dtype), outcome, error, time.perf_counter() - start,
+                  at)
 
 
 @dataclass
@@ -172,7 +175,9 @@ class Report:
 
     @property
     def first_divergence(self) -> str | None:
-        return next((loc.first_divergence for _, loc in self.localizations if not loc.ok), None)
+        found = next((loc.first_divergence for _, loc in self.localizations if not loc.ok), None)
+        # a stack of another architecture than asked is not localised (not reached): name the stack
+        return found or next((r.structure_at for r in self.results if r.structure_at), None)
 
     def rows(self) -> list[list[Result]]:
         """Results grouped by (component, device, dtype), in sweep order."""

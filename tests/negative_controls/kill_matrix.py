@@ -386,8 +386,14 @@ def build_report(modules: list[str], names: list[str], results: dict[str, dict[s
         f"{counts['failed']} failed, {counts['error']} errors.", "",
     ]
     if positive_rows:
-        doc += [f"**{len(positive_rows)} positive controls; {len(positive_rows) - len({a.split('`')[1] for a in false_alarms})}"
-                f" pass every test, {len(false_alarms)} false alarms.**", ""]
+        apart = sorted(n for n, e in record["positive"].items() if e.get("expected_fail_clauses"))
+        alarmed = {a.split('`')[1] for a in false_alarms}
+        clean = len(positive_rows) - len(alarmed | set(apart))
+        doc += [f"**{len(positive_rows)} positive controls; {clean} pass every test"
+                + "".join(f", `{n}` fails only its expected clauses "
+                          f"({', '.join(record['positive'][n]['failed_clauses']) or 'none'})"
+                          for n in apart if n not in alarmed)
+                + f"; {len(false_alarms)} false alarms.**", ""]
     if holes:
         doc += ["## Holes", ""] + [f"- `{n}`: {load_control(n).BUG}" for n in holes] + [""]
     if positive_rows:
