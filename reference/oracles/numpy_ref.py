@@ -80,7 +80,7 @@ def _feed_forward_widths(w: Weights) -> list[int]:
 # --------------------------------------------------------------------------------------------------- plumbing
 def sub(weights: Weights, prefix: str) -> dict[str, np.ndarray]:
     """The entries of ``weights`` under ``prefix + "."``, with that prefix stripped ("" returns a copy), in the same
-    mapping type (``reference.weights.Weights`` names a missing parameter instead of a bare ``KeyError``)."""
+    mapping type (``reference.kit.weights.Weights`` names a missing parameter instead of a bare ``KeyError``)."""
     kind = type(weights) if isinstance(weights, dict) else dict
     if not prefix:
         return kind(weights)
