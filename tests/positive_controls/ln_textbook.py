@@ -6,8 +6,8 @@ VARIANT = "textbook two-pass LayerNorm: ((x - mean)**2).mean(), (x - mean) / sqr
 COMPONENT = "layer norm"
 
 install(globals(), [
-    ("model.py", "        centred = centred - centred.mean(dim=-1, keepdim=True)\n", ""),
-    ("model.py", "        var = (centred * centred).mean(dim=-1, keepdim=True)",
+    ("model.py", "        centred = centred - centred.sum(dim=-1, keepdim=True) / d\n", ""),
+    ("model.py", "        var = (centred * centred).sum(dim=-1, keepdim=True) / d",
      "        var = ((xf - mean) ** 2).mean(dim=-1, keepdim=True)"),
     ("model.py", "        normed = centred * torch.rsqrt(var + self.eps)",
      "        normed = (xf - mean) / torch.sqrt(var + self.eps)"),

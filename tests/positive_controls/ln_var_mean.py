@@ -6,8 +6,8 @@ VARIANT = "LayerNorm statistics from torch.var_mean(x, dim=-1, unbiased=False)"
 COMPONENT = "layer norm"
 
 install(globals(), [
-    ("model.py", "        mean = xf.mean(dim=-1, keepdim=True)  # (..., 1)\n",
+    ("model.py", "        mean = xf.sum(dim=-1, keepdim=True) / d  # (..., 1)\n",
      "        var, mean = torch.var_mean(xf, dim=-1, unbiased=False, keepdim=True)\n"),
-    ("model.py", "        centred = centred - centred.mean(dim=-1, keepdim=True)\n", ""),
-    ("model.py", "        var = (centred * centred).mean(dim=-1, keepdim=True)", "        pass"),
+    ("model.py", "        centred = centred - centred.sum(dim=-1, keepdim=True) / d\n", ""),
+    ("model.py", "        var = (centred * centred).sum(dim=-1, keepdim=True) / d", "        pass"),
 ])
