@@ -133,11 +133,38 @@ class FeedForwardBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_features("x", x, self.d_model)
-        hidden = self.linear_1(x)  # (B, L, d_ff)
-        # Without autograd, ReLU in place on that fresh buffer: one [B, L, d_ff] allocation fewer per call (on CPU a
-        # page-faulting one at these sizes). With autograd, out of place: in place made training slower (profiled).
-        hidden = torch.relu(hidden) if hidden.requires_grad else torch.relu_(hidden)
-        return self.linear_2(self.dropout(hidden))
+        return self.linear_2(self.dropout(_relu(self.linear_1(x))))
+
+
+class _ReLUFromOutput(torch.autograd.Function):
+    """``relu(h)`` whose backward is ``grad * sign(relu(h))``: the derivative read off the saved output, no bool."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(h)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (out,) = ctx.saved_tensors
+        return grad * out.sign()  # sign(out): 1 where h > 0, else 0 (relu's derivative, 0 at h = 0)
+
+
+def _relu(h: torch.Tensor) -> torch.Tensor:
+    """``max(h, 0)`` on ``linear_1``'s fresh output [B, L, d_ff], by the cheapest route that keeps its gradient.
+
+    No autograd: in place (one [B, L, d_ff] buffer fewer; on CPU a page-faulting allocation at these sizes).
+    Eager with autograd: ``torch.relu``. Compiled for CPU with autograd: inductor saves ``relu's`` derivative as
+    a bool mask, and its AVX2 code stores a bool mask at ~20 ns per element (10 ms at [16, 64, 512], 20x the ReLU
+    itself: docs/performance.md); ``_ReLUFromOutput`` gives the same gradient from the float output that
+    ``linear_2`` saves anyway.
+    """
+    if not h.requires_grad:
+        return torch.relu_(h)
+    if _is_compiling() and h.device.type == "cpu":
+        return _ReLUFromOutput.apply(h)
+    return torch.relu(h)
 
 
 def _may_have_unseen_rows(seen: torch.Tensor) -> bool:

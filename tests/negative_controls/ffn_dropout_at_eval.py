@@ -8,6 +8,6 @@ CLAUSES = ("ffn.formula", "dropout.semantics")
 
 install(globals(), [
     ("model.py",
-     "self.linear_2(self.dropout(hidden))",
-     "self.linear_2(nn.functional.dropout(hidden, self.dropout.p, training=True))"),
+     "self.dropout(_relu(self.linear_1(x)))",
+     "nn.functional.dropout(_relu(self.linear_1(x)), self.dropout.p, training=True)"),
 ])

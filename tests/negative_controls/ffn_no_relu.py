@@ -7,5 +7,5 @@ COMPONENT = "feed-forward"
 CLAUSES = ("ffn.formula",)
 
 install(globals(), [
-    ("model.py", "        hidden = torch.relu(hidden) if hidden.requires_grad else torch.relu_(hidden)\n", ""),
+    ("model.py", "self.dropout(_relu(self.linear_1(x)))", "self.dropout(self.linear_1(x))"),
 ])
