@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     import pytest
     from hypothesis import Phase, settings
 
+    from tests.negative_controls._run import freeze_survivors
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="+")
     p.add_argument("--out", type=Path, default=None)
@@ -44,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name in args.names:
         card = out / f"{name}.card.json"
-        status = pytest.main([*CARD_MODULES, "-q", "-p", "no:cacheprovider", "--device", "cpu", "--no-header",
+        freeze_survivors()  # the sessions' closing full collections skip torch and the earlier sessions' heap
+        # --tb=line: the card is the output; a field file's many expected failures cost ~30 ms each as long tracebacks
+        status = pytest.main([*CARD_MODULES, "-q", "--tb=line", "-p", "no:cacheprovider", "--device", "cpu",
+                              "--no-header",
                               "--hypothesis-profile", "field", "--impl", f"tests.field.{name}",
                               "--impl-map", str(FIELD / f"{name}.map.toml"), "--card-json", str(card)])
         if args.expected:  # keep the verdicts only: the details carry node ids and messages that drift
