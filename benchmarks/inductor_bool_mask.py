@@ -7,13 +7,14 @@ stored as uint8, and a float ReLU. Part 2 times one compiled feed-forward block 
 d_model = 128) forward and backward with ``torch.relu`` (inductor saves the derivative as a bool mask) and with
 the model's ``_ReLUFromOutput`` (the derivative read off the float output as ``grad * sign(out)``), and the same
 eager. Per-kernel self times come from ``torch.profiler`` with ``torch._inductor.config.cpp.enable_kernel_profile``
-(medians of per-call averages over 10 calls); end-to-end times from ``torch.utils.benchmark``. Numbers in
-docs/performance.md ("Compiled training and the bool mask").
+(mean self time per call over 10 calls); end-to-end times from ``torch.utils.benchmark``. Numbers in
+docs/performance.md ("The three changes of issue 26", item 3).
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 import torch
 from torch import nn
@@ -21,13 +22,14 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.benchmark import Timer
 
 
-def kernel_times(fn, *args) -> dict[str, float]:
-    """{generated kernel name: self µs per call} of the inductor-compiled ``fn`` (after warm-up)."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.cpp.enable_kernel_profile = True
+def compile_fresh(fn: Callable) -> Callable:
+    """``fn`` under inductor (``fullgraph=True``), with Dynamo's caches cleared first."""
     torch._dynamo.reset()
-    compiled = torch.compile(fn, fullgraph=True)
+    return torch.compile(fn, fullgraph=True)
+
+
+def kernel_times(compiled: Callable, *args) -> dict[str, float]:
+    """{generated kernel name: self µs per call} of calls to an inductor-compiled function (after warm-up)."""
     for _ in range(3):
         compiled(*args)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -37,6 +39,8 @@ def kernel_times(fn, *args) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import torch._inductor.config as inductor_config
+
     from scratch_transformer.model import _ReLUFromOutput
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.inductor_bool_mask", description=__doc__.split("\n\n")[0])
@@ -44,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shape", type=int, nargs=3, default=(16, 64, 512), metavar=("B", "L", "D_FF"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    inductor_config.cpp.enable_kernel_profile = True  # each generated kernel a profiler event
     B, L, d_ff = args.shape
     x = torch.randn(B, L, d_ff)
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     print("part 1: one inductor kernel (self µs per call)")
     for name, fn in (("x > 0 -> bool", lambda t: t > 0), ("x > 0 -> uint8", lambda t: (t > 0).to(torch.uint8)),
                      ("relu(x) + 1 -> float", lambda t: torch.relu(t) + 1)):
-        times = kernel_times(fn, x)
+        times = kernel_times(compile_fresh(fn), x)
         print(f"  {name:22s} {sum(times.values()):9.1f}  {sorted(times)}")
 
     d_model = 128
@@ -60,19 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     grad = torch.randn(B, L, d_model)
     print("part 2: feed-forward block, forward + backward (µs per step; kernels: self µs per call)")
     for name, act in (("torch.relu", torch.relu), ("_ReLUFromOutput", _ReLUFromOutput.apply)):
-        def step(fn=lambda t: lin2(act(lin1(t)))) -> None:
-            fn(h).backward(grad)
+        def ffn(t: torch.Tensor, act: Callable = act) -> torch.Tensor:
+            return lin2(act(lin1(t)))
 
-        torch._dynamo.reset()
-        compiled = torch.compile(lambda t: lin2(act(lin1(t))), fullgraph=True)
-
-        def compiled_step() -> None:
-            compiled(h).backward(grad)
-
-        compiled_step()
-        kernels = kernel_times(lambda t: lin2(act(lin1(t))), h)  # forward kernels of the same graph
-        for label, fn in (("eager", step), ("compiled", compiled_step)):
-            t = Timer("fn()", globals={"fn": fn}, num_threads=args.threads).blocked_autorange(min_run_time=1.0)
+        compiled = compile_fresh(ffn)
+        kernels = kernel_times(compiled, h)  # the forward kernels of the training graph (h requires grad)
+        for label, fn in (("eager", ffn), ("compiled", compiled)):
+            t = Timer("fn(h).backward(grad)", globals={"fn": fn, "h": h, "grad": grad},
+                      num_threads=args.threads).blocked_autorange(min_run_time=1.0)
             print(f"  {name:16s} {label:9s} {t.median * 1e6:9.1f}")
         print(f"  {name:16s} forward kernels {({k[8:]: round(v) for k, v in kernels.items()})}")
     return 0

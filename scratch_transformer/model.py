@@ -155,7 +155,7 @@ def _relu(h: torch.Tensor) -> torch.Tensor:
     """``max(h, 0)`` on ``linear_1``'s fresh output [B, L, d_ff], by the cheapest route that keeps its gradient.
 
     No autograd: in place (one [B, L, d_ff] buffer fewer; on CPU a page-faulting allocation at these sizes).
-    Eager with autograd: ``torch.relu``. Compiled for CPU with autograd: inductor saves ``relu's`` derivative as
+    Eager with autograd: ``torch.relu``. Compiled for CPU with autograd: inductor saves ReLU's derivative as
     a bool mask, and its AVX2 code stores a bool mask at ~20 ns per element (10 ms at [16, 64, 512], 20x the ReLU
     itself: docs/performance.md); ``_ReLUFromOutput`` gives the same gradient from the float output that
     ``linear_2`` saves anyway.

@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         freeze_survivors()  # the sessions' closing full collections skip torch and the earlier sessions' heap
         # --tb=line: the card is the output; a field file's many expected failures cost ~30 ms each as long tracebacks
         status = pytest.main([*CARD_MODULES, "-q", "--tb=line", "-p", "no:cacheprovider", "--device", "cpu",
-                              "--no-header",
-                              "--hypothesis-profile", "field", "--impl", f"tests.field.{name}",
+                              "--no-header", "--hypothesis-profile", "field", "--impl", f"tests.field.{name}",
                               "--impl-map", str(FIELD / f"{name}.map.toml"), "--card-json", str(card)])
         if args.expected:  # keep the verdicts only: the details carry node ids and messages that drift
             (out / f"{name}.json").write_text(json.dumps(card_status(card), indent=1) + "\n")
