@@ -18,10 +18,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 #: The directories the plugin (tests/plugin.py) appends to ``sys.path``, in this process and in xdist workers.
 USER_PATH_ENV = "SCRATCH_TRANSFORMER_USER_PATH"
+#: Hypothesis's storage directory (its default is ``.hypothesis/`` in the current directory).
+HYPOTHESIS_DIR_ENV = "HYPOTHESIS_STORAGE_DIRECTORY"
 
 USAGE = ("usage: scratch-transformer-check MODULE [--impl-map FILE] [pytest args...]\n"
          "  run the installed scratch-transformer suite on MODULE (importable from the current directory), e.g.\n"
@@ -53,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     cwd = Path.cwd()
     suite = Path(next(iter(spec.submodule_search_locations))).resolve()
     os.environ[USER_PATH_ENV] = os.pathsep.join(filter(None, [str(cwd), os.environ.get(USER_PATH_ENV)]))
+    # Hypothesis's own files (its example database in the dev/thorough profiles, its unicode cache) go to a folder of
+    # the temp directory, not `.hypothesis/` in the user's repository (unless they chose one)
+    os.environ.setdefault(HYPOTHESIS_DIR_ENV, str(Path(tempfile.gettempdir()) / "scratch-transformer-hypothesis"))
+    # a run killed from outside (CI's timeout) still shows how far it got: stdout line-buffered even in a pipe
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     if str(cwd) not in sys.path:
         sys.path.append(str(cwd))
     return int(pytest.main(pytest_args(args[0], args[1:], suite, cwd)))

@@ -52,8 +52,8 @@ for _extra in filter(None, os.environ.get(USER_PATH_ENV, "").split(os.pathsep)):
         sys.path.append(_extra)
 
 from reference.spec import clauses, contract  # noqa: E402
-from reference.kit import components, load  # noqa: E402
-from reference.kit.card import Card, one_line  # noqa: E402
+from reference.kit import components, guard, load, verdict  # noqa: E402
+from reference.kit.card import NOT_REACHED, Card, one_line  # noqa: E402
 from reference.spec.contract import DEFAULT_IMPL  # noqa: E402
 from reference.kit.findings import Diagnosis  # noqa: E402
 from tests import COLLECTED_CLAUSES, COLLECTED_NODEIDS  # noqa: E402
@@ -128,6 +128,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="accepted deviations, one per line: a test node id (or prefix) or clause:<id>; their "
                          "failures are reported as xfail")
     group.addoption("--card-json", default=None, metavar="PATH", help="also write the conformance card as JSON")
+    group.addoption("--call-timeout", type=float, metavar="SECONDS",
+                    default=float(os.environ.get("SCRATCH_TRANSFORMER_CALL_TIMEOUT", guard.CALL_TIMEOUT)),
+                    help="seconds one call into the implementation may take (its import, the API diagnosis's build "
+                         "and forward, each outermost module forward) before it is a FAIL of module.bounded "
+                         f"(default {guard.CALL_TIMEOUT:g}; 0: no limit; env SCRATCH_TRANSFORMER_CALL_TIMEOUT)")
+    group.addoption("--test-timeout", type=float, metavar="SECONDS",
+                    default=float(os.environ.get("SCRATCH_TRANSFORMER_TEST_TIMEOUT", guard.TEST_TIMEOUT)),
+                    help="seconds one test of the implementation may take as a whole (not the slow tier) before it "
+                         f"is a FAIL of module.bounded (default {guard.TEST_TIMEOUT:g}; 0: no limit)")
+    group.addoption("--accept-unjudged", action="store_true",
+                    help="exit 0 although a contract clause the selection covers got no verdict (not reached, or "
+                         "every test skipped); the run prints each such clause. Without it such a run exits "
+                         f"{verdict.NOT_JUDGED} (docs/guide.md, 'Exit codes')")
     group.addoption("--kit-tests", default="run", choices=("run", "deselect"),
                     help="the kit's own tests (clause 'kit': oracles, report, controls, this repository's files): "
                          "run (default in a clone) or deselect (scratch-transformer-check's default: they check "
@@ -139,22 +152,54 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 IMPL = pytest.StashKey[ModuleType]()
+GUARD = pytest.StashKey["guard.CallGuard"]()
+#: The first call that did not return (module.bounded): every later test of the implementation is not reached.
+HUNG = pytest.StashKey[str]()
 DIAGNOSIS = pytest.StashKey[Diagnosis]()
 CARD = pytest.StashKey[Card]()
 
 
+def _check_options(config: pytest.Config) -> None:
+    """The kit's own inputs, checked before anything runs (a ``UsageError``, exit 4, naming the option)."""
+    if config.getoption("--device") == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("--device cuda: CUDA is not available on this machine (torch "
+                                f"{torch.__version__}, cuda build: {torch.version.cuda or 'none'}); a run that judges "
+                                "no CUDA case is not a CUDA verdict")
+    card_json = config.getoption("--card-json")
+    if card_json:
+        folder = Path(card_json).resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK) or Path(card_json).is_dir():
+            raise pytest.UsageError(f"--card-json {card_json}: cannot write there ("
+                                    + ("it is a directory" if Path(card_json).is_dir() else
+                                       f"{folder} is not a writable directory") + ")")
+    xfails = config.getoption("--xfails-file")
+    if xfails and not Path(xfails).is_file():
+        raise pytest.UsageError(f"--xfails-file {xfails}: no such file")
+    for name in ("--call-timeout", "--test-timeout"):
+        value = config.getoption(name)
+        if not value >= 0:
+            raise pytest.UsageError(f"{name} {value}: must be a number of seconds >= 0 (0: no limit)")
+
+
 def _load(config: pytest.Config) -> None:
     """Import ``--impl``, read ``--impl-map`` and diagnose the API (``reference.kit.load.open_impl``; exit 2 with the
-    error
-    when the module cannot be imported or the map cannot be read); keep the module the tests reach."""
+    error when the module cannot be imported or the map cannot be read); keep the module the tests reach, and guard
+    every later call into it (``reference.kit.guard``)."""
     name, path = config.getoption("--impl"), config.getoption("--impl-map")
+    if not hasattr(config, "workerinput"):  # shown before the import and the diagnosis, which may hang or crash
+        print(f"scratch-transformer: importing {name} and diagnosing its API (watchdog "
+              f"{config.getoption('--call-timeout'):g} s per call)", flush=True)
     try:
-        config.stash[IMPL], diag = load.open_impl(name, path)
+        config.stash[IMPL], diag = load.open_impl(name, path, call_timeout=config.getoption("--call-timeout") or None)
     except ImportError as exc:
         pytest.exit(str(exc), returncode=2)
     config.stash[DIAGNOSIS] = diag
+    config.stash[GUARD] = guard.CallGuard(_contract_types(config.stash[IMPL]),
+                                          config.getoption("--call-timeout") or None).install()
     user_map = diag.user
     card = Card(name, dtypes=selected_dtypes(config))
+    if not torch.cuda.is_available():
+        card.unavailable["numerics.tf32"] = "(no CUDA) TF32 matmuls exist only on CUDA; its CPU cases are deselected"
     for clause, what, entries in (("api.names", "class name(s)", [user_map.classes]),
                                   ("api.signatures", "argument(s)", list(user_map.arguments.values())),
                                   ("api.attributes", "attribute(s)", list(user_map.attributes.values()))):
@@ -162,8 +207,22 @@ def _load(config: pytest.Config) -> None:
         if count:
             card.deviation(clause, f"{count} {what} mapped by --impl-map {path}")
     for f in diag.findings:
-        card.deviation(f.clause, f.message + (" (mapped)" if f.blocking and f not in diag.unresolved() else ""))
+        if not f.clause.startswith("module."):  # never accepted by a map: their diagnosis test FAILs them
+            card.deviation(f.clause, f.message + (" (mapped)" if f.blocking and f not in diag.unresolved() else ""))
     config.stash[CARD] = card
+
+
+def _contract_types(impl: ModuleType) -> tuple[type, ...]:
+    """The implementation's contract classes (and, seen through a map, the user's own classes under them): the
+    modules whose calls the guard watches."""
+    from torch import nn
+
+    found: list[type] = []
+    for name in (*components.REQUIRED_NAMES, *components.OPTIONAL_NAMES):
+        cls = getattr(impl, name, None)
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            found += [c for c in cls.__mro__[:2] if c is not nn.Module and issubclass(c, nn.Module)]
+    return tuple(dict.fromkeys(found))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -201,6 +260,8 @@ MARKERS = (
 )
 FILTERWARNINGS = (
     "ignore:enable_nested_tensor is True:UserWarning",
+    # the kit's own global forward hooks (reference.kit.guard.CallGuard) skip the OptimizedModule wrapper
+    "ignore:Using `torch.compile\\(module\\)` when there are global hooks:UserWarning",
 )
 
 
@@ -210,6 +271,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     for line in FILTERWARNINGS:
         config.addinivalue_line("filterwarnings", line)
+    _check_options(config)
     _load(config)
     contract.use_compile(config.getoption("--compile-backend") if config.getoption("--compile") else None)
     if _random_profile():  # per test: pytest_runtest_call; this one covers Hypothesis run outside a test
@@ -226,12 +288,56 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(hookwrapper=True)  # old-style wrapper: pytest 7 (pyproject's floor) has no wrapper=True
 def pytest_runtest_call(item: pytest.Item):
     """Random profiles: the test draws from ``per_test_seed(session seed, node id)`` (Hypothesis reads
-    ``global_force_seed`` when the test runs; a test's own ``@seed`` still wins)."""
+    ``global_force_seed`` when the test runs; a test's own ``@seed`` still wins).
+
+    A test of the implementation runs guarded (``reference.kit.guard``): a deadline on the whole test (not in the
+    slow tier), the call guard reset, and torch's global state compared before and after (a change is a FAIL of
+    module.pure) and restored, so one model's side effect cannot poison the tests that follow."""
     if _random_profile():
         hypothesis_core.global_force_seed = per_test_seed(_session_seed(item.config), item.nodeid)
-    yield  # the outcome (raised or not) is pytest's to report
+    guarded = "impl" in getattr(item, "fixturenames", ())
+    call_guard = item.config.stash.get(GUARD, None)
+    before = guard.snapshot()
+    limit = item.config.getoption("--test-timeout") if guarded and not item.get_closest_marker("slow") else 0
+    dog = guard.watchdog()
+    if call_guard is not None:
+        call_guard.reset()
+    dog.push(item, limit or None, f"the test {item.name} (as a whole)")
+    outcome = yield  # the outcome (raised or not) is pytest's to report
+    try:
+        dog.pop(item)
+    except guard.ModelHung:  # the deadline fell between the test's end and this line: the test did end
+        pass
+    if call_guard is not None:
+        call_guard.reset()
+    changed = guard.changes(before, guard.snapshot())
+    guard.restore(before)
+    if changed and guarded and outcome.excinfo is None and hasattr(outcome, "force_exception"):
+        outcome.force_exception(guard.ImpureCall(
+            "torch's global state changed during the test: " + "; ".join(changed)
+            + " (module.pure: a call leaves it as it found it; the kit restored it)"))
     if _random_profile():
         hypothesis_core.global_force_seed = _session_seed(item.config)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A test stopped by a guard (a hang: module.bounded; a side effect: module.pure) is a FAIL of the guard's
+    clause, and its own clauses are not reached because of it (they were not judged). After a hang, every later test
+    of the implementation is not reached (``pytest_runtest_setup``)."""
+    outcome = yield
+    report = outcome.get_result()
+    found = guard.kit_clause(call.excinfo.value) if call.excinfo is not None else None
+    if found is None:
+        return
+    clause, exc = found
+    props = dict(report.user_properties)
+    own = tuple(c for c in props.get("clauses", ()) if c != clause)
+    report.user_properties = [(k, v) for k, v in report.user_properties if k not in ("clauses", "blocked")]
+    report.user_properties += [("clauses", (clause,)), ("blocked", own),
+                               ("kit_message", f"{type(exc).__name__}: {exc}")]
+    if isinstance(exc, guard.ModelHung) and HUNG not in item.config.stash:
+        item.config.stash[HUNG] = str(exc)
 
 
 def _seed_line(config: pytest.Config) -> str:
@@ -239,6 +345,23 @@ def _seed_line(config: pytest.Config) -> str:
         return "hypothesis seed: derandomized (profile ci)"
     seed = _session_seed(config)
     return f"hypothesis seed: {seed} (replay: --hypothesis-seed={seed}; per-test seeds derive from it)"
+
+
+VERDICT = pytest.StashKey[verdict.Verdict]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The run's exit status is the verdict's (``reference.kit.verdict``): pytest's, but ``NOT_JUDGED`` (6) when no
+    test failed and yet a contract clause the selection covers got no verdict (unless ``--accept-unjudged``)."""
+    config = session.config
+    card = config.stash.get(CARD, None)
+    if card is None or hasattr(config, "workerinput") or not set(card.records) - {"kit"}:
+        return
+    config.stash[VERDICT] = decided = verdict.decide(card, int(exitstatus),
+                                                     accept_unjudged=config.getoption("--accept-unjudged"))
+    if decided.exit_status != int(exitstatus):
+        session.exitstatus = decided.exit_status
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -250,8 +373,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.section("conformance card")
     for line in card.lines():
         terminalreporter.write_line(line)
+    decided = config.stash.get(VERDICT, None)
+    for line in decided.lines() if decided is not None else ():
+        terminalreporter.write_line(line)
     if config.getoption("--card-json"):
-        card.write(config.getoption("--card-json"))
+        card.write(config.getoption("--card-json"), **({"verdict": decided.to_json()} if decided else {}))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -265,7 +391,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     elif report.when == "call" and report.passed:  # an accepted failure (--xfails-file) that now passes
         card.add(clauses, report.nodeid, "xpassed")
     elif report.failed:
-        card.add(clauses, report.nodeid, "failed", one_line(report.longrepr))
+        props = dict(report.user_properties)
+        card.add(clauses, report.nodeid, "failed", props.get("kit_message") or one_line(report.longrepr))
+        if props.get("blocked"):
+            card.add(props["blocked"], report.nodeid, "skipped",
+                     f"{NOT_REACHED} {clauses[0]}: {props.get('kit_message', '')}")
     elif report.skipped and hasattr(report, "wasxfail"):
         card.add(clauses, report.nodeid, "xfailed")
     elif report.skipped:
@@ -286,6 +416,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     diag = item.config.stash.get(DIAGNOSIS, None)
     if diag is None or "impl" not in getattr(item, "fixturenames", ()) or item.name.startswith("test_api_diagnosis"):
         return
+    if HUNG in item.config.stash:
+        pytest.skip(f"{NOT_REACHED} {guard.BOUNDED}: {item.config.stash[HUNG]}")
     reason = diag.not_reached_reason()
     if reason and not (item.get_closest_marker("blackbox") and diag.blackbox_reachable()):
         pytest.skip(reason)
@@ -311,6 +443,11 @@ def strict_tier(config: pytest.Config) -> bool:
 CUDA_LEFT_OUT = pytest.StashKey[int]()
 
 
+#: Tests in the smoke tier whatever the kill matrix chose: the API diagnosis (one per clause it judges: a model that
+#: cannot be built or hangs FAILs there) and the purity check (module.pure).
+ALWAYS_SMOKE = ("tests/test_contract.py::test_api_diagnosis[", "tests/test_purity.py::")
+
+
 def smoke_tests() -> frozenset[str]:
     """Node ids of the smoke tier (``-m smoke``), as the kill matrix recorded them."""
     import json
@@ -327,7 +464,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     clause_map: dict[str, set[str]] = {}
     bad = []
     for item in items:
-        if item.nodeid in smoke:
+        if item.nodeid in smoke or item.nodeid.startswith(ALWAYS_SMOKE):
             item.add_marker(pytest.mark.smoke)
         named = tuple(dict.fromkeys(c for m in item.iter_markers("clause") for c in m.args))
         judged = clauses.judged_in(named, case_dtypes(item))
@@ -354,6 +491,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.extra_keyword_matches.update(name for c in ids for name in components.for_clause(c))
     _apply_xfails(config, items)
     _deselect_dtypes(config, items)
+    _deselect_unavailable(config, items)
     _deselect_kit(config, items)
     _order(items)
     if not strict_tier(config):
@@ -401,6 +539,19 @@ def _deselect_dtypes(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         dtypes = case_dtypes(item)
         (drop if dtypes and not dtypes & chosen else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def _deselect_unavailable(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without CUDA, the TF32 cases (TF32 matmuls exist only on CUDA) are deselected like the CUDA cases, not
+    skipped: the card shows ``numerics.tf32`` "not run" with the reason, and the run is not "not judged" for it."""
+    if torch.cuda.is_available():
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if case_dtypes(item) == {"tf32"} else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

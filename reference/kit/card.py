@@ -38,6 +38,8 @@ class Card:
     records: dict[str, ClauseRecord] = field(default_factory=dict)
     #: The dtypes the run judges (``--dtypes``): a clause that judges none of them is "not run" for that reason.
     dtypes: frozenset[str] = frozenset(DTYPES)
+    #: Clauses this machine cannot judge, with the reason (no CUDA: ``numerics.tf32``): "not run" with it.
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def add(self, clauses: Iterable[str], nodeid: str, outcome: str, message: str = "") -> None:
         """One test's outcome ("passed", "failed", "xfailed", "xpassed", "skipped") against each clause it names."""
@@ -64,6 +66,8 @@ class Card:
         """(status, detail) of one clause."""
         rec = self.records.get(clause)
         if rec is None:
+            if clause in self.unavailable:
+                return "not run", self.unavailable[clause]
             left_out = dtypes_judged(clause) - self.dtypes
             if left_out and not dtypes_judged(clause) & self.dtypes:
                 return "not run", f"(dtypes) judges {','.join(sorted(left_out))}, not selected by --dtypes"
@@ -91,8 +95,8 @@ class Card:
     def to_json(self) -> dict[str, Any]:
         return {"impl": self.impl, "clauses": self.rows()}
 
-    def write(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+    def write(self, path: str | Path, **extra: Any) -> None:
+        Path(path).write_text(json.dumps({**self.to_json(), **extra}, indent=1) + "\n")
 
     def lines(self, width: int = 150) -> list[str]:
         rows = self.rows()

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reference.kit import guard
 from reference.kit.adapter import ImplMap, adapt
 from reference.kit.findings import Diagnosis, Finding
 from reference.kit.components import BY_CONTRACT, COMPONENTS
@@ -289,18 +290,54 @@ def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap) -> tup
     return findings, proposed
 
 
-def _forward(model: nn.Module) -> None:
+def _forward(model: nn.Module, call_timeout: float | None) -> Finding | None:
     """One small eval forward, so attributes a forward sets (``attention_scores``) exist; a failure is left to the
-    tests (they name it against its clause)."""
+    tests (they name it against its clause), but for a call that does not return (module.bounded, blocking)."""
     gen = torch.Generator().manual_seed(0)
     src = torch.randint(0, PROBE["src_vocab_size"], (2, 5), generator=gen)
     tgt = torch.randint(0, PROBE["tgt_vocab_size"], (2, 4), generator=gen)
+    call = "Transformer.encode/decode on the probe model (src [2, 5], tgt [2, 4], eval mode)"
     try:
-        with torch.no_grad():
+        with torch.no_grad(), guard.watchdog().limit(call_timeout, call), guard.memory_cap():
             model.eval().decode(model.encode(src, None), None, tgt, None)
-    except Exception:  # noqa: BLE001,S110: the tests report a broken forward; the diagnosis only looks at names
-        pass
-    model.train()
+    except guard.ModelHung as exc:
+        return Finding(guard.BOUNDED, "Transformer", "forward", None, str(exc))
+    except Exception as exc:  # noqa: BLE001: the tests report a broken forward; the diagnosis only looks at names
+        if guard.is_allocation_failure(exc):
+            return Finding(guard.BOUNDED, "Transformer", "forward", None,
+                           f"{call} raised {type(exc).__name__}: {exc} at {guard.where(exc)} (more than "
+                           f"{guard.MEMORY_HEADROOM >> 30} GiB at d_model={PROBE['d_model']})")
+    finally:
+        model.train()
+    return None
+
+
+def _build(adapted: ModuleType, call_timeout: float | None) -> tuple[nn.Module | None, Finding | None]:
+    """``build_transformer(*PROBE)`` under the watchdog and the memory cap: the model, or the finding that stops it
+    (an exception: build.structure, with the exception and the line that raised it; a hang, an allocation failure
+    or a model holding far more than the probe's sizes need: module.bounded)."""
+    call = f"build_transformer{tuple(PROBE.values())}"
+    try:
+        with guard.watchdog().limit(call_timeout, call), guard.memory_cap():
+            model = adapted.build_transformer(*PROBE.values())
+    except guard.ModelHung as exc:
+        return None, Finding(guard.BOUNDED, "build_transformer", "build_transformer", None, str(exc))
+    except Exception as exc:  # noqa: BLE001: any failure of the user's code is a finding, never a crash
+        clause = guard.BOUNDED if guard.is_allocation_failure(exc) else "build.structure"
+        return None, Finding(clause, "build_transformer", "build_transformer", None,
+                             f"`{call}` raised {type(exc).__name__}: {exc} at {guard.where(exc)}")
+    held = guard.held_bytes(model) if isinstance(model, nn.Module) else 0
+    if held > MAX_PROBE_BYTES:
+        return None, Finding(guard.BOUNDED, "build_transformer", "build_transformer", None,
+                             f"`{call}` holds {held / 2**20:.0f} MiB of parameters and buffers; at these sizes the "
+                             f"contract's model holds a few kB (the limit is {MAX_PROBE_BYTES >> 20} MiB)")
+    return model, None
+
+
+#: Bytes of parameters and buffers the probe model may hold: its contract parameters are ~4 kB and its positional
+#: tables ~1 kB; a table of 100k positions at d_model=8 is 3 MiB. Past this, the model allocates far beyond what
+#: its config needs (module.bounded).
+MAX_PROBE_BYTES = 256 << 20
 
 
 def _affine_shapes(model: nn.Module, d_model: int) -> list[Finding]:
@@ -318,7 +355,8 @@ def _affine_shapes(model: nn.Module, d_model: int) -> list[Finding]:
 
 
 # ------------------------------------------------------------------------------------------------ entry point
-def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str | None = None) -> Diagnosis:
+def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str | None = None,
+             call_timeout: float | None = guard.CALL_TIMEOUT) -> Diagnosis:
     """Names, then signatures, then (on a small built model) attributes and parameter shapes, each round with the
     map so far, so a renamed class's renamed attribute is still found."""
     user_map = user_map or ImplMap()
@@ -336,15 +374,14 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
     model = None
     for _ in range(4):  # attributes found on one round can open the path to the next (e.g. a renamed `layers`)
         adapted = adapt(module, effective)
-        try:
-            model = adapted.build_transformer(*PROBE.values())
-        except Exception as exc:  # noqa: BLE001: any failure of the user's code is a finding, never a crash
-            diag.findings.append(Finding("build.structure", "build_transformer", "build_transformer", None,
-                                         f"`build_transformer{tuple(PROBE.values())}` raised "
-                                         f"{type(exc).__name__}: {exc}"))
-            model = None
+        model, stop = _build(adapted, call_timeout)
+        if stop is not None:
+            diag.findings.append(stop)
             break
-        _forward(model)
+        hung = _forward(model, call_timeout)
+        if hung is not None:
+            diag.findings.append(hung)
+            break
         found, new = _attributes(model, adapted, effective)
         for f in found:
             attr_findings.setdefault((f.where, f.contract), f)
@@ -361,10 +398,10 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
     return diag
 
 
-def reach(module: ModuleType, user_map: ImplMap | None = None, *, impl: str | None = None
-          ) -> tuple[ModuleType, Diagnosis]:
+def reach(module: ModuleType, user_map: ImplMap | None = None, *, impl: str | None = None,
+          call_timeout: float | None = guard.CALL_TIMEOUT) -> tuple[ModuleType, Diagnosis]:
     """Diagnose ``module`` and return the module the kit should test: ``module`` itself when its API is the
     contract's, else ``module`` seen through the user's map plus the diagnosis's proposals (``adapter.adapt``)."""
-    diag = diagnose(module, user_map, impl=impl)
+    diag = diagnose(module, user_map, impl=impl, call_timeout=call_timeout)
     reordered = any(f.contract == "(order)" for f in diag.findings)
     return (adapt(module, diag.effective) if diag.effective or reordered else module), diag

@@ -36,7 +36,7 @@ class Diagnosis:
 
     def unaccepted(self) -> list[Finding]:
         """API findings the user's own map does not cover: deviations the diagnosis test reports as failures."""
-        return [f for f in self.findings if f.clause.startswith(("api.", "build."))
+        return [f for f in self.findings if f.clause.startswith(("api.", "build.", "module."))
                 and not (covered(f, self.user) or (f.contract == "(order)" and f.where in self.user.arguments))]
 
     def unresolved(self) -> list[Finding]:

@@ -9,30 +9,46 @@ import os
 from types import ModuleType
 from typing import Any
 
+from reference.kit import guard
 from reference.kit.adapter import ImplMap
+from reference.kit.findings import Finding
 from reference.kit.diagnose import reach
 from reference.spec.contract import DEFAULT_IMPL
 
 _OPENED: dict[tuple[str, str | None], tuple[ModuleType, Any]] = {}
 
 
-def open_impl(name: str, impl_map: str | os.PathLike | None = None) -> tuple[ModuleType, Any]:
+def open_impl(name: str, impl_map: str | os.PathLike | None = None, *,
+              call_timeout: float | None = guard.CALL_TIMEOUT) -> tuple[ModuleType, Any]:
     """Import ``name``, read ``impl_map`` and diagnose the API: (the module the kit tests, its
     ``reference.kit.findings.Diagnosis``). The module is ``name`` itself, or it seen through ``impl_map`` (a TOML
     file, ``reference/kit/adapter.py``) and the diagnosis's proposed map. Cached per (name, map).
 
-    Raises ``ImportError`` (never anything else) when the module cannot be imported or the map cannot be read."""
+    The import runs under the watchdog (``call_timeout``); a change it makes to torch's global state (the default
+    dtype, grad mode, ...) is undone and kept as a module.pure finding. Raises ``ImportError`` (never anything else)
+    when the module cannot be imported (an exception, ``sys.exit`` or a hang at import) or the map cannot be read."""
     key = (name, os.fspath(impl_map) if impl_map else None)
     if key not in _OPENED:
+        before = guard.snapshot()
         try:
-            module = importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001: any failure of the user's module at import is reported, exit 2
-            raise ImportError(f"cannot import implementation {name!r}: {type(exc).__name__}: {exc}") from exc
+            with guard.watchdog().limit(call_timeout, f"import {name}"):
+                module = importlib.import_module(name)
+        except (Exception, SystemExit, guard.ModelHung) as exc:  # noqa: BLE001: any failure at import, exit 2
+            what = (f"called sys.exit({exc.code!r}) at import" if isinstance(exc, SystemExit) else
+                    str(exc) if isinstance(exc, guard.ModelHung) else f"{type(exc).__name__}: {exc}")
+            raise ImportError(f"cannot import implementation {name!r}: {what} at {guard.where(exc)}") from exc
+        finally:
+            changed = guard.changes(before, guard.snapshot())
+            guard.restore(before)
         try:
             user = ImplMap.load(impl_map) if impl_map else ImplMap()
         except (OSError, ValueError) as exc:
             raise ImportError(f"cannot read --impl-map {impl_map}: {exc}") from exc
-        _OPENED[key] = reach(module, user, impl=name)
+        reached, diag = reach(module, user, impl=name, call_timeout=call_timeout)
+        diag.findings += [Finding(guard.PURE, "import", "(import)", None,
+                                  f"importing {name} changed {c} (the kit restored it: a module leaves torch's global "
+                                  "state as it found it)", blocking=False) for c in changed]
+        _OPENED[key] = reached, diag
     return _OPENED[key]
 
 
