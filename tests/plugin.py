@@ -194,7 +194,7 @@ def _load(config: pytest.Config) -> None:
     except ImportError as exc:
         pytest.exit(str(exc), returncode=2)
     config.stash[DIAGNOSIS] = diag
-    config.stash[GUARD] = guard.CallGuard(_contract_types(config.stash[IMPL]),
+    config.stash[GUARD] = guard.CallGuard(load.contract_types(config.stash[IMPL]),
                                           config.getoption("--call-timeout") or None).install()
     user_map = diag.user
     card = Card(name, dtypes=selected_dtypes(config))
@@ -210,19 +210,6 @@ def _load(config: pytest.Config) -> None:
         if not f.clause.startswith("module."):  # never accepted by a map: their diagnosis test FAILs them
             card.deviation(f.clause, f.message + (" (mapped)" if f.blocking and f not in diag.unresolved() else ""))
     config.stash[CARD] = card
-
-
-def _contract_types(impl: ModuleType) -> tuple[type, ...]:
-    """The implementation's contract classes (and, seen through a map, the user's own classes under them): the
-    modules whose calls the guard watches."""
-    from torch import nn
-
-    found: list[type] = []
-    for name in (*components.REQUIRED_NAMES, *components.OPTIONAL_NAMES):
-        cls = getattr(impl, name, None)
-        if isinstance(cls, type) and issubclass(cls, nn.Module):
-            found += [c for c in cls.__mro__[:2] if c is not nn.Module and issubclass(c, nn.Module)]
-    return tuple(dict.fromkeys(found))
 
 
 @pytest.hookimpl(tryfirst=True)

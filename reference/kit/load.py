@@ -9,7 +9,10 @@ import os
 from types import ModuleType
 from typing import Any
 
+from torch import nn
+
 from reference.kit import guard
+from reference.kit.components import OPTIONAL_NAMES, REQUIRED_NAMES
 from reference.kit.adapter import ImplMap
 from reference.kit.findings import Finding
 from reference.kit.diagnose import reach
@@ -58,10 +61,20 @@ def diagnosis_of(name: str, impl_map: str | os.PathLike | None = None) -> Any:
     return opened[1] if opened else None
 
 
-def load_impl(name: str = DEFAULT_IMPL, impl_map: str | os.PathLike | None = None) -> ModuleType:
+class ModelFault(ImportError):
+    """The diagnosis stopped on the model's own fault (a hang, an allocation far beyond its sizes: module.bounded):
+    a FAIL, not a usage error."""
+
+
+def load_impl(name: str = DEFAULT_IMPL, impl_map: str | os.PathLike | None = None, *,
+              call_timeout: float | None = guard.CALL_TIMEOUT) -> ModuleType:
     """``open_impl``'s module, for a caller that needs every contract name: ``ImportError`` (never anything else)
-    also when a contract name stays unreachable, naming it and, for a missing name, the closest match."""
-    reached, diag = open_impl(name, impl_map)
+    also when a contract name stays unreachable, naming it and, for a missing name, the closest match;
+    :class:`ModelFault` when the model hung or over-allocated in the diagnosis."""
+    reached, diag = open_impl(name, impl_map, call_timeout=call_timeout)
+    bounded = [f for f in diag.unresolved() if f.clause == guard.BOUNDED]
+    if bounded:
+        raise ModelFault(f"implementation {name!r}: {guard.BOUNDED}: " + "; ".join(f.message for f in bounded))
     unreachable = [f for f in diag.unresolved() if f.clause in ("api.names", "build.structure")]
     if unreachable:
         raise ImportError(f"implementation {name!r}: " + "; ".join(f.message for f in unreachable)
@@ -69,3 +82,12 @@ def load_impl(name: str = DEFAULT_IMPL, impl_map: str | os.PathLike | None = Non
     return reached
 
 
+def contract_types(impl: ModuleType) -> tuple[type, ...]:
+    """The implementation's contract classes (and, seen through a map, the user's own classes under them): the
+    modules whose calls the call guard (``guard.CallGuard``) watches."""
+    found: list[type] = []
+    for contract in (*REQUIRED_NAMES, *OPTIONAL_NAMES):
+        cls = getattr(impl, contract, None)
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            found += [c for c in cls.__mro__[:2] if c is not nn.Module and issubclass(c, nn.Module)]
+    return tuple(dict.fromkeys(found))

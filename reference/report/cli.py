@@ -14,7 +14,8 @@ import torch
 
 from reference.spec import clauses, contract
 from reference.spec.contract import DEFAULT_IMPL
-from reference.kit.load import load_impl
+from reference.kit import guard
+from reference.kit.load import ModelFault, load_impl
 from .cases import CONFIGS
 from .render import render
 from .sweep import COMPONENTS, DTYPES, available_devices, default_dtypes, select_components, sweep
@@ -45,6 +46,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="torch CPU threads (default: %(default)s; the sweep's tensors are tiny, more threads only "
                         "add contention)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--call-timeout", type=float, default=guard.CALL_TIMEOUT, metavar="SECONDS",
+                   help="seconds one call into the implementation may take (its import, the API diagnosis, each "
+                        "module forward) before it is a FAIL of module.bounded (default %(default)g; 0: no limit)")
+    p.add_argument("--row-timeout", type=float, default=guard.TEST_TIMEOUT, metavar="SECONDS",
+                   help="seconds one report row may take (default %(default)g; 0: no limit)")
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                    help="build every module under torch.compile(backend=BACKEND) (default inductor; also env "
                         "SCRATCH_TRANSFORMER_COMPILE): does compilation change the numbers?")
@@ -78,7 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         dtypes = {d: [x for x in names if x in wanted] for d, names in dtypes.items()}
     try:
         components = select_components(args.component)
-        load_impl(args.impl, args.impl_map)
+        load_impl(args.impl, args.impl_map, call_timeout=args.call_timeout or None)
+    except ModelFault as exc:  # the model hung or over-allocated in the diagnosis: a verdict, not a usage error
+        out.print(f"FAIL {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 1
     except (ValueError, ImportError) as exc:
         err.print(f"error: {exc}", markup=False)
         return 2
@@ -100,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.update(task, description=label.ljust(40))
 
         report = sweep(args.impl, components=components, devices=devices, dtypes=dtypes, seed=args.seed,
-                       progress=progress, impl_map=args.impl_map)
+                       progress=progress, impl_map=args.impl_map, call_timeout=args.call_timeout or None,
+                       row_timeout=args.row_timeout or None)
     render(report, out)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,8 @@ def render(report: Report, console: Any) -> None:
     summary = (f"{len(report.rows())} rows ({len(report.results)} runs over configs "
                f"{', '.join(c.name for c in CONFIGS)}) in {report.elapsed:.1f} s: ")
     summary += "[bold green]all PASS[/]" if n_fail == 0 else f"[bold red]{n_fail} FAIL[/]"
+    for fault in report.faults:  # the model's own faults found by the diagnosis (module.bounded, module.pure)
+        summary += f"; [bold red]FAIL[/] {escape(fault)}"
     if report.first_divergence:
         summary += f"; first divergence: {report.first_divergence}"
     console.print(summary, highlight=False, soft_wrap=True)

@@ -24,7 +24,8 @@ from reference.kit.card import Card
 from reference.spec.clauses import judged_in
 from reference.oracles.numpy_ref import StructureMismatch
 from reference.kit.components import REPORT_CLAUSES
-from reference.kit.load import diagnosis_of, load_impl
+from reference.kit import guard
+from reference.kit.load import contract_types, diagnosis_of, load_impl
 from reference.kit.findings import Diagnosis
 from reference.report.localize import Localization, jsonable
 from . import forward, gradients
@@ -136,13 +137,20 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def run_one(impl: ModuleType, component: str, config: Config, device: str, dtype: torch.dtype,
-            seed: int) -> Result:
-    """One component run; an exception becomes a FAIL result carrying its text."""
+            seed: int, row_timeout: float | None = None) -> Result:
+    """One component run; an exception becomes a FAIL result carrying its text, and so does a run past
+    ``row_timeout`` seconds or a module forward past the call guard's time (module.bounded)."""
     s = case_seed(seed, component, config)
     ctx = Ctx(impl, config, device, dtype, s, np.random.default_rng(s))
     start, at = time.perf_counter(), ""
     try:
-        outcome, error = COMPONENTS[component](ctx), ""
+        with guard.watchdog().limit(row_timeout, f"the report row {component} {config.name} {device} "
+                                                 f"{dtype_name(dtype)}"):
+            outcome, error = COMPONENTS[component](ctx), ""
+    except guard.ModelHung as exc:  # a verdict of module.bounded; the sweep reaches no later row
+        outcome, error = None, f"{guard.BOUNDED}: {exc}"
+    except guard.KitClauseError as exc:  # a side effect (module.pure): the row's own clauses are not judged
+        outcome, error = None, f"{exc.clause}: {exc}"
     except StructureMismatch as exc:  # another architecture than asked: build.structure's to judge, not this row's
         outcome, error = None, f"{STRUCTURE_MISMATCH}: {exc}"
         at = getattr(exc, "path", "")
@@ -166,8 +174,14 @@ class Report:
     diagnosis: Diagnosis | None = None  # the API diagnosis of the implementation (its deviations go on the card)
 
     @property
+    def faults(self) -> list[str]:
+        """The diagnosis's findings of the model's own faults (module.bounded, module.pure): FAILs of the report."""
+        return [f"{f.clause}: {f.message}" for f in (self.diagnosis.findings if self.diagnosis else ())
+                if f.clause.startswith("module.")]
+
+    @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        return all(r.passed for r in self.results) and not self.faults
 
     @property
     def localizations(self) -> list[tuple[Result, Localization]]:
@@ -196,14 +210,22 @@ class Report:
         ``numerics.*`` clause, plus the API diagnosis's deviations (``reference.kit.card``)."""
         card = Card(self.impl)
         for f in self.diagnosis.findings if self.diagnosis else ():
-            card.deviation(f.clause, f.message)
+            if f.clause.startswith("module."):  # the model's own fault: a FAIL, never a deviation a map accepts
+                card.add((f.clause,), "the API diagnosis", "failed", f.message)
+            else:
+                card.deviation(f.clause, f.message)
         for r in self.results:
             # a 16-bit row counts for its numerics clause only (clauses.toml [dtypes]), as the tests' cases do
             clauses = judged_in(REPORT_CLAUSES.get(r.component, ()) + (NUMERICS[r.dtype],), {r.dtype})
             if r.error.startswith(STRUCTURE_MISMATCH):  # the row's own clauses are not reached: build.structure fails
                 clauses = ("build.structure",)
             where = f"{r.component} ({r.device}, {r.dtype}, config {r.config})"
-            if r.outcome is not None and r.outcome.skipped:
+            if r.error.startswith((guard.BOUNDED, guard.PURE)):  # a hang or a side effect: its clause FAILs, the
+                card.add((r.error.split(":", 1)[0],), where, "failed", r.error)  # row's own are not reached
+                card.add(clauses, where, "skipped", f"not reached because of {r.error}")
+            elif r.error.startswith("not reached because of"):
+                card.add(clauses, where, "skipped", r.error)
+            elif r.outcome is not None and r.outcome.skipped:
                 card.add(clauses, where, "skipped", r.outcome.detail)
             elif r.passed:
                 card.add(clauses, where, "passed")
@@ -241,17 +263,32 @@ def default_dtypes(device: str) -> list[str]:
 
 def sweep(impl_name: str, *, components: Sequence[str], devices: Sequence[str], dtypes: dict[str, list[str]],
           seed: int, configs: Sequence[Config] = CONFIGS, progress: Callable[[str], None] | None = None,
-          impl_map: str | Path | None = None) -> Report:
+          impl_map: str | Path | None = None, call_timeout: float | None = guard.CALL_TIMEOUT,
+          row_timeout: float | None = guard.TEST_TIMEOUT) -> Report:
     """Run every selected component x config x device x dtype (on ``impl_name`` seen through ``impl_map``)."""
-    impl = load_impl(impl_name, impl_map)
+    impl = load_impl(impl_name, impl_map, call_timeout=call_timeout)
+    call_guard = guard.CallGuard(contract_types(impl), call_timeout).install()
     start = time.perf_counter()
-    results = []
-    for device in devices:
-        for dtype_name_ in dtypes[device]:
-            for component in components:
-                for config in configs:
-                    if progress:
-                        progress(f"{component} {config.name} {device} {dtype_name_}")
-                    results.append(run_one(impl, component, config, device, DTYPES[dtype_name_], seed))
+    results: list[Result] = []
+    hung = ""
+    try:
+        for device in devices:
+            for dtype_name_ in dtypes[device]:
+                for component in components:
+                    for config in configs:
+                        if progress:
+                            progress(f"{component} {config.name} {device} {dtype_name_}")
+                        if hung:  # after a hang every row would hang again: not reached
+                            results.append(Result(component, config.name, device, dtype_name_, None,
+                                                  f"not reached because of {hung}", 0.0))
+                            continue
+                        call_guard.reset()
+                        result = run_one(impl, component, config, device, DTYPES[dtype_name_], seed,
+                                         row_timeout=row_timeout)
+                        if result.error.startswith(guard.BOUNDED):
+                            hung = result.error
+                        results.append(result)
+    finally:
+        call_guard.remove()
     return Report(impl_name, seed, list(devices), dict(dtypes), list(components), results,
                   time.perf_counter() - start, diagnosis_of(impl_name, impl_map))
