@@ -152,6 +152,8 @@ def _load(config: pytest.Config) -> None:
         config.stash[IMPL], diag = load.open_impl(name, path)
     except ImportError as exc:
         pytest.exit(str(exc), returncode=2)
+    except load.MapError as exc:  # a map that points nowhere: a usage error, exit 4
+        raise pytest.UsageError(str(exc)) from exc
     config.stash[DIAGNOSIS] = diag
     user_map = diag.user
     card = Card(name, dtypes=selected_dtypes(config))

@@ -9,7 +9,7 @@ import os
 from types import ModuleType
 from typing import Any
 
-from reference.kit.adapter import ImplMap
+from reference.kit.adapter import ImplMap, MapError
 from reference.kit.diagnose import reach
 from reference.spec.contract import DEFAULT_IMPL
 
@@ -21,7 +21,9 @@ def open_impl(name: str, impl_map: str | os.PathLike | None = None) -> tuple[Mod
     ``reference.kit.findings.Diagnosis``). The module is ``name`` itself, or it seen through ``impl_map`` (a TOML
     file, ``reference/kit/adapter.py``) and the diagnosis's proposed map. Cached per (name, map).
 
-    Raises ``ImportError`` (never anything else) when the module cannot be imported or the map cannot be read."""
+    Raises ``ImportError`` when the module cannot be imported or the map cannot be read, and ``MapError`` (a usage
+    error, naming the map's line) when the map has a wrong type or an unknown key, or names something the module, a
+    constructor or the probe model lacks (``ImplMap.check_module``/``check_attributes``); nothing else."""
     key = (name, os.fspath(impl_map) if impl_map else None)
     if key not in _OPENED:
         try:
@@ -30,6 +32,8 @@ def open_impl(name: str, impl_map: str | os.PathLike | None = None) -> tuple[Mod
             raise ImportError(f"cannot import implementation {name!r}: {type(exc).__name__}: {exc}") from exc
         try:
             user = ImplMap.load(impl_map) if impl_map else ImplMap()
+        except MapError:
+            raise
         except (OSError, ValueError) as exc:
             raise ImportError(f"cannot read --impl-map {impl_map}: {exc}") from exc
         _OPENED[key] = reach(module, user, impl=name)
@@ -43,8 +47,8 @@ def diagnosis_of(name: str, impl_map: str | os.PathLike | None = None) -> Any:
 
 
 def load_impl(name: str = DEFAULT_IMPL, impl_map: str | os.PathLike | None = None) -> ModuleType:
-    """``open_impl``'s module, for a caller that needs every contract name: ``ImportError`` (never anything else)
-    also when a contract name stays unreachable, naming it and, for a missing name, the closest match."""
+    """``open_impl``'s module, for a caller that needs every contract name: ``ImportError`` (or ``open_impl``'s
+    ``MapError``) also when a contract name stays unreachable, naming it and, for a missing name, the closest match."""
     reached, diag = open_impl(name, impl_map)
     unreachable = [f for f in diag.unresolved() if f.clause in ("api.names", "build.structure")]
     if unreachable:

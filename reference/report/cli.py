@@ -1,5 +1,5 @@
 """``python -m reference.report`` / ``scratch-transformer-report``: arguments, progress bar, output files, exit
-status (0 all PASS, 1 any FAIL, 2 usage error)."""
+status (0 all PASS, 1 any FAIL, 2 usage error, 4 an ``--impl-map`` that points nowhere)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 
 from reference.spec import clauses, contract
 from reference.spec.contract import DEFAULT_IMPL
+from reference.kit.adapter import MapError
 from reference.kit.load import load_impl
 from .cases import CONFIGS
 from .render import render
@@ -52,7 +53,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 all PASS, 1 any FAIL, 2 usage error)."""
+    """Command-line entry point; returns the exit status (0 all PASS, 1 any FAIL, 2 usage error, 4 a map error)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -79,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         components = select_components(args.component)
         load_impl(args.impl, args.impl_map)
+    except MapError as exc:  # a map that points nowhere names its line: a usage error, as pytest's exit 4
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        return 4
     except (ValueError, ImportError) as exc:
         err.print(f"error: {exc}", markup=False)
         return 2
