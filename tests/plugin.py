@@ -193,6 +193,8 @@ def _load(config: pytest.Config) -> None:
         config.stash[IMPL], diag = load.open_impl(name, path, call_timeout=config.getoption("--call-timeout") or None)
     except ImportError as exc:
         pytest.exit(str(exc), returncode=2)
+    except load.MapError as exc:  # a map that points nowhere: a usage error, exit 4
+        raise pytest.UsageError(str(exc)) from exc
     config.stash[DIAGNOSIS] = diag
     config.stash[GUARD] = guard.CallGuard(load.contract_types(config.stash[IMPL]),
                                           config.getoption("--call-timeout") or None).install()

@@ -99,10 +99,55 @@ def _abbreviates(short: str, name: str) -> bool:
     return False
 
 
-def _match_arguments(wanted: tuple[str, ...], theirs: list[str], missing: list[str], spare: list[str]
-                     ) -> tuple[dict[str, str | bool], dict[str, str]]:
+#: What a constructor argument means, told by its name: (kind, whole names, words that say it anywhere in a name
+#: split at ``_`` and digits). Checked in order, so ``vocab_size`` is a vocabulary size before ``size`` makes it a
+#: width, and ``num_heads`` a count before ``head_dim`` is a width. A proposed map never pairs a contract argument
+#: with one of yours of another kind (``features``, a width, with ``N``, a count).
+ARGUMENT_KINDS = (
+    ("vocabulary size", {"ntoken", "ntokens", "num_embeddings"}, {"vocab", "vocabulary"}),
+    ("sequence length", {"block_size", "n_positions", "n_ctx"}, {"seq", "len", "length", "positions", "context"}),
+    ("epsilon", set(), {"eps", "epsilon"}),
+    ("rate", {"p"}, {"dropout", "drop", "pdrop", "rate", "prob"}),
+    ("count", {"n", "h", "layers", "depth", "heads", "nhead", "nheads", "nlayers", "nlayer"}, set()),
+    ("width", {"d_model", "d_ff", "dmodel", "dff", "d_k", "d_embed", "n_embd", "emb_size"},
+     {"dim", "hidden", "size", "width", "features", "units", "channels", "inner"}),
+)
+#: ``num_layers``, ``n_heads``, ``number_of_blocks``: a count word after a count prefix.
+_COUNT_WORDS = ({"n", "num", "number", "nb"}, {"layers", "layer", "heads", "head", "blocks", "block"})
+
+
+def argument_kind(name: str) -> str | None:
+    """The kind of a constructor argument by its name (``ARGUMENT_KINDS``), or None when its name does not say."""
+    lowered = name.lower()
+    words = [w for w in re.split(r"[_\d]+", lowered) if w]
+    for kind, names, anywhere in ARGUMENT_KINDS:
+        if lowered in names or set(words) & anywhere:
+            return kind
+        if kind == "count" and len(words) > 1 and words[0] in _COUNT_WORDS[0] and set(words[1:]) & _COUNT_WORDS[1]:
+            return kind
+    return None
+
+
+def _contract_kind(contract: str, argument: str) -> str | None:
+    """The kind of a contract argument: a module (another contract class, a ``ModuleList``) by the registry, else by
+    its name."""
+    attribute = ATTRIBUTES.get(contract, {}).get(argument)
+    if attribute == "ModuleList" or attribute in SIGNATURES:
+        return "module"
+    return argument_kind(argument)
+
+
+def _same_kind(contract: str, wanted: str, yours: str) -> bool:
+    """Whether ``yours`` may receive the contract's ``wanted``: their kinds agree, or one of them is unknown."""
+    a, b = _contract_kind(contract, wanted), argument_kind(yours)
+    return a is None or b is None or a == b
+
+
+def _match_arguments(contract: str, wanted: tuple[str, ...], theirs: list[str], missing: list[str],
+                     spare: list[str]) -> tuple[dict[str, str | bool], dict[str, str]]:
     """Pair the contract's untaken arguments with yours: by name, then by abbreviation, then by position, then the
-    last one left; a contract argument with nothing of yours left gets ``False`` (the kit leaves it out)."""
+    last one left, never across kinds (``argument_kind``); a contract argument with nothing of yours left gets
+    ``False`` (the kit leaves it out)."""
     assigned: dict[str, str | bool] = {}
     how: dict[str, str] = {}
     pending = list(missing)
@@ -112,24 +157,42 @@ def _match_arguments(wanted: tuple[str, ...], theirs: list[str], missing: list[s
         spare.remove(found)
         pending.remove(w)
 
+    def fits(w: str) -> list[str]:
+        return [c for c in spare if _same_kind(contract, w, c)]
+
     for w in list(pending):
-        found = _closest(w, spare, cutoff=0.5)
+        found = _closest(w, fits(w), cutoff=0.5)
         if found:
             take(w, found, "closest match")
     for w in list(pending):
-        hits = [c for c in spare if _abbreviates(c, w)]
+        hits = [c for c in fits(w) if _abbreviates(c, w)]
         if len(hits) == 1:
             take(w, hits[0], "its abbreviation")
     if len(pending) == len(spare):
         for w in list(pending):
             position = wanted.index(w)
-            if position < len(theirs) and theirs[position] in spare:
+            if position < len(theirs) and theirs[position] in fits(w):
                 take(w, theirs[position], "yours at the same place")
-    if len(pending) == 1 and len(spare) == 1:
+    if len(pending) == 1 and len(spare) == 1 and fits(pending[0]):
         take(pending[0], spare[0], "the one argument of yours left")
     if not spare:
         assigned.update({w: False for w in pending})
     return assigned, how
+
+
+def _a(kind: str | None) -> str:
+    return f"{'an' if str(kind)[:1] in 'aeiou' else 'a'} {kind}"
+
+
+def _unmatched(contract: str, w: str, theirs: list[str], spare: list[str]) -> str:
+    """The finding's message for a contract argument left unmatched: what of yours is left, and why not it."""
+    other = [c for c in spare if not _same_kind(contract, w, c)]
+    head = f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}`"
+    if other:
+        kinds = ", ".join(f"`{c}` ({_a(argument_kind(c))})" for c in other)
+        return (f"{head} ({_a(_contract_kind(contract, w))}); not mapped to {kinds}: another kind (map it yourself "
+                "if it is one)")
+    return f"{head}; none of {spare} is close to it"
 
 
 def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str, dict[str, str]]]:
@@ -144,7 +207,7 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
         mapped = [given.get(w, w) for w in wanted]
         missing = [w for w, y in zip(wanted, mapped) if y is not False and y not in theirs]
         spare = [t for t in theirs if t not in mapped]
-        assigned, how = _match_arguments(wanted, theirs, missing, spare)
+        assigned, how = _match_arguments(contract, wanted, theirs, missing, spare)
         for w in missing:
             found = assigned.get(w)
             if found:
@@ -156,8 +219,7 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
                 message = (f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}` (the kit leaves "
                            "it out)")
             else:
-                message = (f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}`; none of "
-                           f"{spare} is close to it")
+                message = _unmatched(contract, w, theirs, spare)
             findings.append(Finding("api.signatures", contract, w, found or None, message))
         order = [given.get(w, proposed.get(contract, {}).get(w, w)) for w in wanted]
         if [t for t in theirs if t in order] != [o for o in order if o in theirs]:
@@ -290,9 +352,10 @@ def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap) -> tup
     return findings, proposed
 
 
-def _forward(model: nn.Module, call_timeout: float | None) -> Finding | None:
-    """One small eval forward, so attributes a forward sets (``attention_scores``) exist; a failure is left to the
-    tests (they name it against its clause), but for a call that does not return (module.bounded, blocking)."""
+def _forward(model: nn.Module, call_timeout: float | None) -> tuple[bool, Finding | None]:
+    """One small eval forward, so attributes a forward sets (``attention_scores``) exist: whether it ran, and the
+    finding when it did not return or over-allocated (module.bounded, blocking); any other failure is left to the
+    tests, which name it against its clause."""
     gen = torch.Generator().manual_seed(0)
     src = torch.randint(0, PROBE["src_vocab_size"], (2, 5), generator=gen)
     tgt = torch.randint(0, PROBE["tgt_vocab_size"], (2, 4), generator=gen)
@@ -301,15 +364,16 @@ def _forward(model: nn.Module, call_timeout: float | None) -> Finding | None:
         with torch.no_grad(), guard.watchdog().limit(call_timeout, call), guard.memory_cap():
             model.eval().decode(model.encode(src, None), None, tgt, None)
     except guard.ModelHung as exc:
-        return Finding(guard.BOUNDED, "Transformer", "forward", None, str(exc))
+        return False, Finding(guard.BOUNDED, "Transformer", "forward", None, str(exc))
     except Exception as exc:  # noqa: BLE001: the tests report a broken forward; the diagnosis only looks at names
         if guard.is_allocation_failure(exc):
-            return Finding(guard.BOUNDED, "Transformer", "forward", None,
-                           f"{call} raised {type(exc).__name__}: {exc} at {guard.where(exc)} (more than "
-                           f"{guard.MEMORY_HEADROOM >> 30} GiB at d_model={PROBE['d_model']})")
+            return False, Finding(guard.BOUNDED, "Transformer", "forward", None,
+                                  f"{call} raised {type(exc).__name__}: {exc} at {guard.where(exc)} (more than "
+                                  f"{guard.MEMORY_HEADROOM >> 30} GiB at d_model={PROBE['d_model']})")
+        return False, None
     finally:
         model.train()
-    return None
+    return True, None
 
 
 def _build(adapted: ModuleType, call_timeout: float | None) -> tuple[nn.Module | None, Finding | None]:
@@ -354,17 +418,35 @@ def _affine_shapes(model: nn.Module, d_model: int) -> list[Finding]:
     return out
 
 
+def _check_attributes(module: ModuleType, user_map: ImplMap, effective: ImplMap) -> None:
+    """``MapError`` for an attribute of ``user_map`` that points nowhere (``ImplMap.check_attributes``), on a probe
+    model built through the classes and arguments only: with no attribute renamed, a name resolves only if it is
+    yours."""
+    if not user_map.attributes:
+        return
+    with torch.random.fork_rng(devices=[]):  # the global RNG as if this probe were never built
+        try:
+            plain = adapt(module, ImplMap(effective.classes, effective.arguments), register=False)
+            model = plain.build_transformer(*PROBE.values())
+        except Exception:  # noqa: BLE001: it built through the whole map; without the renames it cannot be checked
+            return
+        forwarded, _ = _forward(model, guard.CALL_TIMEOUT)
+    user_map.check_attributes(model, forwarded=forwarded)
+
+
 # ------------------------------------------------------------------------------------------------ entry point
 def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str | None = None,
              call_timeout: float | None = guard.CALL_TIMEOUT) -> Diagnosis:
     """Names, then signatures, then (on a small built model) attributes and parameter shapes, each round with the
-    map so far, so a renamed class's renamed attribute is still found."""
+    map so far, so a renamed class's renamed attribute is still found. ``MapError`` when a name of ``user_map``
+    points nowhere: a class or argument in ``module``, an attribute on the built model."""
     user_map = user_map or ImplMap()
     diag = Diagnosis(impl or module.__name__, user=user_map)
     name_findings, classes = _names(module, user_map)
     diag.findings += name_findings
     proposed = ImplMap(classes=classes)
     effective = user_map.merged(proposed)
+    user_map.check_module(module, effective.classes)
     sig_findings, arguments = _signatures(module, effective)
     diag.findings += sig_findings
     proposed = ImplMap(classes=classes, arguments=arguments)
@@ -378,7 +460,7 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
         if stop is not None:
             diag.findings.append(stop)
             break
-        hung = _forward(model, call_timeout)
+        _, hung = _forward(model, call_timeout)
         if hung is not None:
             diag.findings.append(hung)
             break
@@ -393,6 +475,7 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
         effective = user_map.merged(proposed)
     diag.findings += attr_findings.values()
     if model is not None:
+        _check_attributes(module, user_map, effective)
         diag.findings += _affine_shapes(model, PROBE["d_model"])
     diag.proposed, diag.effective = proposed, effective
     return diag

@@ -13,7 +13,7 @@ from torch import nn
 
 from reference.kit import guard
 from reference.kit.components import OPTIONAL_NAMES, REQUIRED_NAMES
-from reference.kit.adapter import ImplMap
+from reference.kit.adapter import ImplMap, MapError
 from reference.kit.findings import Finding
 from reference.kit.diagnose import reach
 from reference.spec.contract import DEFAULT_IMPL
@@ -28,8 +28,10 @@ def open_impl(name: str, impl_map: str | os.PathLike | None = None, *,
     file, ``reference/kit/adapter.py``) and the diagnosis's proposed map. Cached per (name, map).
 
     The import runs under the watchdog (``call_timeout``); a change it makes to torch's global state (the default
-    dtype, grad mode, ...) is undone and kept as a module.pure finding. Raises ``ImportError`` (never anything else)
-    when the module cannot be imported (an exception, ``sys.exit`` or a hang at import) or the map cannot be read."""
+    dtype, grad mode, ...) is undone and kept as a module.pure finding. Raises ``ImportError`` when the module cannot
+    be imported (an exception, ``sys.exit`` or a hang at import) or the map cannot be read, and ``MapError`` (a usage
+    error, naming the map's line) when the map has a wrong type or an unknown key, or names something the module, a
+    constructor or the probe model lacks (``ImplMap.check_module``/``check_attributes``); nothing else."""
     key = (name, os.fspath(impl_map) if impl_map else None)
     if key not in _OPENED:
         before = guard.snapshot()
@@ -45,6 +47,8 @@ def open_impl(name: str, impl_map: str | os.PathLike | None = None, *,
             guard.restore(before)
         try:
             user = ImplMap.load(impl_map) if impl_map else ImplMap()
+        except MapError:
+            raise
         except (OSError, ValueError) as exc:
             raise ImportError(f"cannot read --impl-map {impl_map}: {exc}") from exc
         reached, diag = reach(module, user, impl=name, call_timeout=call_timeout)

@@ -1,5 +1,5 @@
 """``python -m reference.report`` / ``scratch-transformer-report``: arguments, progress bar, output files, exit
-status (0 all PASS, 1 any FAIL, 2 usage error)."""
+status (0 all PASS, 1 any FAIL, 2 usage error, 4 an ``--impl-map`` that points nowhere)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from reference.spec import clauses, contract
 from reference.spec.contract import DEFAULT_IMPL
 from reference.kit import guard
 from reference.kit.load import ModelFault, load_impl
+from reference.kit.adapter import MapError
+from reference.kit.load import load_impl
 from .cases import CONFIGS
 from .render import render
 from .sweep import COMPONENTS, DTYPES, available_devices, default_dtypes, select_components, sweep
@@ -58,7 +60,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 all PASS, 1 any FAIL, 2 usage error)."""
+    """Command-line entry point; returns the exit status (0 all PASS, 1 any FAIL, 2 usage error, 4 a map error)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -88,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelFault as exc:  # the model hung or over-allocated in the diagnosis: a verdict, not a usage error
         out.print(f"FAIL {exc}", markup=False, highlight=False, soft_wrap=True)
         return 1
+    except MapError as exc:  # a map that points nowhere names its line: a usage error, as pytest's exit 4
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        return 4
     except (ValueError, ImportError) as exc:
         err.print(f"error: {exc}", markup=False)
         return 2

@@ -14,3 +14,7 @@ except ModuleNotFoundError:  # Python 3.10 (pyproject.toml)
 def load(path: str | Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         return tomllib.load(f)
+
+
+def loads(text: str) -> dict[str, Any]:
+    return tomllib.loads(text)
