@@ -27,10 +27,10 @@ from torch import nn
 from reference.kit import components
 from reference.oracles import masks
 from reference.judge import tolerances
-from reference.judge.compare import assert_close, to_f64
+from reference.judge.compare import WrongOutput, assert_close, check_output, describe, describe_value, to_f64
 from reference.spec.contract import DEFAULT_IMPL, ModelConfig, missing_extras
 from reference.kit.weights import to_numpy
-from tests.strategies import AttentionInputs, DropoutMode, ModelInputs
+from tests.strategies import AttentionConfig, AttentionInputs, DropoutMode, ModelInputs
 
 DTYPES = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32, id="float32")]
 SEEDS = st.integers(0, 2**31 - 1)
@@ -78,7 +78,8 @@ def assert_float64_close(actual: torch.Tensor, expected: torch.Tensor | np.ndarr
     """float64 direct comparison: ``VALUE_TOL`` (``GRAD_TOL``) with atol raised to ``floor(float64, scale)``, i.e.
     9.1e-13 times the output's scale, when the scale exceeds 1. Elements outside ``where`` are not compared."""
     __tracebackhide__ = True
-    a, e = to_f64(actual), to_f64(expected)
+    e = to_f64(expected)
+    a = to_f64(check_output(actual, e.shape, component=component, config=config))
     if where is not None:  # torch's NaN rows are out of the comparison: blank them on both sides
         keep = where.expand_as(a).cpu()
         a, e = torch.where(keep, a, torch.zeros_like(a)), torch.where(keep, e, torch.zeros_like(e))
@@ -89,6 +90,30 @@ def assert_float64_close(actual: torch.Tensor, expected: torch.Tensor | np.ndarr
         torch.float64, (0.0, tolerances.floor(torch.float64, scale)))
     assert_close(a, e, rtol=rtol, atol=atol, component=component, config=config, grad=grad, where=where,
                  sensitivity=sensitivity)
+
+
+def kept_weights(block: nn.Module, shape: tuple[int, ...] | None = None, *, component: str = "MultiHeadAttentionBlock",
+                 config: dict | None = None) -> torch.Tensor:
+    """The weights an attention block kept in ``attention_scores`` after its forward ([B, h, Lq, Lk]: ``shape``
+    when given); an AssertionError under the test's own clauses when it kept none or something else
+    (mha.static-attention: "the block keeps the weights in `attention_scores`")."""
+    __tracebackhide__ = True
+    weights = getattr(block, "attention_scores", None)
+    if not isinstance(weights, torch.Tensor):
+        wanted = f", a Tensor of shape {tuple(shape)}" if shape is not None else ""
+        raise WrongOutput(f"{describe(component, config)}: after a forward `attention_scores` holds "
+                          f"{describe_value(weights)}, not the attention weights (mha.static-attention: the block "
+                          f"keeps the weights in `attention_scores`{wanted})")
+    return check_output(weights, shape, component=f"{component}.attention_scores", config=config)
+
+
+def attention_results(block: nn.Module, out: object, cfg: AttentionConfig, *, config: dict | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output [B, Lq, d_model], kept weights [B, h, Lq, Lk]) of an attention block's forward on ``cfg``'s sizes,
+    each checked a Tensor of its contract shape before a test computes with it (:func:`kept_weights`)."""
+    __tracebackhide__ = True
+    out = check_output(out, (cfg.B, cfg.Lq, cfg.d_model), component="MultiHeadAttentionBlock", config=config)
+    return out, kept_weights(block, (cfg.B, cfg.h, cfg.Lq, cfg.Lk), config=config)
 
 
 def noted(case: AttentionInputs | ModelInputs, **extra: Any) -> dict:

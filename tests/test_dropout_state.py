@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from reference.judge import tolerances
-from reference.judge.compare import assert_close
+from reference.judge.compare import assert_close, check_output
 from reference.spec.contract import build_model, construct, randomize_parameters_
 from tests.strategies import ModelBatch, dropout_rates, model_batches
+from tests.support import kept_weights
 
 F32 = torch.float32
 
@@ -71,9 +72,9 @@ def _attention_site(impl, p: float, device: str, dtype: torch.dtype) -> tuple[to
     module = construct(impl.MultiHeadAttentionBlock, 32, 4, p, device=device, dtype=dtype)
     x = torch.randn(4, 32, 32, generator=torch.Generator().manual_seed(1)).to(device=device, dtype=dtype)
     module.train()(x, x, x, None)
-    dropped = module.attention_scores
+    dropped = kept_weights(module, (4, 4, 32, 32), config={"p": p, "mode": "train"})
     module.eval()(x, x, x, None)
-    return dropped, module.attention_scores
+    return dropped, kept_weights(module, (4, 4, 32, 32), config={"p": p, "mode": "eval"})
 
 
 def _feed_forward_site(impl, p: float, device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +119,8 @@ def test_dropout_zeroes_a_binomial_fraction_and_scales_survivors(impl, device: s
     torch.manual_seed(seed)
     with torch.no_grad():
         dropped, clean = SITES[site](impl, p, device, dtype)
-    assert dropped.shape == clean.shape
+    check_output(clean, component=site, config={"mode": "eval"})
+    check_output(dropped, clean.shape, component=site, config={"mode": "train"})
     assert bool((clean != 0).all()), f"{site}: eval-mode values contain zeros; the check needs them nonzero"
     kept = dropped != 0
     n = kept.numel()

@@ -26,7 +26,7 @@ from torch import nn
 
 from reference.judge import conditioning
 from reference.oracles import numpy_ref as R
-from reference.judge.compare import assert_close
+from reference.judge.compare import assert_close, check_output
 from reference.spec.contract import build_model, construct, randomize_parameters_
 from reference.kit.weights import CONTRACT_EPS, extract_weights, to_numpy
 from tests.strategies import (
@@ -40,7 +40,7 @@ from tests.strategies import (
     model_inputs,
     sequence_lengths,
 )
-from tests.support import DTYPES, decoder_block, encoder_block
+from tests.support import DTYPES, decoder_block, encoder_block, kept_weights
 
 #: Input scales at which the fixed ``VALUE_TOL`` table is a justified yardstick, per kind of component (both
 #: dtypes). The table bounds error relative to the output element; a component qualifies at a scale when its
@@ -113,11 +113,13 @@ def _check(actual: torch.Tensor, oracle: Callable[[], np.ndarray], *, component:
     inputs and weights through ``to_numpy``/``extract_weights`` when called, so its sensitivity to one rounding of
     them can be measured (``reference.judge.conditioning``)."""
     __tracebackhide__ = True
+    expected = oracle()
+    check_output(actual, expected.shape, component=component, config=config)
     assert torch.isfinite(actual).all(), f"{component}: non-finite output {config}"
     sensitivity = None
     if dtype in (torch.float32, torch.float64):
         sensitivity = lambda: conditioning.sensitivity(oracle, conditioning.unit_roundoff(dtype))  # noqa: E731
-    assert_close(actual, oracle(), component=component, config=config, dtype=dtype, where=where,
+    assert_close(actual, expected, component=component, config=config, dtype=dtype, where=where,
                  sensitivity=sensitivity)
 
 
@@ -211,7 +213,7 @@ def test_multi_head_attention_block_matches_oracle(impl, device, dtype, case: At
     rows = _rows_with_a_key(case.mask, (cfg.B, cfg.h, cfg.Lq, cfg.Lk))
     _check(out, lambda: oracle()[0], component="MultiHeadAttentionBlock", config=config, dtype=dtype,
            where=_all_heads(rows))
-    scores = mha.attention_scores
+    scores = kept_weights(mha, (cfg.B, cfg.h, cfg.Lq, cfg.Lk), config=config)
     assert torch.isfinite(scores).all()
     _check(scores, lambda: oracle()[1], component="MultiHeadAttentionBlock.attention_scores", config=config,
            dtype=dtype, where=rows)

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from reference.judge import conditioning
 from reference.oracles import numpy_ref
 from reference.oracles import torch_adapters as ta
-from reference.judge.compare import assert_error_ratio
+from reference.judge.compare import assert_error_ratio, check_output
 from reference.spec.contract import build_model, missing_extras, randomize_parameters_
 from reference.kit.weights import CONTRACT_EPS, extract_weights
 from tests.strategies import (KEY_PADDING_KINDS, AttentionInputs, DropoutMode, ModelInputs, dense_attention_inputs,
@@ -60,8 +60,10 @@ POLICY: Callable[..., None] = apply_policy
 def check_forward(actual: torch.Tensor, torch_out: torch.Tensor, oracle: Callable[[], np.ndarray], *,
                   dtype: torch.dtype, component: str, config: dict, where: torch.Tensor | None = None,
                   label: str = "torch") -> None:
-    """Finite everywhere (fully masked rows included), then the tolerance policy on the rows torch defines."""
+    """A Tensor of torch's shape, finite everywhere (fully masked rows included), then the tolerance policy on the
+    rows torch defines."""
     __tracebackhide__ = True
+    check_output(actual, torch_out.shape, component=component, config=config)
     bad = ~torch.isfinite(actual)
     assert not bad.any(), f"{component} {config}: {int(bad.sum())} non-finite outputs (fully masked rows included)"
     where = None if where is None else where.expand_as(actual).cpu()

@@ -27,7 +27,7 @@ from torch import nn
 from reference.judge import conditioning
 from reference.oracles import masks, torch_names
 from reference.oracles import torch_adapters as ta
-from reference.judge.compare import assert_error_ratio
+from reference.judge.compare import assert_error_ratio, check_output
 from reference.spec.contract import build_model, randomize_parameters_
 from tests.strategies import (WELL_CONDITIONED_SCALES, AttentionInputs, DropoutMode, ModelInputs,
                               dense_attention_inputs, dropout_modes, feed_forward_widths, model_inputs)
@@ -84,8 +84,9 @@ def compare_gradients(impl_module: nn.Module, torch_module: nn.Module, impl_run:
                       label: str, seed: int) -> None:
     """Gradients of the implementation vs torch, for every contract parameter and floating input."""
     __tracebackhide__ = True
-    with torch.no_grad():
-        shape = impl_run(impl_module, **inputs).shape
+    with torch.no_grad():  # the contract's output shape is torch's; the implementation's is checked before use
+        contract = torch_run(torch_module, **inputs).shape
+        shape = check_output(impl_run(impl_module, **inputs), contract, component=component, config=config).shape
     g = cotangent(shape, seed)
     ours = gradients(impl_module, impl_run, inputs, g, impl_names)
     theirs = gradients(torch_module, torch_run, inputs, g, torch_names.grads_by_contract_name)
@@ -358,7 +359,8 @@ def _masked_backward(impl, device: str, case: AttentionInputs, seed: int, *, row
     block = randomize_parameters_(mha_block(impl, cfg.d_model, cfg.h, 0.0, device, dtype), seed)
     q, k, v = (as_tensor(a, device, dtype).requires_grad_(True) for a in (case.x, case.memory,
                                                                            case.memory[:, ::-1].copy()))
-    out = block(q, k, v, _on(case.mask, q))
+    out = check_output(block(q, k, v, _on(case.mask, q)), (cfg.B, cfg.Lq, cfg.d_model),
+                       component="MultiHeadAttentionBlock", config=case.describe())
     g = torch.as_tensor(cotangent(out.shape, seed), dtype=dtype, device=device)
     if rows is not None:
         g = g * rows[..., None].to(device=device, dtype=dtype)

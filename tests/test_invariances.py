@@ -33,6 +33,7 @@ from tests.strategies import (
     nonzero_shifts,
     permuted_attentions,
 )
+from tests.support import attention_results
 
 F64 = torch.float64
 
@@ -93,11 +94,11 @@ def test_multi_head_attention_self_attention_is_permutation_equivariant(impl, de
     note(f"{cfg}, scale={case.scale}, perm={perm}")
     mha = _attention(impl, cfg.d_model, cfg.h, device)
     x = _t(case.q, device)
-    with torch.no_grad():
-        out, weights = mha(x, x, x, None), mha.attention_scores
-        out_p, weights_p = mha(x[:, perm], x[:, perm], x[:, perm], None), mha.attention_scores
-        (w_rtol, w_atol), (o_rtol, o_atol) = _permutation_tolerances(mha, x, x, x, cfg.h)
     config = {"cfg": cfg, "scale": case.scale}
+    with torch.no_grad():
+        out, weights = attention_results(mha, mha(x, x, x, None), cfg, config=config)
+        out_p, weights_p = attention_results(mha, mha(x[:, perm], x[:, perm], x[:, perm], None), cfg, config=config)
+        (w_rtol, w_atol), (o_rtol, o_atol) = _permutation_tolerances(mha, x, x, x, cfg.h)
     assert_close(out_p, out[:, perm], component="self-attention of permuted positions", config=config,
                  rtol=o_rtol, atol=o_atol)
     assert_close(weights_p, weights[:, :, perm][:, :, :, perm], component="weights of permuted positions",
@@ -118,12 +119,12 @@ def test_multi_head_attention_invariant_to_permuting_key_value_pairs(impl, devic
     if masked:
         lengths = torch.as_tensor(case.key_lengths, device=device)
         mask = (torch.arange(cfg.Lk, device=device)[None, :] < lengths[:, None])[:, None, None, :]  # (B,1,1,Lk)
-    with torch.no_grad():
-        out, weights = mha(q, k, v, mask), mha.attention_scores
-        out_p = mha(q, k[:, perm], v[:, perm], None if mask is None else mask[..., perm])
-        weights_p = mha.attention_scores
-        (w_rtol, w_atol), (o_rtol, o_atol) = _permutation_tolerances(mha, q, k, v, cfg.h)
     config = {"cfg": cfg, "scale": case.scale, "masked": masked}
+    with torch.no_grad():
+        out, weights = attention_results(mha, mha(q, k, v, mask), cfg, config=config)
+        out_p, weights_p = attention_results(
+            mha, mha(q, k[:, perm], v[:, perm], None if mask is None else mask[..., perm]), cfg, config=config)
+        (w_rtol, w_atol), (o_rtol, o_atol) = _permutation_tolerances(mha, q, k, v, cfg.h)
     assert_close(out_p, out, component="attention over permuted key/value pairs", config=config, rtol=o_rtol,
                  atol=o_atol)
     assert_close(weights_p, weights[..., perm], component="weights over permuted key/value pairs", config=config,

@@ -292,3 +292,123 @@ def test_judge_ratio_rule_matches_the_error_ratio_formula(expected, impl_noise, 
     note((v, impl_err, torch_err, allowed))
     assert v.rule == "ratio" and v.torch_abs == pytest.approx(torch_err, rel=1e-12, abs=0)
     assert v.ok == (impl_err <= allowed)
+
+
+# --------------------------------------------------------------------------------------------------- wrong outputs
+CONTRACT_SHAPE = (2, 5, 16)
+#: What an implementation may return instead of its output, and what the judge must say of it.
+WRONG_OUTPUTS = [
+    pytest.param(torch.zeros(2, 5, 8), "output shape (2, 5, 8), the contract's is (2, 5, 16)", id="shape"),
+    pytest.param((torch.zeros(2, 5, 16), torch.zeros(2, 2, 5, 5)), "returned tuple of 2 items (Tensor (2, 5, 16) "
+                 "float32, Tensor (2, 2, 5, 5) float32); the contract wants a Tensor of shape (2, 5, 16)", id="tuple"),
+    pytest.param(None, "returned None; the contract wants a Tensor of shape (2, 5, 16)", id="none"),
+    pytest.param([torch.zeros(2, 5, 16)], "returned list of 1 item (Tensor (2, 5, 16) float32)", id="list"),
+]
+
+
+@pytest.mark.parametrize(("actual", "message"), WRONG_OUTPUTS)
+def test_judge_names_what_came_back_instead_of_an_output(actual, message: str) -> None:
+    """No tensor, or one of another shape: a failing "shape" verdict from ``judge``, and from every ``assert_*``
+    helper a :class:`WrongOutput` (an AssertionError) naming the component, the config and what came back, raised
+    before any arithmetic (a ``where`` shaped like the output must not reach the references first)."""
+    from reference.judge.compare import (WrongOutput, assert_close, assert_error_ratio, assert_l2_error_ratio,
+                                         check_output)
+
+    expected, config = torch.zeros(CONTRACT_SHAPE, dtype=torch.float64), {"d_model": 16}
+    where = torch.ones(np.shape(actual)[:-1] + (1,), dtype=torch.bool) if isinstance(actual, torch.Tensor) else None
+    what = "MultiHeadAttentionBlock [d_model=16]: " + message
+    v = judge(actual, expected, dtype=torch.float32, torch_out=expected.float(), component="MultiHeadAttentionBlock",
+              config=config)
+    assert (v.ok, v.rule) == (False, "shape") and v.message().startswith(what), v.message()
+    calls = {
+        "assert_close": lambda: assert_close(actual, expected, component="MultiHeadAttentionBlock", config=config,
+                                             where=where),
+        "assert_error_ratio": lambda: assert_error_ratio(actual, expected.float(), expected, where=where,
+                                                         component="MultiHeadAttentionBlock", config=config,
+                                                         dtype=torch.float32),
+        "assert_l2_error_ratio": lambda: assert_l2_error_ratio({"out": actual}, {"out": expected.float()},
+                                                               {"out": expected}, dtype=torch.float32,
+                                                               component="MultiHeadAttentionBlock", config=config),
+        "check_output": lambda: check_output(actual, CONTRACT_SHAPE, component="MultiHeadAttentionBlock",
+                                             config=config),
+    }
+    for name, call in calls.items():
+        with pytest.raises(WrongOutput) as caught:
+            call()
+        assert str(caught.value).startswith(what.replace("16]: ", "16], out: ") if name == "assert_l2_error_ratio"
+                                            else what), f"{name}: {caught.value}"
+
+
+def test_judge_takes_a_numpy_array_and_check_output_wants_a_tensor() -> None:
+    """The judge compares arrays too (the oracles are NumPy); an implementation's output must be a Tensor."""
+    from reference.judge.compare import WrongOutput, check_output
+
+    assert judge(np.zeros(CONTRACT_SHAPE), np.zeros(CONTRACT_SHAPE), dtype=torch.float64).ok
+    with pytest.raises(WrongOutput, match=r"returned numpy array \(2, 5, 16\) float64; the contract wants a Tensor"):
+        check_output(np.zeros(CONTRACT_SHAPE), CONTRACT_SHAPE, component="FeedForwardBlock")
+
+
+@pytest.mark.parametrize(("scores", "message"), [
+    pytest.param(None, "after a forward `attention_scores` holds None, not the attention weights "
+                 "(mha.static-attention: the block keeps the weights in `attention_scores`, a Tensor of shape "
+                 "(2, 2, 5, 5))", id="none"),
+    pytest.param(torch.zeros(2, 5, 5), "MultiHeadAttentionBlock.attention_scores [h=2]: output shape (2, 5, 5), the "
+                 "contract's is (2, 2, 5, 5)", id="shape"),
+])
+def test_kept_weights_names_a_block_that_keeps_no_weights(scores, message: str) -> None:
+    """``tests.support.kept_weights``: a block whose ``attention_scores`` is not the [B, h, Lq, Lk] weights fails
+    with the clause's words, not a TypeError in the test."""
+    from reference.judge.compare import WrongOutput
+    from tests.support import kept_weights
+
+    block = nn.Module()
+    block.attention_scores = scores
+    with pytest.raises(WrongOutput) as caught:
+        kept_weights(block, (2, 2, 5, 5), config={"h": 2})
+    assert message in str(caught.value), str(caught.value)
+
+
+#: One-change faulty implementations (``tests.negative_controls._base.install`` patches of the correct base): the
+#: patch, what each failing attention test must then say, and how many of ``FAULT_TESTS`` reach the fault.
+OUTPUT = "        return self.w_o(x)\n"
+FAULTS = {
+    "wrong_shape": ([("model.py", OUTPUT, "        return self.w_o(x)[..., : self.d_model // 2]\n")],
+                    "), the contract's is (", 4),
+    "tuple_output": ([("model.py", OUTPUT, "        return self.w_o(x), self.attention_scores\n")],
+                     "returned tuple of 2 items (Tensor (1, ", 4),
+    "no_weights_kept": ([("model.py", "x, self.attention_scores = MultiHeadAttentionBlock",
+                          "x, _ = MultiHeadAttentionBlock")], "after a forward `attention_scores` holds None", 3),
+}
+#: Attention tests through each of the judge's entry points: a test's own check before the error-ratio rule, the
+#: direct rule after the oracle, a property test on the weights, an invariance under ``assert_close``.
+FAULT_TESTS = ["tests/test_equivalence_torch.py::test_multi_head_attention_block_matches_torch_mha",
+               "tests/test_equivalence_oracle.py::test_multi_head_attention_block_matches_oracle",
+               "tests/test_masking.py::test_multi_head_attention_masked_keys_get_zero_weight",
+               "tests/test_invariances.py::test_multi_head_attention_self_attention_is_permutation_equivariant"]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_faulty_attention_block_fails_its_clauses_with_a_readable_message(tmp_path, fault: str, impl_name: str
+                                                                            ) -> None:
+    """The suite on a block of the wrong output shape, one returning a tuple, one keeping no weights: each attention
+    test that reaches the fault FAILs with the judge's message (what came back, what the contract wants), none
+    crashes in the kit with a TypeError, RuntimeError or AttributeError."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.negative_controls.kill_matrix import ROOT
+
+    if impl_name != "scratch_transformer":
+        pytest.skip("the faulty blocks are made from scratch_transformer itself")
+    patches, message, reached = FAULTS[fault]
+    (tmp_path / f"faulty_{fault}.py").write_text(
+        f"from tests.negative_controls._base import install\ninstall(globals(), {patches!r})\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]), "CI": "true"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--tb=line", "-rf",
+                          "--impl", f"faulty_{fault}", "--dtypes", "float64", *FAULT_TESTS],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == reached, run.stdout[-4000:] + run.stderr[-2000:]
+    assert all(f"WrongOutput: MultiHeadAttentionBlock" in line and message in line for line in failed), (
+        "\n".join(failed))

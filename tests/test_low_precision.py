@@ -21,11 +21,13 @@ from hypothesis import strategies as st
 from reference.oracles import numpy_ref, torch_ref
 from reference.oracles import masks, torch_names
 from reference.oracles import torch_adapters as ta
-from reference.judge.compare import NonFiniteReference, assert_error_ratio, assert_l2_error_ratio, to_f64
+from reference.judge.compare import (NonFiniteReference, assert_error_ratio, assert_l2_error_ratio, check_output,
+                                     to_f64)
 from reference.spec.contract import ModelConfig, build_model, construct, randomize_parameters_
 from reference.judge.precision import diagnose, diagnose_check, explained
 from reference.kit.weights import CONTRACT_EPS, extract_weights
 from tests.strategies import AttentionConfig, attention_configs
+from tests.support import kept_weights
 
 #: (dtype, TF32 on): the precisions of this lane. float32 with TF32 exists only on CUDA.
 PRECISIONS = [
@@ -87,6 +89,7 @@ def test_multi_head_attention_low_precision_within_torch_error(impl, device, pre
         out_torch = ta.mha_forward(mha, x_torch, memory, memory, mask)
     oracle, _ = numpy_ref.multi_head_attention(to_f64(x).numpy(), to_f64(memory).numpy(), to_f64(memory).numpy(),
                                                mask.numpy(), extract_weights(block), cfg.h)
+    check_output(out, out_torch.shape, component="MultiHeadAttentionBlock", config=config)
     assert torch.isfinite(out).all(), "non-finite attention output"
     with explained(dtype, lambda: diagnose(
             block, (x, memory, memory, mask.to(device)), dtype=dtype, oracle=oracle, torch_out=out_torch, where=where,
@@ -411,8 +414,9 @@ def test_attention_masks_in_half_precision_stay_finite(impl, device, dtype, cfg,
     keep[..., 0, :] = False  # at least one fully masked row
     with torch.no_grad():
         block(x, memory, memory, keep.to(device))
-    weights = block.attention_scores
-    note({"dtype": str(dtype), "scale": scale})
+    config = {"dtype": str(dtype), "scale": scale}
+    note(config)
+    weights = kept_weights(block, (cfg.B, cfg.h, cfg.Lq, cfg.Lk), config=config)
     masked = weights.cpu()[~keep & keep.any(dim=-1, keepdim=True)]
     with explained(dtype, lambda: diagnose_check(
             block, (x, memory, memory, keep.to(device)), dtype=dtype, call=lambda m, *a: (m(*a), m.attention_scores)[1],

@@ -28,7 +28,7 @@ from tests.strategies import (
     padding_perturbations,
     token_batches,
 )
-from tests.support import skip_unless_extras
+from tests.support import attention_results, skip_unless_extras
 
 F64 = torch.float64
 
@@ -120,15 +120,14 @@ def test_multi_head_attention_masked_keys_get_zero_weight(impl, device: str, inp
     """``attention_scores`` is exactly 0 at masked keys; a row with a visible key sums to 1 (weights >= 0); a row
     with none, and the output, are finite. Inputs up to 1e3 and 1e4 + noise push the scores far past exp's range."""
     cfg = inp.cfg
-    note({**inp.describe(), "dtype": dtype})
+    config = {**inp.describe(), "dtype": dtype}
+    note(config)
     mha = _attention(impl, cfg, dtype, device)
     x = torch.as_tensor(inp.x, dtype=dtype, device=device)
     memory = x if inp.memory is None else torch.as_tensor(inp.memory, dtype=dtype, device=device)
     mask = None if inp.mask is None else torch.as_tensor(inp.mask, device=device)
     with torch.no_grad():
-        out = mha(x, memory, memory, mask)
-    weights = mha.attention_scores
-    assert tuple(weights.shape) == (cfg.B, cfg.h, cfg.Lq, cfg.Lk)
+        out, weights = attention_results(mha, mha(x, memory, memory, mask), cfg, config=config)
     visible = torch.ones_like(weights, dtype=torch.bool) if mask is None else mask.expand_as(weights).bool()
     assert bool(torch.isfinite(weights).all()), "attention weights are not finite"
     assert bool(torch.isfinite(out).all()), "attention output is not finite"
@@ -220,7 +219,8 @@ def test_attention_fully_masked_rows_are_zero(impl, device: str, dtype: torch.dt
     """This package's choice: a query row with no visible key gets all-zero weights in ``attention_scores`` (the
     block) and in the static ``attention``, and a zero output there, in every dtype."""
     cfg = inp.cfg
-    note({**inp.describe(), "dtype": dtype})
+    config = {**inp.describe(), "dtype": dtype}
+    note(config)
     mha = _attention(impl, cfg, dtype, device)
     x = torch.as_tensor(inp.x, dtype=dtype, device=device)
     memory = x if inp.memory is None else torch.as_tensor(inp.memory, dtype=dtype, device=device)
@@ -228,8 +228,7 @@ def test_attention_fully_masked_rows_are_zero(impl, device: str, dtype: torch.dt
     mask[..., 0, :] = False  # at least one fully masked row (every row, for a key-padding shape)
     mask = torch.as_tensor(mask, device=device)
     with torch.no_grad():
-        mha(x, memory, memory, mask)
-    weights = mha.attention_scores
+        _, weights = attention_results(mha, mha(x, memory, memory, mask), cfg, config=config)
     empty = ~mask.expand_as(weights).bool().any(dim=-1)  # (B, h, Lq)
     assert bool((weights[empty] == 0).all()), (
         f"{int(empty.sum())} fully masked rows have weights up to {float(weights[empty].abs().max()):.3e}")
@@ -250,10 +249,10 @@ def test_multi_head_attention_bool_and_int_masks_identical(impl, device: str, ca
     mha = _attention(impl, cfg, F64, device)
     x, memory = _inputs(cfg, seed, F64, device)
     with torch.no_grad():
-        out_bool = mha(x, memory, memory, torch.as_tensor(mask, device=device))
-        weights_bool = mha.attention_scores
-        out_int = mha(x, memory, memory, torch.as_tensor(twin, device=device))
-        weights_int = mha.attention_scores
+        out_bool, weights_bool = attention_results(mha, mha(x, memory, memory, torch.as_tensor(mask, device=device)),
+                                                   cfg, config={"mask": kind})
+        out_int, weights_int = attention_results(mha, mha(x, memory, memory, torch.as_tensor(twin, device=device)),
+                                                 cfg, config={"mask": kind, "int dtype": twin.dtype})
     assert torch.equal(out_int, out_bool), f"{twin.dtype} mask gives another output than the bool mask ({kind})"
     assert torch.equal(weights_int, weights_bool), f"{twin.dtype} mask gives other weights than the bool mask"
 
@@ -271,7 +270,7 @@ def test_multi_head_attention_mask_broadcast_forms_identical(impl, device: str, 
     with torch.no_grad():
         for form in forms:
             out = mha(x, memory, memory, torch.as_tensor(form, device=device))
-            results.append((tuple(form.shape), out, mha.attention_scores))
+            results.append((tuple(form.shape), *attention_results(mha, out, cfg, config={"mask shape": form.shape})))
     full_shape, full_out, full_weights = results[-1]
     for shape, out, weights in results[:-1]:
         assert torch.equal(out, full_out), f"mask of shape {shape} gives another output than its {full_shape} form"

@@ -118,6 +118,36 @@ def test_report_cli_exit_status_json_and_reproduction(tmp_path: Path) -> None:
         [(r["max_abs"], r["detail"]) for r in second["results"]]
 
 
+def test_report_reproduce_line_carries_every_option_that_changes_the_numbers() -> None:
+    """``Report.command``: the implementation and its ``--impl-map``, the row, the seed, and ``--compile`` /
+    ``--threads`` when the sweep used them; quoted for a shell."""
+    rep = report.Report("my model", 3, ["cpu"], {"cpu": ["float32"]}, ["layer_norm"], [])
+    assert rep.command("layer_norm", "cpu", "float32") == (
+        "python -m reference.report --impl 'my model' --component layer_norm --device cpu --dtype float32 --seed 3")
+    rep = report.Report("m", 0, ["cuda"], {"cuda": ["float16"]}, ["transformer"], [], impl_map="maps/m.toml",
+                        compile="inductor", threads=4)
+    assert rep.command("transformer", "cuda", "float16") == (
+        "python -m reference.report --impl m --impl-map maps/m.toml --component transformer --device cuda "
+        "--dtype float16 --seed 0 --compile inductor --threads 4")
+
+
+def test_report_reproduces_a_mapped_model_from_its_printed_command(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """A model seen through ``--impl-map`` (a field file with a bug): the printed "reproduce:" line keeps the map,
+    and that command, run again, gives the same numbers."""
+    mapped = ROOT / "tests" / "field" / "one_letter_off.map.toml"
+    first, again = tmp_path / "first.json", tmp_path / "again.json"
+    status = report.main(["--impl", "tests.field.one_letter_off", "--impl-map", str(mapped), "--device", "cpu",
+                          "--dtype", "float64", "--component", "embedding", "--json", str(first), "--no-progress"])
+    text = capsys.readouterr().out
+    command = (f"python -m reference.report --impl tests.field.one_letter_off --impl-map {mapped} --component "
+               f"embedding --device cpu --dtype float64 --seed 0")
+    assert status == 1 and f"  reproduce: {command}\n" in text, text
+    assert report.main(command.split()[3:] + ["--json", str(again), "--no-progress"]) == 1
+    numbers = [[(r["max_abs"], r["detail"]) for r in _strict_json(f.read_text())["results"]] for f in (first, again)]
+    assert numbers[0] == numbers[1]
+
+
 def test_report_json_schema(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """``--json`` writes strict JSON with the documented keys (docs/report.md); on this package every row passes,
     so exit 0 and every card clause "pass" (a failing report fails this test, naming its failed rows)."""

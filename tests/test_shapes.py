@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from reference.spec.contract import build_model, construct, missing_extras
 from tests.strategies import AttentionConfig, attention_configs, model_configs
-from tests.support import skip_unless_extras
+from tests.support import attention_results, skip_unless_extras
 
 DTYPE = torch.float32
 
@@ -70,8 +70,8 @@ def test_multi_head_attention_block_shape(impl, device, cfg: AttentionConfig) ->
         assert bias is None or tuple(bias.shape) == (cfg.d_model,), f"{name}.bias of shape {tuple(bias.shape)}"
     q = _randn(cfg.B, cfg.Lq, cfg.d_model, device=device)
     kv = _randn(cfg.B, cfg.Lk, cfg.d_model, device=device)
-    assert mha(q, kv, kv, None).shape == (cfg.B, cfg.Lq, cfg.d_model)
-    assert tuple(mha.attention_scores.shape) == (cfg.B, cfg.h, cfg.Lq, cfg.Lk)
+    # the output [B, Lq, d_model] and the weights kept in attention_scores [B, h, Lq, Lk]
+    attention_results(mha, mha(q, kv, kv, None), cfg, config={"cfg": cfg})
 
 
 @pytest.mark.strict("attention projections have no bias")

@@ -21,16 +21,23 @@ import numpy as np
 import torch
 
 from reference.judge import conditioning, tolerances
-from reference.judge.errors import ArrayLike, ErrorStats, error_stats, keep_mask, to_f64
+from reference.judge.errors import (ArrayLike, ErrorStats, describe_value, error_stats, keep_mask, output_problem,
+                                    to_f64)
 
-__all__ = ["ArrayLike", "ErrorStats", "NonFiniteReference", "Verdict", "assert_close", "assert_error_ratio",
-           "assert_l2_error_ratio", "check_reference_finite", "describe", "error_stats", "judge", "judge_l2",
-           "keep_mask", "relative_l2_error", "to_f64"]
+__all__ = ["ArrayLike", "ErrorStats", "NonFiniteReference", "Verdict", "WrongOutput", "assert_close",
+           "assert_error_ratio", "assert_l2_error_ratio", "check_output", "check_reference_finite", "describe",
+           "describe_value", "error_stats", "judge", "judge_l2", "keep_mask", "output_problem", "relative_l2_error",
+           "to_f64"]
 
 
 class NonFiniteReference(AssertionError):
     """A reference (the float64 oracle or torch's output) is NaN/inf where values are compared: the comparison is
     undefined there, so it is a test error, never an allowance (restrict ``where`` to the elements it defines)."""
+
+
+class WrongOutput(AssertionError):
+    """An implementation returned no Tensor, or one of another shape than the contract's: no number can be compared,
+    so the message says what came back (a failure of the implementation, under the test's own clauses)."""
 
 
 def check_reference_finite(reference: ArrayLike, *, what: str, component: str,
@@ -46,6 +53,17 @@ def check_reference_finite(reference: ArrayLike, *, what: str, component: str,
         raise NonFiniteReference(
             f"{describe(component, config)}: the {what} is non-finite at {int(bad.sum())} compared element(s) "
             f"(first at index {first}: {float(r[first])}); a non-finite reference is a test error, not an allowance")
+
+
+def check_output(actual: object, shape: tuple[int, ...] | torch.Size | None = None, *, component: str,
+                 config: Mapping[str, Any] | None = None) -> torch.Tensor:
+    """``actual`` (an implementation's output) when it is a Tensor of the contract's ``shape`` (any shape when
+    None); else a :class:`WrongOutput` naming the component and what came back. Call it before any arithmetic on an
+    output, so a wrong type or shape fails its test with this message rather than a TypeError in the kit."""
+    __tracebackhide__ = True
+    if (problem := output_problem(actual, shape)) is not None:
+        raise WrongOutput(f"{describe(component, config)}: {problem}")
+    return actual  # type: ignore[return-value]
 
 
 def describe(component: str, config: Mapping[str, Any] | None) -> str:
@@ -119,6 +137,13 @@ def _shape_verdict(note: str, what: str) -> Verdict:
                    margin=math.inf, ok=False, note=note, explanation=f"{what}: {note}")
 
 
+def _output_verdict(actual: ArrayLike, expected: ArrayLike, what: str) -> Verdict | None:
+    """The "shape" verdict of an implementation output that is not an array of the reference's shape (else None)."""
+    shape = expected.shape if isinstance(expected, (torch.Tensor, np.ndarray)) else np.shape(expected)
+    problem = output_problem(actual, shape, arrays=True)
+    return None if problem is None else _shape_verdict(problem, what)
+
+
 def _unravel(flat: int, shape: torch.Size) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(flat, tuple(shape))) if len(shape) else ()
 
@@ -129,7 +154,8 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
           k: float = tolerances.K, component: str = "", config: Mapping[str, Any] | None = None,
           label: str = "torch", cond_factor: float | None = None) -> Verdict:
     """Judge ``actual`` (the implementation) against ``expected`` (the float64 reference). A mismatch is a verdict,
-    never an exception; a non-finite ``sensitivity`` at a compared element raises :class:`NonFiniteReference` (a
+    never an exception (an ``actual`` that is no tensor or array, or has another shape, is a "shape" verdict that
+    says what came back); a non-finite ``sensitivity`` at a compared element raises :class:`NonFiniteReference` (a
     test error, as in the ``assert_*`` helpers).
 
     ``rule="auto"``: the error-ratio rule below float64 when ``torch_out`` (torch's output in ``dtype`` on the same
@@ -145,15 +171,16 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
     factor (``conditioning.LN_COND_FACTOR``). ``component``/``config``/``label`` only word the message.
     """
     what = describe(component, config)
+    if (bad := _output_verdict(actual, expected, what)) is not None:
+        return bad
     a, e = to_f64(actual), to_f64(expected)
-    if a.shape != e.shape:
-        return _shape_verdict(f"shape {tuple(a.shape)} != reference {tuple(e.shape)}", what)
     stats = error_stats(a, e, where)
     torch_stats = None
     if torch_out is not None:
         t = to_f64(torch_out)
         if t.shape != e.shape and rule == "ratio":
-            return _shape_verdict(f"{label} output shape {tuple(t.shape)} != reference {tuple(e.shape)}", what)
+            return _shape_verdict(f"{label} output shape {tuple(t.shape)}, the reference's is {tuple(e.shape)}",
+                                  what)
         torch_stats = error_stats(t, e, where) if t.shape == e.shape else None
     common = dict(max_abs=stats.max_abs, max_rel=stats.max_rel, scale=stats.scale, index=stats.index,
                   actual=stats.actual, expected=stats.expected, stats=stats, torch_stats=torch_stats,
@@ -269,6 +296,9 @@ def judge_l2(actual: Mapping[str, ArrayLike], torch_out: Mapping[str, ArrayLike]
     The verdict's ``max_abs`` and ``max_rel`` are the implementation's relative L2 error, ``torch_abs`` torch's.
     """
     names = list(oracle)
+    for n in names:
+        if (bad := _output_verdict(actual.get(n), oracle[n], f"{describe(component, config)}, {n}")) is not None:
+            return bad
 
     def flat(values: Mapping[str, ArrayLike]) -> torch.Tensor:
         return torch.cat([to_f64(values[n]).reshape(-1) for n in names])
@@ -299,7 +329,8 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
                  sensitivity: Callable[[], ArrayLike] | None = None) -> None:
     """The direct rule (:func:`judge` with ``rule="direct"``) in float64 with the tolerance of ``dtype`` (default
     ``actual``'s) or the given rtol/atol; raises the verdict's message, followed by
-    ``torch.testing.assert_close``'s own mismatch report.
+    ``torch.testing.assert_close``'s own mismatch report (:class:`WrongOutput` for an ``actual`` that is no tensor or
+    array, or has another shape).
 
     ``where`` selects the elements to compare (others are ignored). ``sensitivity`` widens each element's
     allowance to ``COND_FACTOR * sensitivity`` where that is larger (``reference.judge.conditioning``).
@@ -307,13 +338,14 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
     __tracebackhide__ = True
     if (rtol is None) != (atol is None):
         raise ValueError("give rtol and atol together or not at all")
+    if (bad := _output_verdict(actual, expected, describe(component, config))) is not None:
+        raise WrongOutput(bad.message())
     if dtype is None:
         dtype = actual.dtype if isinstance(actual, torch.Tensor) else torch.float64
     if rtol is None or atol is None:
         rtol, atol = (tolerances.grad_tol if grad else tolerances.value_tol)(dtype)
     a, e = to_f64(actual), to_f64(expected)
-    if a.shape == e.shape:
-        check_reference_finite(e, what="expected value", component=component, config=config, where=where)
+    check_reference_finite(e, what="expected value", component=component, config=config, where=where)
     v = judge(a, e, dtype=dtype, rule="direct", grad=grad, where=where, sensitivity=sensitivity, rtol=rtol,
               atol=atol, component=component, config=config)
     if v.ok:
@@ -339,6 +371,8 @@ def assert_error_ratio(actual: ArrayLike, torch_out: ArrayLike, oracle: ArrayLik
     (:class:`NonFiniteReference`). Returns both error figures (for reports).
     """
     __tracebackhide__ = True
+    if (bad := _output_verdict(actual, oracle, describe(component, config))) is not None:
+        raise WrongOutput(bad.message())  # before ``where`` (often shaped like ``actual``) meets the references
     check_reference_finite(oracle, what="float64 oracle", component=component, config=config, where=where)
     check_reference_finite(torch_out, what=f"{label} output", component=component, config=config, where=where)
     v = judge(actual, oracle, dtype=dtype, torch_out=torch_out, rule="ratio", where=where, sensitivity=sensitivity,
@@ -355,6 +389,8 @@ def assert_l2_error_ratio(actual: Mapping[str, ArrayLike], torch_out: Mapping[st
     """:func:`judge_l2`, raising its message; returns (implementation error, torch error)."""
     __tracebackhide__ = True
     for n in oracle:
+        if (bad := _output_verdict(actual.get(n), oracle[n], f"{describe(component, config)}, {n}")) is not None:
+            raise WrongOutput(bad.message())
         check_reference_finite(oracle[n], what=f"float64 oracle of {n}", component=component, config=config)
         check_reference_finite(torch_out[n], what=f"{label} value of {n}", component=component, config=config)
     v = judge_l2(actual, torch_out, oracle, dtype=dtype, k=k, floor_eps=floor_eps, component=component,

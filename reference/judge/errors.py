@@ -12,6 +12,31 @@ import torch
 ArrayLike = Any  # torch.Tensor | np.ndarray
 
 
+def describe_value(x: object) -> str:
+    """What a value is, for a message: ``"Tensor (2, 5, 8) float32"``, ``"tuple of 2 items (Tensor (2, 5, 8)
+    float32, None)"``, ``"None"``."""
+    if isinstance(x, torch.Tensor):
+        return f"Tensor {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}"
+    if isinstance(x, np.ndarray):
+        return f"numpy array {x.shape} {x.dtype}"
+    if isinstance(x, (tuple, list)):
+        items = ", ".join(describe_value(i) for i in x[:4]) + (", ..." if len(x) > 4 else "")
+        return f"{type(x).__name__} of {len(x)} item{'s' if len(x) != 1 else ''} ({items})"
+    return "None" if x is None else type(x).__name__
+
+
+def output_problem(actual: object, shape: tuple[int, ...] | torch.Size | None = None, *,
+                   arrays: bool = False) -> str | None:
+    """Why ``actual`` is not an output the contract's ``shape`` can be compared with (None when it is): not a
+    Tensor (a NumPy array passes with ``arrays``), or a Tensor of another shape."""
+    if not (isinstance(actual, torch.Tensor) or (arrays and isinstance(actual, np.ndarray))):
+        return f"returned {describe_value(actual)}; the contract wants a Tensor" + (
+            f" of shape {tuple(shape)}" if shape is not None else "")
+    if shape is not None and tuple(actual.shape) != tuple(shape):
+        return f"output shape {tuple(actual.shape)}, the contract's is {tuple(shape)}"
+    return None
+
+
 def to_f64(x: ArrayLike) -> torch.Tensor:
     """A float64 CPU tensor copy of a tensor or array (detached)."""
     if isinstance(x, torch.Tensor):

@@ -29,7 +29,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from reference.judge import tolerances
-from reference.judge.compare import NonFiniteReference, judge, judge_l2
+from reference.judge.compare import NonFiniteReference, WrongOutput, judge, judge_l2
 
 __all__ = ["SIXTEEN_BIT", "diagnose", "diagnose_check", "explained", "float32_copy", "is_16bit"]
 
@@ -287,10 +287,11 @@ def diagnose_check(target: nn.Module | Call, inputs: Sequence[Any], *, dtype: to
 @contextlib.contextmanager
 def explained(dtype: torch.dtype, diagnosis: Callable[[], str]) -> Iterator[None]:
     """Run an assertion; when it fails in a 16-bit ``dtype``, append ``diagnosis()`` (lazy: only on failure) to its
-    message. The exception, its type and traceback are kept; a :class:`NonFiniteReference` is left as it is."""
+    message. The exception, its type and traceback are kept; a :class:`NonFiniteReference` or :class:`WrongOutput`
+    is left as it is (no precision explains a wrong type or shape)."""
     try:
         yield
-    except NonFiniteReference:
+    except (NonFiniteReference, WrongOutput):
         raise
     except AssertionError as exc:
         if is_16bit(dtype):

@@ -25,6 +25,11 @@ from .cases import LARGE, Ctx, Outcome, skip
 _np = to_numpy
 
 
+def _plotted(out: object) -> np.ndarray | None:
+    """The implementation's output as an array for the plots; None when it is no Tensor (the verdict says what)."""
+    return _np(out) if isinstance(out, torch.Tensor) else None
+
+
 def _judge(c: Ctx, name: str, out: torch.Tensor, expected: np.ndarray, *, dtype: torch.dtype | None = None,
            **kw: Any) -> Verdict:
     """``compare.judge`` in ``dtype`` (default the run's) by component ``name``'s tolerance rule (the registry's)."""
@@ -51,7 +56,7 @@ def run_embedding(c: Ctx) -> Outcome:
         out = module(tokens)
         torch_out = torch_ref.embedding(tokens, module.embedding.weight)
     expected = numpy_ref.embedding(_np(tokens), _np(module.embedding.weight))
-    return Outcome(_judge(c, "embedding", out, expected, torch_out=torch_out), "", _np(out), expected)
+    return Outcome(_judge(c, "embedding", out, expected, torch_out=torch_out), "", _plotted(out), expected)
 
 
 def run_positional_encoding(c: Ctx) -> Outcome:
@@ -61,7 +66,7 @@ def run_positional_encoding(c: Ctx) -> Outcome:
         out = module(x)
     expected = numpy_ref.positional_encoding(_np(x))
     return Outcome(_judge(c, "positional_encoding", out, expected), "no torch module: direct rule",
-                   _np(out), expected)
+                   _plotted(out), expected)
 
 
 def _layer_norm(c: Ctx, offset: float, noise: float, detail: str) -> Outcome:
@@ -80,7 +85,7 @@ def _layer_norm(c: Ctx, offset: float, noise: float, detail: str) -> Outcome:
         sensitivity = lambda: conditioning.sensitivity(oracle, conditioning.unit_roundoff(c.dtype))  # noqa: E731
     expected = oracle()
     return _diagnosed(c, Outcome(_judge(c, "layer_norm", out, expected, torch_out=torch_out, sensitivity=sensitivity),
-                                 detail, _np(out), expected),
+                                 detail, _plotted(out), expected),
                       module, (x,), torch_out, torch_call=lambda m, a: torch_adapters.to_layer_norm(m)(a))
 
 
@@ -101,7 +106,7 @@ def run_feed_forward(c: Ctx) -> Outcome:
         torch_out = torch_adapters.to_feed_forward(module)(x)
     expected = numpy_ref.feed_forward(_np(x), extract_weights(module))
     return _diagnosed(c, Outcome(_judge(c, "feed_forward", out, expected, torch_out=torch_out),
-                                 "vs nn.Linear/ReLU/nn.Linear", _np(out), expected),
+                                 "vs nn.Linear/ReLU/nn.Linear", _plotted(out), expected),
                       module, (x,), torch_out, torch_call=lambda m, a: torch_adapters.to_feed_forward(m)(a))
 
 
@@ -129,7 +134,7 @@ def make_run_mha(kind: str) -> Callable[[Ctx], Outcome]:
         if isinstance(scores, torch.Tensor) and tuple(scores.shape) == weights.shape:
             detail += f"; attention_scores max abs error {error_stats(scores, weights).max_abs:.2e}"
         return _diagnosed(c, Outcome(_judge(c, "multi_head_attention", out, expected, torch_out=torch_out), detail,
-                                     _np(out), expected),
+                                     _plotted(out), expected),
                           module, (q, k, v, mask), torch_out, torch_call=lambda mod, *a: torch_adapters.mha_forward(
                               torch_adapters.to_multihead_attention(mod, h=m.h).eval(), *a))
     return run
@@ -171,7 +176,7 @@ def run_encoder_block(c: Ctx) -> Outcome:
         torch_out = torch_adapters.encoder_forward(torch_adapters.to_encoder_layer(module, h=m.h).eval(), x, mask)
     expected = numpy_ref.encoder_block(_np(x), _np(mask), extract_weights(module), m.h, CONTRACT_EPS)
     return _diagnosed(c, Outcome(_judge(c, "encoder_block", out, expected, torch_out=torch_out),
-                                 "vs nn.TransformerEncoderLayer", _np(out), expected),
+                                 "vs nn.TransformerEncoderLayer", _plotted(out), expected),
                       module, (x, mask), torch_out, torch_call=lambda mod, *a: torch_adapters.encoder_forward(
                           torch_adapters.to_encoder_layer(mod, h=m.h).eval(), *a))
 
@@ -194,7 +199,7 @@ def run_decoder_block(c: Ctx) -> Outcome:
     expected = numpy_ref.decoder_block(_np(x), _np(memory), _np(src_mask), _np(tgt_mask), extract_weights(module),
                                        h, CONTRACT_EPS)
     return _diagnosed(c, Outcome(_judge(c, "decoder_block", out, expected, torch_out=torch_out),
-                                 "vs nn.TransformerDecoderLayer", _np(out), expected),
+                                 "vs nn.TransformerDecoderLayer", _plotted(out), expected),
                       module, (x, memory, src_mask, tgt_mask), torch_out,
                       torch_call=lambda mod, *a: torch_adapters.decoder_forward(
                           torch_adapters.to_decoder_layer(mod, h=h).eval(), *a))
@@ -212,7 +217,7 @@ def run_encoder(c: Ctx) -> Outcome:
     expected = numpy_ref.encoder(_np(x), _np(mask), numpy_ref.sub(extract_weights(model), "encoder"), m.h,
                                  CONTRACT_EPS, N=m.N)
     return _diagnosed(c, Outcome(_judge(c, "encoder", out, expected, torch_out=torch_out), "vs nn.TransformerEncoder",
-                                 _np(out), expected),
+                                 _plotted(out), expected),
                       model.encoder, (x, mask), torch_out, torch_call=lambda mod, *a: torch_adapters.encoder_forward(
                           torch_adapters.to_encoder(mod, h=m.h, N=m.N, d_ff=m.d_ff).eval(), *a))
 
@@ -228,7 +233,7 @@ def run_decoder(c: Ctx) -> Outcome:
     expected = numpy_ref.decoder(_np(x), _np(memory), _np(src_mask), _np(tgt_mask),
                                  numpy_ref.sub(extract_weights(model), "decoder"), h, CONTRACT_EPS, N=m.N)
     return _diagnosed(c, Outcome(_judge(c, "decoder", out, expected, torch_out=torch_out), "vs nn.TransformerDecoder",
-                                 _np(out), expected),
+                                 _plotted(out), expected),
                       model.decoder, (x, memory, src_mask, tgt_mask), torch_out,
                       torch_call=lambda mod, *a: torch_adapters.decoder_forward(
                           torch_adapters.to_decoder(mod, h=h, N=m.N, d_ff=m.d_ff).eval(), *a))
@@ -255,7 +260,7 @@ def run_transformer(c: Ctx) -> Outcome:
     v = _judge(c, "transformer", out, expected, torch_out=torch_out)
     detail = "vs nn.Transformer; " + ("every submodule within tolerance" if loc.ok
                                       else f"first divergence: {loc.first_divergence}")
-    return _diagnosed(c, Outcome(v, detail, _np(out), expected, localization=loc, passed=v.ok and loc.ok),
+    return _diagnosed(c, Outcome(v, detail, _plotted(out), expected, localization=loc, passed=v.ok and loc.ok),
                       model, (case.src, case.src_mask, case.tgt, case.tgt_mask), torch_out, call=_logits,
                       torch_call=lambda mod, *a: _logits(
                           torch_adapters.TorchTransformerModel(mod, h=m.h, N=m.N, d_ff=m.d_ff).eval(), *a))

@@ -172,6 +172,9 @@ class Report:
     results: list[Result]
     elapsed: float = 0.0
     diagnosis: Diagnosis | None = None  # the API diagnosis of the implementation (its deviations go on the card)
+    impl_map: str | None = None  # the --impl-map the implementation was seen through
+    compile: str | None = None  # the torch.compile backend every module was built with (None: eager)
+    threads: int = 1  # torch CPU threads of the sweep (CPU sums may round differently with more)
 
     @property
     def faults(self) -> list[str]:
@@ -201,9 +204,14 @@ class Report:
         return list(groups.values())
 
     def command(self, component: str, device: str, dtype: str) -> str:
-        """The command line that reproduces one row."""
-        return (f"python -m reference.report --impl {shlex.quote(self.impl)} --component {component} "
-                f"--device {device} --dtype {dtype} --seed {self.seed}")
+        """The command line that reproduces one row: every option that changes its numbers (the implementation and
+        its map, the row, the seed, compilation, CPU threads)."""
+        words = ["python", "-m", "reference.report", "--impl", self.impl]
+        words += ["--impl-map", self.impl_map] if self.impl_map is not None else []
+        words += ["--component", component, "--device", device, "--dtype", dtype, "--seed", str(self.seed)]
+        words += ["--compile", self.compile] if self.compile else []
+        words += ["--threads", str(self.threads)] if self.threads != 1 else []
+        return shlex.join(words)
 
     def card(self) -> Card:
         """The conformance card of this sweep: each run counted against its row's clauses and its dtype's
@@ -291,4 +299,6 @@ def sweep(impl_name: str, *, components: Sequence[str], devices: Sequence[str], 
     finally:
         call_guard.remove()
     return Report(impl_name, seed, list(devices), dict(dtypes), list(components), results,
-                  time.perf_counter() - start, diagnosis_of(impl_name, impl_map))
+                  time.perf_counter() - start, diagnosis_of(impl_name, impl_map),
+                  impl_map=None if impl_map is None else str(impl_map), compile=contract.compile_backend(),
+                  threads=torch.get_num_threads())
