@@ -292,11 +292,13 @@ def pytest_runtest_call(item: pytest.Item):
     if call_guard is not None:
         call_guard.reset()
     dog.push(item, limit or None, f"the test {item.name} (as a whole)")
-    outcome = yield  # the outcome (raised or not) is pytest's to report
-    try:
-        dog.pop(item)
-    except guard.ModelHung:  # the deadline fell between the test's end and this line: the test did end
-        pass
+    own_backstop = limit and not float(item.config.getini("faulthandler_timeout") or 0)  # pytest's is the user's
+    with guard.backstop(limit + guard.BACKSTOP_GRACE if own_backstop else None):
+        outcome = yield  # the outcome (raised or not) is pytest's to report
+        try:
+            dog.pop(item)
+        except guard.ModelHung:  # the deadline fell between the test's end and this line: the test did end
+            pass
     if call_guard is not None:
         call_guard.reset()
     changed = guard.changes(before, guard.snapshot())

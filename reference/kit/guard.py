@@ -130,6 +130,31 @@ class Watchdog:
         raise ModelHung(f"{what} did not return within {seconds:g} s (the watchdog: --call-timeout/--test-timeout)")
 
 
+@contextlib.contextmanager
+def backstop(seconds: float | None) -> Iterator[None]:
+    """The last resort for a hang no signal interrupts (a deadlock or a long loop in C code): after ``seconds``,
+    ``faulthandler`` prints every thread's traceback to stderr (where the run was) and ends the process with exit
+    status 1. Cancelled when the block ends."""
+    import faulthandler
+    import sys
+
+    if not seconds or not math.isfinite(seconds) or seconds <= 0:
+        yield
+        return
+    try:
+        faulthandler.dump_traceback_later(seconds, exit=True, file=sys.__stderr__)
+    except (ValueError, OSError, AttributeError):  # no usable stderr (a pythonw), or faulthandler unavailable
+        yield
+        return
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+#: Seconds past a deadline before the ``backstop`` ends the process.
+BACKSTOP_GRACE = 60.0
+
 WATCHDOG: Watchdog | None = None
 
 

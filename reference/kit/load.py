@@ -36,7 +36,8 @@ def open_impl(name: str, impl_map: str | os.PathLike | None = None, *,
     if key not in _OPENED:
         before = guard.snapshot()
         try:
-            with guard.watchdog().limit(call_timeout, f"import {name}"):
+            with guard.watchdog().limit(call_timeout, f"import {name}"), \
+                    guard.backstop(call_timeout and call_timeout + guard.BACKSTOP_GRACE):
                 module = importlib.import_module(name)
         except (Exception, SystemExit, guard.ModelHung) as exc:  # noqa: BLE001: any failure at import, exit 2
             what = (f"called sys.exit({exc.code!r}) at import" if isinstance(exc, SystemExit) else
@@ -51,7 +52,8 @@ def open_impl(name: str, impl_map: str | os.PathLike | None = None, *,
             raise
         except (OSError, ValueError) as exc:
             raise ImportError(f"cannot read --impl-map {impl_map}: {exc}") from exc
-        reached, diag = reach(module, user, impl=name, call_timeout=call_timeout)
+        with guard.backstop(call_timeout and 4 * call_timeout + guard.BACKSTOP_GRACE):  # a C-level hang
+            reached, diag = reach(module, user, impl=name, call_timeout=call_timeout)
         diag.findings += [Finding(guard.PURE, "import", "(import)", None,
                                   f"importing {name} changed {c} (the kit restored it: a module leaves torch's global "
                                   "state as it found it)", blocking=False) for c in changed]
