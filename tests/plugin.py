@@ -288,6 +288,8 @@ def pytest_runtest_call(item: pytest.Item):
     call_guard = item.config.stash.get(GUARD, None)
     before = guard.snapshot()
     limit = item.config.getoption("--test-timeout") if guarded and not item.get_closest_marker("slow") else 0
+    if contract.compile_backend():  # --compile: every test compiles its modules first (minutes on 2 cores)
+        limit *= COMPILE_TIMEOUT_FACTOR
     dog = guard.watchdog()
     if call_guard is not None:
         call_guard.reset()
@@ -339,6 +341,9 @@ def _seed_line(config: pytest.Config) -> str:
 
 
 VERDICT = pytest.StashKey[verdict.Verdict]()
+#: ``--compile``: a test's deadline is this many times ``--test-timeout`` (the watchdog never counts time spent in
+#: dynamo or inductor against a call: ``reference.kit.guard``).
+COMPILE_TIMEOUT_FACTOR = 10
 
 
 @pytest.hookimpl(tryfirst=True)
