@@ -186,6 +186,9 @@ def _load(config: pytest.Config) -> None:
     error when the module cannot be imported or the map cannot be read); keep the module the tests reach, and guard
     every later call into it (``reference.kit.guard``)."""
     name, path = config.getoption("--impl"), config.getoption("--impl-map")
+    for stream in (sys.stdout, sys.__stdout__):  # a run killed from outside still shows how far it got
+        if stream is not None and hasattr(stream, "reconfigure") and not stream.isatty():
+            stream.reconfigure(line_buffering=True)
     if not hasattr(config, "workerinput"):  # shown before the import and the diagnosis, which may hang or crash
         print(f"scratch-transformer: importing {name} and diagnosing its API (watchdog "
               f"{config.getoption('--call-timeout'):g} s per call)", flush=True)
@@ -244,6 +247,8 @@ MARKERS = (
     "slow: long-running (inductor compilation, the meta-tests that re-run the suite on its controls); deselect with "
     "-m 'not slow'",
     "smoke: the smoke tier: fast tests that together kill every negative control (set by the kill matrix)",
+    "faults: fault injection of the kit itself (tests/faults/, tests/test_faults.py): runs faulty modules in "
+    "subprocesses; slow",
     "blackbox: needs only build_transformer and encode/decode/project: still runs when an unmapped API deviation "
     "stops the rest",
 )

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from reference.kit import guard
+from reference.kit.card import NOT_REACHED
 from reference.spec.contract import ModelConfig, build_model
 from tests.support import encode_decode_project
 
@@ -40,8 +41,11 @@ def test_a_call_leaves_its_inputs_the_global_state_and_the_rng_alone(impl) -> No
     pristine = {k: v.clone() for k, v in inputs.items()}
     torch.manual_seed(int(torch.randint(1, 2**31, (1,), generator=gen)))  # not a state a model would seed
     state, rng = guard.snapshot(), torch.get_rng_state()
-    with torch.no_grad():
-        encode_decode_project(model, inputs["src"], inputs["tgt"], inputs["src_mask"], inputs["tgt_mask"])
+    try:
+        with torch.no_grad():
+            encode_decode_project(model, inputs["src"], inputs["tgt"], inputs["src_mask"], inputs["tgt_mask"])
+    except Exception as exc:  # noqa: BLE001: a model that cannot run gives no verdict on purity
+        pytest.skip(f"{NOT_REACHED} transformer.compose: encode/decode/project raised {type(exc).__name__}: {exc}")
     changed = [k for k, v in inputs.items() if not torch.equal(v, pristine[k])]
     assert not changed, f"Transformer.encode/decode/project modified its input(s) {changed} in place"
     assert not guard.changes(state, guard.snapshot()), (

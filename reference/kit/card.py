@@ -105,11 +105,12 @@ class Card:
         out = [f"conformance card for {self.impl}: {head}"]
         for r in rows:
             text = f"  {r['status']:<11} {r['clause']:<26} {r['tier']:<8} {r['detail']}"
-            out.append(text if len(text) <= width else text[: width - 3] + "...")
+            # a FAIL line is never cut: its message is what the reader came for (a one-line message, <= 320 chars)
+            out.append(text if len(text) <= width or r["status"] == "FAIL" else text[: width - 3] + "...")
         return out
 
 
-def one_line(longrepr: Any, limit: int = 200) -> str:
+def one_line(longrepr: Any, limit: int = 320) -> str:
     """The first informative line of a failure's report (the exception line, else the first line)."""
     text = str(getattr(longrepr, "reprcrash", None) and longrepr.reprcrash.message or longrepr or "")
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")

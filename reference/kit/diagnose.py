@@ -320,7 +320,11 @@ def _resolve(root: nn.Module, path: str) -> nn.Module | None:
     return node if isinstance(node, nn.Module) else None
 
 
-def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap) -> tuple[list[Finding], dict]:
+def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap, *, forwarded: bool = True
+                ) -> tuple[list[Finding], dict]:
+    """Findings and proposed entries for the contract's attributes on the built ``model``. An attribute only a forward
+    sets (``attention_scores``) is not judged when the probe's forward raised (``forwarded`` false): its absence then
+    says nothing about the API, and the tests name the broken forward under its own clause."""
     contract_types = {c: {t for t in (getattr(adapted, c, None), getattr(getattr(adapted, c, None), "__mro__",
                                                                           (None, None))[1]) if isinstance(t, type)}
                       for c in ATTRIBUTES}
@@ -332,6 +336,8 @@ def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap) -> tup
         members = _members(owner)
         mapped = impl_map.attributes.get(contract, {})
         for attr, kind in ATTRIBUTES[contract].items():
+            if kind == "weights" and not forwarded:
+                continue
             if attr in mapped or (hasattr(owner, attr) and _kind_ok(getattr(owner, attr), kind, owner, attr,
                                                                     contract_types)):
                 continue
@@ -339,16 +345,25 @@ def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap) -> tup
             pool = [n for n, v in members.items() if n not in others and _kind_ok(v, kind, owner, n, contract_types)]
             found = _pick(contract, attr, kind, pool, owner)
             what = {"vector": "1-D parameter", "buffer": "buffer", "method": "method", "int": "int attribute",
-                    "float": "number attribute"}.get(kind, f"`{kind}`")
+                    "float": "number attribute",
+                    "weights": "Tensor [B, h, Lq, Lk] of the attention weights, kept by every forward"
+                    }.get(kind, f"`{kind}`")
             if found:
                 proposed.setdefault(contract, {})[attr] = found
                 alone = " the only one" if len(pool) == 1 else ""
                 message = (f"`{contract}` has no `{attr}`; its {what}{alone} `{found}` looks like it "
                            f"(of {sorted(pool)})")
+            elif hasattr(owner, attr):  # there, but of another kind: say so, not "no candidate among [.., attr, ..]"
+                value = getattr(owner, attr)
+                shown = f"a {type(value).__name__}" + (f" of shape {tuple(value.shape)}"
+                                                        if isinstance(value, torch.Tensor) else "")
+                how = " registered with `register_buffer`" if kind == "buffer" else ""
+                message = f"`{contract}.{attr}` is {shown}; the contract's is a {what}{how}"
             else:
                 message = f"`{contract}` has no `{attr}` ({what}), and no candidate among {sorted(members)}"
-            findings.append(Finding("api.attributes", contract, attr, found, message,
-                                    blocking=kind not in NON_BLOCKING_KINDS))
+            # the kept weights are mha.static-attention's own text ("the block keeps the weights in ...")
+            clause = "mha.static-attention" if kind == "weights" else "api.attributes"
+            findings.append(Finding(clause, contract, attr, found, message, blocking=kind not in NON_BLOCKING_KINDS))
     return findings, proposed
 
 
@@ -460,11 +475,11 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
         if stop is not None:
             diag.findings.append(stop)
             break
-        _, hung = _forward(model, call_timeout)
+        forwarded, hung = _forward(model, call_timeout)
         if hung is not None:
             diag.findings.append(hung)
             break
-        found, new = _attributes(model, adapted, effective)
+        found, new = _attributes(model, adapted, effective, forwarded=forwarded)
         for f in found:
             attr_findings.setdefault((f.where, f.contract), f)
         if not new:

@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from reference.kit.adapter import ImplMap
 
 
+#: Clauses (prefixes) whose findings the diagnosis test judges (``tests/test_contract.py::test_api_diagnosis``).
+DIAGNOSED = ("api.", "build.", "module.", "mha.static-attention")
+
+
 @dataclass(frozen=True)
 class Finding:
     """One deviation from the contract: its clause, where, the contract's name, the closest match found."""
@@ -36,7 +40,7 @@ class Diagnosis:
 
     def unaccepted(self) -> list[Finding]:
         """API findings the user's own map does not cover: deviations the diagnosis test reports as failures."""
-        return [f for f in self.findings if f.clause.startswith(("api.", "build.", "module."))
+        return [f for f in self.findings if f.clause.startswith(DIAGNOSED)
                 and not (covered(f, self.user) or (f.contract == "(order)" and f.where in self.user.arguments))]
 
     def unresolved(self) -> list[Finding]:
@@ -74,6 +78,6 @@ def covered(f: Finding, m: ImplMap) -> bool:
         return f.contract in m.classes
     if f.clause == "api.signatures":
         return f.contract in m.arguments.get(f.where, {})
-    if f.clause == "api.attributes":
+    if f.clause in ("api.attributes", "mha.static-attention"):
         return f.contract in m.attributes.get(f.where, {})
     return False

@@ -332,7 +332,7 @@ class CallGuard:
         self.types = types
         self.call_timeout = call_timeout
         self.depth = 0
-        self._pristine: list[list[tuple[str, torch.Tensor, torch.Tensor]]] = []  # one list per call in flight
+        self._pristine: list[list[tuple[str, torch.Tensor, torch.Tensor, int]]] = []  # one per call in flight
         self._handles: list[Any] = []
 
     def install(self) -> CallGuard:
@@ -358,7 +358,7 @@ class CallGuard:
             return
         self.depth += 1
         with torch.no_grad():
-            self._pristine.append([(name, t, t.detach().clone()) for name, t in _tensors(module, args)])
+            self._pristine.append([(name, t, t.detach().clone(), t._version) for name, t in _tensors(module, args)])
         if self.depth == 1:
             watchdog().push(self, self.call_timeout, f"{type(module).__name__}.forward")
 
@@ -371,11 +371,17 @@ class CallGuard:
             watchdog().pop(self)
         if output is None:  # the forward raised (torch calls always-call hooks with None): the error stands
             return
-        changed = [name for name, t, copy in pristine if not _same(t.detach(), copy)]
+        changed = [name for name, t, copy, _ in pristine if not _same(t.detach(), copy)]
         if changed:
             raise ImpureCall(f"{type(module).__name__}.forward modified its input {', '.join(changed)} in place "
                              "(module.pure: a call leaves its inputs unchanged; the kit's references are computed "
                              "from copies taken before the call)")
+        written = [f"{name} ({t._version - version} in-place write(s))" for name, t, _, version in pristine
+                   if t._version != version]
+        if written:  # the values came back (a mask inverted and inverted back), but the caller's tensor was written
+            raise ImpureCall(f"{type(module).__name__}.forward wrote into its input {', '.join(written)} in place; "
+                             "the values are back after the call, but a caller's tensor is not the model's to write "
+                             "(module.pure: an integer mask would come back 0/1; a tensor shared meanwhile is wrong)")
 
 
 def where(exc: BaseException) -> str:

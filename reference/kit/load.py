@@ -52,11 +52,19 @@ def open_impl(name: str, impl_map: str | os.PathLike | None = None, *,
             raise
         except (OSError, ValueError) as exc:
             raise ImportError(f"cannot read --impl-map {impl_map}: {exc}") from exc
-        with guard.backstop(call_timeout and 4 * call_timeout + guard.BACKSTOP_GRACE):  # a C-level hang
-            reached, diag = reach(module, user, impl=name, call_timeout=call_timeout)
+        before = guard.snapshot()
+        try:
+            with guard.backstop(call_timeout and 4 * call_timeout + guard.BACKSTOP_GRACE):  # a C-level hang
+                reached, diag = reach(module, user, impl=name, call_timeout=call_timeout)
+        finally:
+            in_calls = guard.changes(before, guard.snapshot())
+            guard.restore(before)
         diag.findings += [Finding(guard.PURE, "import", "(import)", None,
                                   f"importing {name} changed {c} (the kit restored it: a module leaves torch's global "
                                   "state as it found it)", blocking=False) for c in changed]
+        diag.findings += [Finding(guard.PURE, "build_transformer", "(calls)", None,
+                                  f"building and running the probe model changed {c} (the kit restored it: a call "
+                                  "leaves torch's global state as it found it)", blocking=False) for c in in_calls]
         _OPENED[key] = reached, diag
     return _OPENED[key]
 
@@ -68,8 +76,8 @@ def diagnosis_of(name: str, impl_map: str | os.PathLike | None = None) -> Any:
 
 
 class ModelFault(ImportError):
-    """The diagnosis stopped on the model's own fault (a hang, an allocation far beyond its sizes: module.bounded):
-    a FAIL, not a usage error."""
+    """The diagnosis stopped on the model's own fault (a constructor that raises: build.structure; a hang, an
+    allocation far beyond its sizes: module.bounded): a FAIL, not a usage error."""
 
 
 def load_impl(name: str = DEFAULT_IMPL, impl_map: str | os.PathLike | None = None, *,
@@ -78,10 +86,10 @@ def load_impl(name: str = DEFAULT_IMPL, impl_map: str | os.PathLike | None = Non
     also when a contract name stays unreachable, naming it and, for a missing name, the closest match;
     :class:`ModelFault` when the model hung or over-allocated in the diagnosis."""
     reached, diag = open_impl(name, impl_map, call_timeout=call_timeout)
-    bounded = [f for f in diag.unresolved() if f.clause == guard.BOUNDED]
-    if bounded:
-        raise ModelFault(f"implementation {name!r}: {guard.BOUNDED}: " + "; ".join(f.message for f in bounded))
-    unreachable = [f for f in diag.unresolved() if f.clause in ("api.names", "build.structure")]
+    faults = [f for f in diag.unresolved() if f.clause in (guard.BOUNDED, "build.structure")]
+    if faults:  # the model could not be built or hung: a FAIL of its clause, not a usage error
+        raise ModelFault(f"implementation {name!r}: " + "; ".join(f"{f.clause}: {f.message}" for f in faults))
+    unreachable = [f for f in diag.unresolved() if f.clause == "api.names"]
     if unreachable:
         raise ImportError(f"implementation {name!r}: " + "; ".join(f.message for f in unreachable)
                           + " (write an --impl-map: README, 'Test your own implementation')")

@@ -98,18 +98,26 @@ CASES: tuple[Case, ...] = (
     Case("report_ctor_not_implemented", _fault("ctor_not_implemented"), FAILED, r"^FAIL\b.*NotImplementedError",
          kind=REPORT),
     # Wrong state, values, types and shapes.
-    Case("pe_plain_attribute", _fault("pe_plain_attribute"), FAILED, r"FAIL\s+(pe\.buffer|module\.state)\b"),
+    Case("pe_plain_attribute", _fault("pe_plain_attribute"), FAILED,
+         r"FAIL\s+api\.attributes\b.*`PositionalEncoding\.pe` is a Tensor.*register_buffer"),
+    # Accepting the diagnosis leaves the clauses it stops without a verdict: not green (6), unless accepted too.
+    Case("unjudged_after_xfail", _fault("pe_plain_attribute"), NOT_JUDGED, r"not judged",
+         args=("--xfails-file", "tests/faults/accept_api_attributes.xfails")),
+    Case("unjudged_accepted", _fault("pe_plain_attribute"), PASSED, r"accepted by --accept-unjudged",
+         args=("--xfails-file", "tests/faults/accept_api_attributes.xfails", "--accept-unjudged")),
     Case("returns_nan", _fault("returns_nan"), FAILED, r"FAIL\s+\S+.*\b(nan|NaN|non-finite|finite)\b"),
     Case("report_returns_nan", _fault("returns_nan"), FAILED, r"^FAIL\b.*\b(nan|NaN|non-finite|finite)\b",
          kind=REPORT),
-    Case("attn_wrong_shape", _fault("attn_wrong_shape"), FAILED, r"FAIL\s+\S+.*\bshape\b"),
-    Case("attn_returns_tuple", _fault("attn_returns_tuple"), FAILED, r"FAIL\s+\S+.*\btuple\b"),
-    Case("attn_no_weights", _fault("attn_no_weights"), FAILED, r"FAIL\s+\S+.*\battention_scores\b"),
+    Case("attn_wrong_shape", _fault("attn_wrong_shape"), FAILED, r"FAIL\s+mha\.formula\b.*\boutput shape\b"),
+    Case("attn_returns_tuple", _fault("attn_returns_tuple"), FAILED, r"FAIL\s+mha\.formula\b.*\btuple\b"),
+    Case("attn_no_weights", _fault("attn_no_weights"), FAILED, r"FAIL\s+mha\.static-attention\b.*\battention_scores\b"),
     # The process itself: exit at import, hangs.
     Case("exit_at_import", _fault("exit_at_import"), IMPORT_ERROR, _EXITED),
     Case("report_exit_at_import", _fault("exit_at_import"), IMPORT_ERROR, _EXITED, kind=REPORT),
     Case("hang_forward", _fault("hang_forward"), FAILED, _BOUNDED, timeout_s=HANG_LIMIT_S),
     Case("hang_build", _fault("hang_build"), FAILED, _BOUNDED, timeout_s=HANG_LIMIT_S),
+    Case("hang_in_a_test", _fault("hang_long_sequences"), FAILED, _BOUNDED + r".*MultiHeadAttentionBlock\.forward",
+         timeout_s=HANG_LIMIT_S),
     Case("report_hang_forward", _fault("hang_forward"), FAILED, r"did not return within", kind=REPORT,
          timeout_s=HANG_LIMIT_S),
     # Side effects on the caller: its tensors, torch's global state.
@@ -162,7 +170,7 @@ def first_message(kind: str, stdout: str, stderr: str) -> str:
     """The first informative message of a run: the one line a person reads for its verdict.
 
     Smoke (pytest): the first ``  FAIL`` line of the conformance card printed at the end (the section after
-    ``conformance card for ...:``); else the first line of stderr, then stdout, starting ``ERROR:`` or naming a
+    ``conformance card for ...:``); else the verdict's line (``verdict: exit 6 (not judged) ...``); else the first line of stderr, then stdout, starting ``ERROR:`` or naming a
     ``UsageError``; else the last ``INTERNALERROR>`` line (a crash of the kit's plugin: its exception); else the
     first ``Exit:`` or ``!!!`` line (``pytest.exit``, an interrupted session); else the last non-empty line of
     stderr, else of stdout (pytest's ``=`` and ``!`` banners stripped).
@@ -186,7 +194,7 @@ def first_message(kind: str, stdout: str, stderr: str) -> str:
         found = first(out, r"^FAIL\b") or card_fail(out) or (err[-1] if err else None) or first(out, r"^\d+ rows\b")
     else:
         internal = [line for line in err + out if line.startswith("INTERNALERROR>")]
-        found = (card_fail(out) or first(err + out, r"^ERROR:|UsageError") or (internal[-1] if internal else None)
+        found = (card_fail(out) or first(out, r"^verdict:") or first(err + out, r"^ERROR:|UsageError") or (internal[-1] if internal else None)
                  or first(err + out, r"^Exit:|^!!!") or (err[-1] if err else None))
     return (found or (out[-1] if out else "")).strip().strip("=!").strip() or "(no output)"
 
