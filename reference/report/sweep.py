@@ -143,6 +143,7 @@ def run_one(impl: ModuleType, component: str, config: Config, device: str, dtype
     s = case_seed(seed, component, config)
     ctx = Ctx(impl, config, device, dtype, s, np.random.default_rng(s))
     start, at = time.perf_counter(), ""
+    before = guard.snapshot()
     try:
         with guard.watchdog().limit(row_timeout, f"the report row {component} {config.name} {device} "
                                                  f"{dtype_name(dtype)}"):
@@ -156,6 +157,11 @@ def run_one(impl: ModuleType, component: str, config: Config, device: str, dtype
         at = getattr(exc, "path", "")
     except Exception as exc:  # a broken implementation may raise anywhere: that is a FAIL, not a crash
         outcome, error = None, f"raised {type(exc).__name__}: {exc}"
+    changed = guard.changes(before, guard.snapshot())
+    guard.restore(before)  # one row's side effect cannot poison the rows that follow
+    if changed and not error:
+        outcome, error = None, (f"{guard.PURE}: the row changed torch's global state: " + "; ".join(changed)
+                                + " (a call leaves it as it found it; the report restored it)")
     return Result(component, config.name, device, dtype_name(dtype), outcome, error, time.perf_counter() - start,
                   at)
 
