@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
+from reference.judge.compare import check_output
 from reference.kit import components
 from reference.kit.components import COMPONENTS
 from reference.kit.components import REQUIRED_NAMES, SIGNATURES
 from reference.spec.contract import ModelConfig, build_model
+from tests.support import encode_decode_project
 
 BUILD_DEFAULTS = {"d_model": 512, "N": 6, "h": 8, "dropout": 0.1, "d_ff": 2048}
 
@@ -75,24 +78,98 @@ def test_build_transformer_without_sizes_builds_the_papers_base_model(impl) -> N
     assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.1}
 
 
+#: Every size ``build_transformer`` takes, distinct from each other and from the defaults (512, 6, 8, 2048) at every
+#: case, so a size that does not reach a module, or reaches the wrong one, shows. Ids kept from before ``h`` and
+#: ``d_model`` joined (the kill matrix records them).
+REACH_SIZES = [pytest.param(1, 2, 7, 10, id="1-7"), pytest.param(2, 4, 16, 12, id="2-16"),
+               pytest.param(3, 7, 5, 14, id="3-5")]
+
+
 @pytest.mark.clause("build.structure")
-@pytest.mark.parametrize("N, d_ff", [(1, 7), (2, 16), (3, 5)])
-def test_build_transformer_builds_the_asked_layers_and_width(impl, N: int, d_ff: int) -> None:
-    """``build_transformer(..., N=N, d_ff=d_ff)`` holds N encoder and N decoder blocks of distinct weights, each
-    feed-forward block ``linear_1`` [d_ff, d_model] and ``linear_2`` [d_model, d_ff]. The references take N and d_ff
-    from the constructor call (``numpy_ref.StructureMismatch`` skips the comparisons when a model holds others)."""
-    cfg = ModelConfig(src_vocab_size=7, tgt_vocab_size=9, src_seq_len=5, tgt_seq_len=6, d_model=8, N=N, h=2,
-                      dropout=0.0, d_ff=d_ff)
+@pytest.mark.parametrize("N, h, d_ff, d_model", REACH_SIZES)
+def test_build_transformer_builds_the_asked_layers_and_width(impl, N: int, h: int, d_ff: int, d_model: int) -> None:
+    """``build_transformer(..., d_model, N, h, d_ff)`` holds N encoder and N decoder blocks of distinct weights,
+    every attention block with ``h`` heads of ``d_model // h``, each feed-forward block ``linear_1`` [d_ff, d_model]
+    and ``linear_2`` [d_model, d_ff]; the embeddings, positions and projection take their vocabulary and length from
+    the call. The references take the sizes from the constructor call (``numpy_ref.StructureMismatch`` skips the
+    comparisons when a model holds others)."""
+    cfg = ModelConfig(src_vocab_size=23, tgt_vocab_size=29, src_seq_len=11, tgt_seq_len=13, d_model=d_model, N=N,
+                      h=h, dropout=0.0, d_ff=d_ff)
+    call = f"build_transformer(d_model={d_model}, N={N}, h={h}, d_ff={d_ff})"
     model = build_model(impl, cfg)
     for name in ("encoder", "decoder"):
         blocks = list(getattr(model, name).layers)
         distinct = len({id(b) for b in blocks})
         assert (len(blocks), distinct) == (N, N), (
-            f"build_transformer(N={N}) built the {name} with {len(blocks)} layer(s), {distinct} of distinct weights")
+            f"{call} built the {name} with {len(blocks)} layer(s), {distinct} of distinct weights")
         shapes = {(tuple(b.feed_forward_block.linear_1.weight.shape), tuple(b.feed_forward_block.linear_2.weight.shape))
                   for b in blocks}
-        assert shapes == {((d_ff, cfg.d_model), (cfg.d_model, d_ff))}, (
-            f"build_transformer(d_ff={d_ff}, d_model={cfg.d_model}) built {name} feed-forward weights {shapes}")
+        assert shapes == {((d_ff, d_model), (d_model, d_ff))}, f"{call} built {name} feed-forward weights {shapes}"
+        kinds = ("self_attention_block",) + (("cross_attention_block",) if name == "decoder" else ())
+        heads = {f"{name}.layers.{i}.{kind}": (getattr(b, kind).h, getattr(b, kind).d_k, getattr(b, kind).d_model)
+                 for i, b in enumerate(blocks) for kind in kinds}
+        asked = (h, d_model // h, d_model)
+        wrong = {path: sizes for path, sizes in heads.items() if sizes != asked}
+        assert not wrong, f"{call}: attention blocks whose (h, d_k, d_model) is not {asked}: {wrong}"
+    ends = {"src_embed.vocab_size": (model.src_embed.vocab_size, 23),
+            "tgt_embed.vocab_size": (model.tgt_embed.vocab_size, 29),
+            "src_pos.seq_len": (model.src_pos.seq_len, 11), "tgt_pos.seq_len": (model.tgt_pos.seq_len, 13),
+            "projection_layer.proj.weight": (tuple(model.projection_layer.proj.weight.shape), (29, d_model))}
+    wrong = [f"{path} {got} (asked {want})" for path, (got, want) in ends.items() if got != want]
+    assert not wrong, ("build_transformer(src_vocab_size=23, tgt_vocab_size=29, src_seq_len=11, tgt_seq_len=13) "
+                       f"built {', '.join(wrong)}")
+
+
+#: A model whose rates are all the builder's: sizes distinct from each other and from the defaults.
+RATE_CFG = ModelConfig(src_vocab_size=23, tgt_vocab_size=29, src_seq_len=11, tgt_seq_len=13, d_model=12, N=3, h=4,
+                       dropout=0.0, d_ff=20)
+
+
+def _rates_other_than(model: nn.Module, p: float) -> list[str]:
+    """``"<path> has p=<rate>"`` for every ``nn.Dropout`` of ``model`` whose rate is not ``p``."""
+    return [f"{name} has p={m.p}" for name, m in model.named_modules() if isinstance(m, nn.Dropout) and m.p != p]
+
+
+@pytest.mark.clause("build.structure")
+def test_build_transformer_dropout_zero_makes_train_mode_deterministic(impl) -> None:
+    """Built with ``dropout=0.0``, the model in train mode gives bit-identical ``encode``/``decode``/``project``
+    outputs from two RNG states: the rate reaches every module the builder builds (The Annotated Transformer's
+    ``make_model`` never passes ``dropout`` to its attention blocks: ``Dropout(p=0.1)`` stays active in each)."""
+    model = build_model(impl, RATE_CFG).train()
+    gen = torch.Generator().manual_seed(0)
+    # Source and target of one length: a decoder that wires its cross-attention wrongly still runs (that is
+    # decoder.block's to judge, not this test's).
+    src = torch.randint(1, RATE_CFG.src_vocab_size, (2, 8), generator=gen)
+    tgt = torch.randint(1, RATE_CFG.tgt_vocab_size, (2, 8), generator=gen)
+    src_mask = (torch.arange(8)[None, :] < torch.tensor([8, 5])[:, None])[:, None, None, :]  # (B, 1, 1, Ls)
+    tgt_mask = torch.tril(torch.ones(1, 8, 8, dtype=torch.bool))  # (1, Lt, Lt)
+    runs = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for seed in (1, 2):
+            torch.manual_seed(seed)
+            outs = encode_decode_project(model, src, tgt, src_mask, tgt_mask)
+            runs.append([check_output(o, component=f"Transformer.{part}", config={"mode": "train", "dropout": 0.0})
+                         for part, o in zip(("encode", "decode", "project"), outs)])
+    # equal_nan: a NaN in the same place twice is deterministic (its cause is judged elsewhere)
+    differ = [f"{part} (max diff {float((a - b).nan_to_num(nan=0.0).abs().max()):.3g})"
+              for part, a, b in zip(("encode", "decode", "project"), *runs)
+              if not torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)]
+    live = _rates_other_than(model, 0.0)
+    assert not differ, (
+        "built with dropout=0.0, the model is not deterministic in train mode: "
+        + (", ".join(live) if live else "no nn.Dropout has p != 0, so a functional dropout or another random op "
+           "is live")
+        + f"; the outputs differ between two RNG states in {', '.join(differ)}")
+
+
+@pytest.mark.clause("build.structure")
+def test_build_transformer_dropout_reaches_every_dropout_module(impl) -> None:
+    """Built with ``dropout=0.3``, every ``nn.Dropout`` in the model has ``p == 0.3`` (none keeps a default of its
+    own, 0.1, or another module's rate)."""
+    model = build_model(impl, replace(RATE_CFG, dropout=0.3))
+    dropouts = [name for name, m in model.named_modules() if isinstance(m, nn.Dropout)]
+    wrong = _rates_other_than(model, 0.3)
+    assert not wrong, f"built with dropout=0.3, {len(wrong)} of {len(dropouts)} nn.Dropout modules: {', '.join(wrong)}"
 
 
 @pytest.mark.clause("api.attributes")
