@@ -17,6 +17,10 @@ registers the suite's markers and warning filters itself, so the installed copy 
   matrix, ``tests/negative_controls/expected_kills.json``).
 * ``--compile`` (``--compile-backend NAME``, default inductor; or env ``SCRATCH_TRANSFORMER_COMPILE=NAME``): every
   module the suite builds through ``reference.spec.contract.construct``/``build_model`` runs under ``torch.compile``.
+* ``--variant {pre-norm,post-norm}`` (env ``SCRATCH_TRANSFORMER_VARIANT``): the residual layout the implementation
+  declares (``reference.spec.variants``): the oracles, torch references and ``nn.Transformer`` adapters follow it
+  (``norm_first=(variant == "pre-norm")``), the tests that judge the residual count for ``residual.<variant>``
+  (the other variant's clause shows "not run"), and the header and the card name it. Default pre-norm.
 * ``--impl-map FILE`` (env ``SCRATCH_TRANSFORMER_IMPL_MAP``): a TOML map of the implementation's own names onto the
   contract's (``reference/kit/adapter.py``). Without one, the API diagnosis (``reference/kit/diagnose.py``, printed in
   the header) proposes the unambiguous entries itself and the run uses them. An API deviation nothing maps stops the
@@ -51,7 +55,7 @@ for _extra in filter(None, os.environ.get(USER_PATH_ENV, "").split(os.pathsep)):
     if _extra not in sys.path:
         sys.path.append(_extra)
 
-from reference.spec import clauses, contract  # noqa: E402
+from reference.spec import clauses, contract, variants  # noqa: E402
 from reference.kit import components, guard, load, verdict  # noqa: E402
 from reference.kit.card import NOT_REACHED, Card, one_line  # noqa: E402
 from reference.spec.contract import DEFAULT_IMPL  # noqa: E402
@@ -117,6 +121,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "--strict is a different option")
     group.addoption("--device", default="all", choices=("cpu", "cuda", "all"),
                     help="run device-parametrised tests on this device only (default: all)")
+    group.addoption("--variant", default=variants.variant(), choices=variants.VARIANTS,
+                    help="the residual layout the implementation declares: pre-norm (default, the blog's: "
+                         "x + dropout(sublayer(norm(x)))) or post-norm (the paper's, nn.Transformer's default: "
+                         "norm(x + dropout(sublayer(x)))); env SCRATCH_TRANSFORMER_VARIANT")
     group.addoption("--compile", action="store_true", default=bool(contract.compile_backend()),
                     help="run the suite on torch.compile'd modules (see --compile-backend)")
     group.addoption("--compile-backend", default=contract.compile_backend() or "inductor",
@@ -202,7 +210,7 @@ def _load(config: pytest.Config) -> None:
     config.stash[GUARD] = guard.CallGuard(load.contract_types(config.stash[IMPL]),
                                           config.getoption("--call-timeout") or None).install()
     user_map = diag.user
-    card = Card(name, dtypes=selected_dtypes(config))
+    card = Card(name, dtypes=selected_dtypes(config), variant=variants.variant())
     if not torch.cuda.is_available():
         card.unavailable["numerics.tf32"] = "(no CUDA) TF32 matmuls exist only on CUDA; its CPU cases are deselected"
     for clause, what, entries in (("api.names", "class name(s)", [user_map.classes]),
@@ -266,6 +274,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in FILTERWARNINGS:
         config.addinivalue_line("filterwarnings", line)
     _check_options(config)
+    variants.use_variant(config.getoption("--variant"))  # before the card, and before collection imports the tests
     _load(config)
     contract.use_compile(config.getoption("--compile-backend") if config.getoption("--compile") else None)
     if _random_profile():  # per test: pytest_runtest_call; this one covers Hypothesis run outside a test
@@ -430,7 +439,8 @@ def pytest_report_header(config: pytest.Config) -> str:
     api = "\n".join(diag.lines()) + "\n" if diag is not None and diag.findings else ""
     return api + (f"scratch-transformer: impl={config.getoption('--impl')}, torch {torch.__version__}, cuda: {cuda}, "
             f"hypothesis profile: {_profile_name()}, {_seed_line(config)}, "
-            f"strict tier: {'on' if strict_tier(config) else 'off'}, compile: {contract.compile_backend() or 'no'}"
+            f"strict tier: {'on' if strict_tier(config) else 'off'}, compile: {contract.compile_backend() or 'no'}, "
+            f"variant: {variants.variant()}"
             + ("" if torch.cuda.is_available() or config.getoption("--device") != "all" else
                "\nscratch-transformer: no CUDA device, so device-parametrised tests are generated for cpu only "
                "(--device cuda collects their CUDA cases, as skips)"))
@@ -471,7 +481,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         judged = clauses.judged_in(named, case_dtypes(item))
         if named and not judged:
             bad.append(f"{item.nodeid} (dtypes {sorted(case_dtypes(item))}) names {list(named)}")
-        item.stash[CASE_CLAUSES] = judged
+        # the run counts the case for its own variant's residual clause only; the clause map (docs/clauses.md) keeps
+        # every clause the test judges under some variant
+        item.stash[CASE_CLAUSES] = variants.in_variant(judged)
         ids = clause_map.setdefault(item.nodeid.split("[")[0].replace("tests/", "", 1), set())
         ids.update(judged)
         if item.get_closest_marker("strict"):

@@ -27,6 +27,7 @@ from torch import nn
 from reference.judge import conditioning
 from reference.oracles import numpy_ref as R
 from reference.judge.compare import assert_close, check_output
+from reference.spec import variants
 from reference.spec.contract import build_model, construct, randomize_parameters_
 from reference.kit.weights import CONTRACT_EPS, extract_weights, to_numpy
 from tests.strategies import (
@@ -247,12 +248,13 @@ def test_attention_static_matches_oracle(impl, device, dtype, case: AttentionInp
 
 
 # ------------------------------------------------------------------------------------------------ residual, blocks
-@pytest.mark.clause("residual.pre-norm", "numerics.float64", "numerics.float32")
+@pytest.mark.clause(*variants.RESIDUAL_CLAUSES.values(), "numerics.float64", "numerics.float32")
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=_sequences(PRE_NORM_SCALES), d_ff=feed_forward_widths(128), mode=dropout_modes(), seed=seeds)
 def test_residual_connection_matches_oracle(impl, device, dtype, case: AttentionInputs, d_ff: int,
                                             mode: DropoutMode, seed: int) -> None:
-    """``x + dropout(FFN(norm(x)))`` with a FeedForwardBlock as the sublayer."""
+    """``x + dropout(FFN(norm(x)))`` with a FeedForwardBlock as the sublayer (``norm(x + dropout(FFN(x)))`` under
+    ``--variant post-norm``: the oracle follows the run's variant, and the run counts the test for its clause only)."""
     config = {**case.describe(), "d_ff": d_ff, "mode": mode}
     note(config)
     d = case.cfg.d_model

@@ -185,9 +185,22 @@ def test_embedding_scales_rows_by_sqrt_d_model() -> None:
 def test_residual_is_pre_norm(x: np.ndarray) -> None:
     """``x + sublayer(norm(x))``: a zero sublayer returns x exactly; the identity returns x + norm(x)."""
     w = {"norm.alpha": np.linspace(0.5, 1.5, 5), "norm.bias": np.linspace(-0.5, 0.5, 5)}
-    np.testing.assert_array_equal(R.residual(x, np.zeros_like, w), x)
-    np.testing.assert_allclose(R.residual(x, lambda y: y, w), x + R.layer_norm(x, w["norm.alpha"], w["norm.bias"]),
-                               **F64)
+    np.testing.assert_array_equal(R.residual(x, np.zeros_like, w, variant="pre-norm"), x)
+    np.testing.assert_allclose(R.residual(x, lambda y: y, w, variant="pre-norm"),
+                               x + R.layer_norm(x, w["norm.alpha"], w["norm.bias"]), **F64)
+
+
+@given(x=dense_arrays((2, 3, 5)))
+def test_residual_post_norm_normalises_the_sum(x: np.ndarray) -> None:
+    """``norm(x + sublayer(x))``: a zero sublayer returns norm(x) exactly; the identity returns norm(2x); the
+    sublayer sees x itself."""
+    w = {"norm.alpha": np.linspace(0.5, 1.5, 5), "norm.bias": np.linspace(-0.5, 0.5, 5)}
+    norm = lambda z: R.layer_norm(z, w["norm.alpha"], w["norm.bias"])  # noqa: E731
+    seen = []
+    np.testing.assert_array_equal(R.residual(x, lambda y: seen.append(y) or np.zeros_like(y), w,
+                                             variant="post-norm"), norm(x))
+    np.testing.assert_array_equal(seen[0], x)
+    np.testing.assert_allclose(R.residual(x, lambda y: y, w, variant="post-norm"), norm(2 * x), **F64)
 
 
 # ------------------------------------------------------------------------------------------------ model and trace
@@ -243,4 +256,4 @@ def test_encoder_block_matches_hand_composed_formula() -> None:
     z = norm(x1, 1)
     hidden = np.maximum(z @ w["feed_forward_block.linear_1.weight"].T + w["feed_forward_block.linear_1.bias"], 0)
     x2 = x1 + hidden @ w["feed_forward_block.linear_2.weight"].T + w["feed_forward_block.linear_2.bias"]
-    np.testing.assert_allclose(R.encoder_block(x, causal, w, h), x2, **F64)
+    np.testing.assert_allclose(R.encoder_block(x, causal, w, h, variant="pre-norm"), x2, **F64)

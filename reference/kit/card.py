@@ -3,7 +3,9 @@
 A clause is **pass** (its tests passed, none failed), **FAIL** (the first failing test and its message), **deviation**
 (the API diagnosis found a deviation against it; mapped or not), **xfail** (its failures were accepted through
 ``--xfails-file``), **not reached** (its tests were skipped because an API deviation stopped them), **skipped**
-(every test skipped for another reason: a missing extra, the strict tier off, no CUDA) or **not run** (deselected).
+(every test skipped for another reason: a missing extra, the strict tier off, no CUDA) or **not run** (deselected,
+or the residual clause of another variant than the run's: ``reference.spec.variants``). The header names the run's
+variant.
 The suite's pytest plugin (``tests/plugin.py``, loaded by the root ``conftest.py``) feeds it; ``--card-json PATH``
 writes it.
 """
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from reference.spec import variants
 from reference.spec.clauses import CLAUSES, DTYPES, KIT, dtypes_judged
 
 NOT_REACHED = "not reached because of"
@@ -40,6 +43,8 @@ class Card:
     dtypes: frozenset[str] = frozenset(DTYPES)
     #: Clauses this machine cannot judge, with the reason (no CUDA: ``numerics.tf32``): "not run" with it.
     unavailable: dict[str, str] = field(default_factory=dict)
+    #: The declared variant the run judged (``--variant``): its header says so; another variant's clause is "not run".
+    variant: str = field(default_factory=variants.variant)
 
     def add(self, clauses: Iterable[str], nodeid: str, outcome: str, message: str = "") -> None:
         """One test's outcome ("passed", "failed", "xfailed", "xpassed", "skipped") against each clause it names."""
@@ -66,6 +71,9 @@ class Card:
         """(status, detail) of one clause."""
         rec = self.records.get(clause)
         if rec is None:
+            if clause in variants.RESIDUAL_CLAUSES.values() and clause != variants.residual_clause(self.variant):
+                other = next(v for v, c in variants.RESIDUAL_CLAUSES.items() if c == clause)
+                return "not run", f"(variant) judged under --variant {other}; this run judges {self.variant}"
             if clause in self.unavailable:
                 return "not run", self.unavailable[clause]
             left_out = dtypes_judged(clause) - self.dtypes
@@ -93,7 +101,7 @@ class Card:
                 for c in CLAUSES.values() if c.tier != KIT for s, d in [self.status(c.id)]]
 
     def to_json(self) -> dict[str, Any]:
-        return {"impl": self.impl, "clauses": self.rows()}
+        return {"impl": self.impl, "variant": self.variant, "clauses": self.rows()}
 
     def write(self, path: str | Path, **extra: Any) -> None:
         Path(path).write_text(json.dumps({**self.to_json(), **extra}, indent=1) + "\n")
@@ -102,7 +110,7 @@ class Card:
         rows = self.rows()
         counts = {s: sum(r["status"] == s for r in rows) for s in ORDER}
         head = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-        out = [f"conformance card for {self.impl}: {head}"]
+        out = [f"conformance card for {self.impl} (variant {self.variant}): {head}"]
         for r in rows:
             text = f"  {r['status']:<11} {r['clause']:<26} {r['tier']:<8} {r['detail']}"
             # a FAIL line is never cut: its message is what the reader came for (a one-line message, <= 320 chars)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from reference.oracles import numpy_ref, torch_ref
+from reference.spec import variants
 from reference.spec.contract import construct
 
 if TYPE_CHECKING:
@@ -109,6 +110,8 @@ def _stack(contract: str, block: str) -> Build:
 _MHA_ATTRS = {"d_model": "int", "h": "int", "d_k": "int", "w_q": "Linear", "w_k": "Linear", "w_v": "Linear",
               "w_o": "Linear", "dropout": "Dropout", "attention": "method", "attention_scores": "weights"}
 _MASKED = ("mha.formula", "mask.semantics", "mask.zero-weight")
+#: The residual's clause of every variant (``reference.spec.variants``): a run counts its own variant's only.
+_RESIDUAL = tuple(variants.RESIDUAL_CLAUSES.values())
 
 _RECORDS = (
     ComponentInfo(
@@ -161,14 +164,13 @@ _RECORDS = (
         "residual", "ResidualConnection", ("features", "dropout"),
         {"dropout": "Dropout", "norm": "LayerNormalization"}, probe_path="encoder.layers[0].residual_connections[0]",
         synonyms=("sublayerconnection", "residual", "skipconnection", "residualblock"),
-        clauses=("residual.pre-norm",), build=_leaf("ResidualConnection", "d_model", "dropout"),
+        clauses=_RESIDUAL, build=_leaf("ResidualConnection", "d_model", "dropout"),
         oracle=numpy_ref.residual),
     ComponentInfo(
         "encoder_block", "EncoderBlock", ("features", "self_attention_block", "feed_forward_block", "dropout"),
         {"self_attention_block": "MultiHeadAttentionBlock", "feed_forward_block": "FeedForwardBlock",
          "residual_connections": "ModuleList"}, probe_path="encoder.layers[0]", synonyms=("encoderlayer",),
-        clauses=("encoder.block", "residual.pre-norm"),
-        report={"encoder_block": ("encoder.block", "residual.pre-norm")},
+        clauses=("encoder.block", *_RESIDUAL), report={"encoder_block": ("encoder.block", *_RESIDUAL)},
         build=_encoder_block, oracle=numpy_ref.encoder_block, torch_reference=torch_ref.encoder_block,
         apply=lambda R, xs, w, h, eps: R.encoder_block(xs[0], xs[1], w, h, eps)),
     ComponentInfo(
@@ -181,8 +183,8 @@ _RECORDS = (
         ("features", "self_attention_block", "cross_attention_block", "feed_forward_block", "dropout"),
         {"self_attention_block": "MultiHeadAttentionBlock", "cross_attention_block": "MultiHeadAttentionBlock",
          "feed_forward_block": "FeedForwardBlock", "residual_connections": "ModuleList"},
-        probe_path="decoder.layers[0]", synonyms=("decoderlayer",), clauses=("decoder.block", "residual.pre-norm"),
-        report={"decoder_block": ("decoder.block", "residual.pre-norm")}, build=_decoder_block,
+        probe_path="decoder.layers[0]", synonyms=("decoderlayer",), clauses=("decoder.block", *_RESIDUAL),
+        report={"decoder_block": ("decoder.block", *_RESIDUAL)}, build=_decoder_block,
         oracle=numpy_ref.decoder_block, torch_reference=torch_ref.decoder_block,
         apply=lambda R, xs, w, h, eps: R.decoder_block(*xs[:4], w, h, eps)),
     ComponentInfo(

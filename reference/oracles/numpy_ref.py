@@ -11,6 +11,11 @@ default and ``nn.MultiheadAttention`` have them): used when the mapping has them
 Hyper-parameters (``h``, ``eps``) are arguments, never read from a module: callers pass what they built the module
 with, or the contract's default ``CONTRACT_EPS``.
 
+Variant (``reference.spec.variants``): ``residual`` and everything composed from it (the blocks, stacks and model)
+take ``variant``, "pre-norm" (``x + sublayer(norm(x))``, the blog's) or "post-norm" (``norm(x + sublayer(x))``, the
+paper's); None, the default, is the run's declared variant (``pytest --variant``). The stacks' final norm is the same
+in both (``nn.Transformer`` keeps ``encoder_norm``/``decoder_norm`` under ``norm_first=False``).
+
 Masks: None, or a bool/int array broadcastable to [B, h, Lq, Lk]; nonzero = may attend. Masked keys get exactly
 zero weight; a query row with no visible key gets all-zero weights and so a zero output (the package's choice;
 the contract only asks that such rows be finite).
@@ -30,6 +35,8 @@ import unittest
 from typing import Callable, Iterable, Mapping, MutableMapping, Optional
 
 import numpy as np
+
+from reference.spec import variants
 
 Weights = Mapping[str, np.ndarray]
 Trace = MutableMapping[str, np.ndarray]
@@ -222,8 +229,13 @@ def multi_head_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Mask
 
 
 def residual(x: np.ndarray, sublayer: Callable[[np.ndarray], np.ndarray], w: Weights, eps: float = CONTRACT_EPS,
-             trace: Trace | None = None, path: str = "") -> np.ndarray:
-    """ResidualConnection (pre-norm): ``x + sublayer(layer_norm(x))``; x [B, L, d], w keys norm.alpha, norm.bias."""
+             trace: Trace | None = None, path: str = "", *, variant: str | None = None) -> np.ndarray:
+    """ResidualConnection: pre-norm ``x + sublayer(layer_norm(x))``, post-norm ``layer_norm(x + sublayer(x))``
+    (``variant``; None: the run's); x [B, L, d], w keys norm.alpha, norm.bias."""
+    if variants.resolve(variant) == variants.POST_NORM:
+        summed = _f64(x) + sublayer(_f64(x))
+        return _record(trace, path, _record(trace, join(path, "norm"),
+                                            layer_norm(summed, w["norm.alpha"], w["norm.bias"], eps)))
     normed = _record(trace, join(path, "norm"), layer_norm(x, w["norm.alpha"], w["norm.bias"], eps))
     return _record(trace, path, _f64(x) + sublayer(normed))
 
@@ -244,13 +256,16 @@ def _feed_forward_sublayer(w: Weights, trace: Trace | None, path: str) -> Callab
 
 
 def encoder_block(x: np.ndarray, mask: Mask, w: Weights, h: int, eps: float = CONTRACT_EPS, trace: Trace | None = None,
-                  path: str = "") -> np.ndarray:
-    """EncoderBlock: ``x = x + MHA(n(x), n(x), n(x), mask)``, then ``x + FFN(n(x))``; x [B, L, d] -> [B, L, d]."""
+                  path: str = "", *, variant: str | None = None) -> np.ndarray:
+    """EncoderBlock: ``x = x + MHA(n(x), n(x), n(x), mask)``, then ``x + FFN(n(x))`` (pre-norm; post-norm:
+    ``x = n(x + MHA(x, x, x, mask))``, then ``n(x + FFN(x))``); x [B, L, d] -> [B, L, d]."""
     attend = _attention_sublayer(None, mask, sub(w, "self_attention_block"), h, trace,
                                  join(path, "self_attention_block"))
-    x = residual(x, attend, sub(w, "residual_connections.0"), eps, trace, join(path, "residual_connections.0"))
+    x = residual(x, attend, sub(w, "residual_connections.0"), eps, trace, join(path, "residual_connections.0"),
+                 variant=variant)
     ffn = _feed_forward_sublayer(sub(w, "feed_forward_block"), trace, join(path, "feed_forward_block"))
-    x = residual(x, ffn, sub(w, "residual_connections.1"), eps, trace, join(path, "residual_connections.1"))
+    x = residual(x, ffn, sub(w, "residual_connections.1"), eps, trace, join(path, "residual_connections.1"),
+                 variant=variant)
     return _record(trace, path, x)
 
 
@@ -266,40 +281,46 @@ def _num_layers(w: Weights, N: int | None = None, where: str = "the stack") -> i
 
 
 def encoder(x: np.ndarray, mask: Mask, w: Weights, h: int, eps: float = CONTRACT_EPS, trace: Trace | None = None,
-            path: str = "", *, N: int | None = None) -> np.ndarray:
-    """Encoder: N encoder blocks ("layers.i.*"), then the final LayerNorm ("norm.*"); x [B, L, d] -> [B, L, d].
-    N: the constructor call's (``StructureMismatch`` when ``w`` holds another count); None: as many as ``w`` holds."""
+            path: str = "", *, N: int | None = None, variant: str | None = None) -> np.ndarray:
+    """Encoder: N encoder blocks ("layers.i.*"), then the final LayerNorm ("norm.*", under either variant);
+    x [B, L, d] -> [B, L, d]. N: the constructor call's (``StructureMismatch`` when ``w`` holds another count); None:
+    as many as ``w`` holds."""
     for i in range(_num_layers(w, N, path or "encoder")):
-        x = encoder_block(x, mask, sub(w, f"layers.{i}"), h, eps, trace, join(path, f"layers.{i}"))
+        x = encoder_block(x, mask, sub(w, f"layers.{i}"), h, eps, trace, join(path, f"layers.{i}"), variant=variant)
     x = _record(trace, join(path, "norm"), layer_norm(x, w["norm.alpha"], w["norm.bias"], eps))
     return _record(trace, path, x)
 
 
 def decoder_block(x: np.ndarray, encoder_output: np.ndarray, src_mask: Mask, tgt_mask: Mask, w: Weights, h: int,
-                  eps: float = CONTRACT_EPS, trace: Trace | None = None, path: str = "") -> np.ndarray:
-    """DecoderBlock: ``x + SelfMHA(n(x), tgt_mask)``, ``x + CrossMHA(n(x), enc, enc, src_mask)``, ``x + FFN(n(x))``.
+                  eps: float = CONTRACT_EPS, trace: Trace | None = None, path: str = "", *, variant: str | None = None
+                  ) -> np.ndarray:
+    """DecoderBlock: ``x + SelfMHA(n(x), tgt_mask)``, ``x + CrossMHA(n(x), enc, enc, src_mask)``, ``x + FFN(n(x))``
+    (pre-norm; post-norm: ``n(x + SelfMHA(x, tgt_mask))``, ``n(x + CrossMHA(x, enc, enc, src_mask))``, ``n(x + FFN(x))``).
 
     x [B, Lt, d], encoder_output [B, Ls, d] -> [B, Lt, d]; tgt_mask for [.., Lt, Lt], src_mask for [.., Lt, Ls].
     """
     attend = _attention_sublayer(None, tgt_mask, sub(w, "self_attention_block"), h, trace,
                                  join(path, "self_attention_block"))
-    x = residual(x, attend, sub(w, "residual_connections.0"), eps, trace, join(path, "residual_connections.0"))
+    x = residual(x, attend, sub(w, "residual_connections.0"), eps, trace, join(path, "residual_connections.0"),
+                 variant=variant)
     cross = _attention_sublayer(_f64(encoder_output), src_mask, sub(w, "cross_attention_block"), h, trace,
                                 join(path, "cross_attention_block"))
-    x = residual(x, cross, sub(w, "residual_connections.1"), eps, trace, join(path, "residual_connections.1"))
+    x = residual(x, cross, sub(w, "residual_connections.1"), eps, trace, join(path, "residual_connections.1"),
+                 variant=variant)
     ffn = _feed_forward_sublayer(sub(w, "feed_forward_block"), trace, join(path, "feed_forward_block"))
-    x = residual(x, ffn, sub(w, "residual_connections.2"), eps, trace, join(path, "residual_connections.2"))
+    x = residual(x, ffn, sub(w, "residual_connections.2"), eps, trace, join(path, "residual_connections.2"),
+                 variant=variant)
     return _record(trace, path, x)
 
 
 def decoder(x: np.ndarray, encoder_output: np.ndarray, src_mask: Mask, tgt_mask: Mask, w: Weights, h: int,
-            eps: float = CONTRACT_EPS, trace: Trace | None = None, path: str = "", *, N: int | None = None
-            ) -> np.ndarray:
-    """Decoder: N decoder blocks ("layers.i.*"), then the final LayerNorm ("norm.*"); x [B, Lt, d] -> [B, Lt, d].
-    N: as in ``encoder``."""
+            eps: float = CONTRACT_EPS, trace: Trace | None = None, path: str = "", *, N: int | None = None,
+            variant: str | None = None) -> np.ndarray:
+    """Decoder: N decoder blocks ("layers.i.*"), then the final LayerNorm ("norm.*", under either variant);
+    x [B, Lt, d] -> [B, Lt, d]. N: as in ``encoder``."""
     for i in range(_num_layers(w, N, path or "decoder")):
         x = decoder_block(x, encoder_output, src_mask, tgt_mask, sub(w, f"layers.{i}"), h, eps, trace,
-                          join(path, f"layers.{i}"))
+                          join(path, f"layers.{i}"), variant=variant)
     x = _record(trace, join(path, "norm"), layer_norm(x, w["norm.alpha"], w["norm.bias"], eps))
     return _record(trace, path, x)
 
@@ -311,19 +332,21 @@ def projection(x: np.ndarray, w: Weights) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------------- the model
 def encode(src: np.ndarray, src_mask: Mask, w: Weights, h: int, eps: float = CONTRACT_EPS,
-           trace: Trace | None = None, *, N: int | None = None) -> np.ndarray:
+           trace: Trace | None = None, *, N: int | None = None, variant: str | None = None) -> np.ndarray:
     """Transformer.encode: ``encoder(pe(embed(src)), src_mask)``; src int [B, Ls] -> [B, Ls, d]; w: whole model."""
     x = _record(trace, "src_embed", embedding(src, w["src_embed.embedding.weight"]))
     x = _record(trace, "src_pos", positional_encoding(x))
-    return encoder(x, src_mask, sub(w, "encoder"), h, eps, trace, "encoder", N=N)
+    return encoder(x, src_mask, sub(w, "encoder"), h, eps, trace, "encoder", N=N, variant=variant)
 
 
 def decode(encoder_output: np.ndarray, src_mask: Mask, tgt: np.ndarray, tgt_mask: Mask, w: Weights, h: int,
-           eps: float = CONTRACT_EPS, trace: Trace | None = None, *, N: int | None = None) -> np.ndarray:
+           eps: float = CONTRACT_EPS, trace: Trace | None = None, *, N: int | None = None, variant: str | None = None
+           ) -> np.ndarray:
     """Transformer.decode: ``decoder(pe(embed(tgt)), enc, src_mask, tgt_mask)``; tgt int [B, Lt] -> [B, Lt, d]."""
     x = _record(trace, "tgt_embed", embedding(tgt, w["tgt_embed.embedding.weight"]))
     x = _record(trace, "tgt_pos", positional_encoding(x))
-    return decoder(x, encoder_output, src_mask, tgt_mask, sub(w, "decoder"), h, eps, trace, "decoder", N=N)
+    return decoder(x, encoder_output, src_mask, tgt_mask, sub(w, "decoder"), h, eps, trace, "decoder", N=N,
+                   variant=variant)
 
 
 def project(x: np.ndarray, w: Weights, trace: Trace | None = None) -> np.ndarray:
@@ -333,11 +356,11 @@ def project(x: np.ndarray, w: Weights, trace: Trace | None = None) -> np.ndarray
 
 def transformer(src: np.ndarray, tgt: np.ndarray, src_mask: Mask, tgt_mask: Mask, w: Weights, h: int,
                 eps: float = CONTRACT_EPS, trace: Trace | None = None, *, N: int | None = None,
-                d_ff: int | None = None) -> np.ndarray:
+                d_ff: int | None = None, variant: str | None = None) -> np.ndarray:
     """``project(decode(encode(src, src_mask), src_mask, tgt, tgt_mask))``; src [B, Ls], tgt [B, Lt] -> logits.
 
     N, d_ff: the constructor call's, like ``h`` and ``eps``: ``StructureMismatch`` when ``w`` holds another layer
-    count or feed-forward width (None: what ``w`` holds)."""
+    count or feed-forward width (None: what ``w`` holds). variant: the residual layout (None: the run's)."""
     check_structure("the model", widths=_feed_forward_widths(w), d_ff=d_ff)
-    memory = encode(src, src_mask, w, h, eps, trace, N=N)
-    return project(decode(memory, src_mask, tgt, tgt_mask, w, h, eps, trace, N=N), w, trace)
+    memory = encode(src, src_mask, w, h, eps, trace, N=N, variant=variant)
+    return project(decode(memory, src_mask, tgt, tgt_mask, w, h, eps, trace, N=N, variant=variant), w, trace)

@@ -2,8 +2,14 @@
 
 Each adapter reads the implementation only by the contract's attribute names (``w_q``, ``linear_1``,
 ``residual_connections[i].norm.alpha``, ...) and builds the matching ``torch.nn`` module with ``batch_first=True``,
-``norm_first=True``, ReLU, dropout 0, on the same device and in the same dtype. The result computes the contract's
-function, so any difference is rounding (or a bug).
+``norm_first=(variant == "pre-norm")``, ReLU, dropout 0, on the same device and in the same dtype. The result computes
+the contract's function, so any difference is rounding (or a bug).
+
+Variant (``reference.spec.variants``; ``variant=None``: the run's declared one). ``residual_connections[i].norm``
+is ``norm{i+1}`` under both layouts: torch's layers apply ``norm1`` around the first sublayer, ``norm2`` around the
+second (``norm3`` the third), before it (``norm_first=True``: ``x + sa(norm1(x))``) or after the sum
+(``norm_first=False``: ``norm1(x + sa(x))``), so the same weights serve both. The stacks' final norm
+(``Encoder.norm`` -> ``nn.TransformerEncoder.norm``) is there under both, as in ``nn.Transformer``.
 
 Hyper-parameters come from the caller, never from the module under test: ``h`` is what the caller built the
 blocks with, ``eps`` (``layer_norm_eps``) defaults to the contract's ``CONTRACT_EPS``. A model whose norms store a
@@ -39,6 +45,7 @@ from torch import nn
 from reference.oracles import numpy_ref, torch_ref
 from reference.oracles.masks import MaskLike, contract_mask_4d
 from reference.oracles.numpy_ref import CONTRACT_EPS, PROJECTIONS
+from reference.spec import variants
 
 def to_mha_masks(mask: MaskLike, *, batch: int, heads: int, len_q: int, len_k: int
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -161,13 +168,21 @@ def to_multihead_attention(mha_block: nn.Module, *, h: int) -> nn.MultiheadAtten
     return mha
 
 
-def to_encoder_layer(encoder_block: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> nn.TransformerEncoderLayer:
-    """``nn.TransformerEncoderLayer(norm_first=True, layer_norm_eps=eps)`` computing ``encoder_block`` with h heads."""
+def _norm_first(variant: str | None) -> bool:
+    """``norm_first`` of torch's layers under ``variant`` (None: the run's): True for pre-norm, False for post-norm."""
+    return variants.resolve(variant) == variants.PRE_NORM
+
+
+def to_encoder_layer(encoder_block: nn.Module, *, h: int, eps: float = CONTRACT_EPS, variant: str | None = None
+                     ) -> nn.TransformerEncoderLayer:
+    """``nn.TransformerEncoderLayer(norm_first=(variant == "pre-norm"), layer_norm_eps=eps)`` computing
+    ``encoder_block`` with h heads; ``residual_connections[i].norm`` -> ``norm{i+1}``."""
     attn, ff = encoder_block.self_attention_block, encoder_block.feed_forward_block
     norms = [rc.norm for rc in encoder_block.residual_connections]
     layer = nn.TransformerEncoderLayer(
         _d_model(attn), h, dim_feedforward=ff.linear_1.weight.shape[0], dropout=0.0, activation="relu",
-        layer_norm_eps=float(eps), batch_first=True, norm_first=True, bias=True, **_factory(attn.w_q.weight))
+        layer_norm_eps=float(eps), batch_first=True, norm_first=_norm_first(variant), bias=True,
+        **_factory(attn.w_q.weight))
     _load_mha(layer.self_attn, attn)
     _load_linear(layer.linear1, ff.linear_1)
     _load_linear(layer.linear2, ff.linear_2)
@@ -176,15 +191,17 @@ def to_encoder_layer(encoder_block: nn.Module, *, h: int, eps: float = CONTRACT_
     return layer
 
 
-def to_decoder_layer(decoder_block: nn.Module, *, h: int, eps: float = CONTRACT_EPS) -> nn.TransformerDecoderLayer:
-    """``nn.TransformerDecoderLayer(norm_first=True, layer_norm_eps=eps)`` with h heads: self_attn, multihead_attn
-    (cross), norm1..3, linear1..2."""
+def to_decoder_layer(decoder_block: nn.Module, *, h: int, eps: float = CONTRACT_EPS, variant: str | None = None
+                     ) -> nn.TransformerDecoderLayer:
+    """``nn.TransformerDecoderLayer(norm_first=(variant == "pre-norm"), layer_norm_eps=eps)`` with h heads:
+    self_attn, multihead_attn (cross), norm1..3 (``residual_connections[0..2].norm``), linear1..2."""
     attn, cross, ff = (decoder_block.self_attention_block, decoder_block.cross_attention_block,
                        decoder_block.feed_forward_block)
     norms = [rc.norm for rc in decoder_block.residual_connections]
     layer = nn.TransformerDecoderLayer(
         _d_model(attn), h, dim_feedforward=ff.linear_1.weight.shape[0], dropout=0.0, activation="relu",
-        layer_norm_eps=float(eps), batch_first=True, norm_first=True, bias=True, **_factory(attn.w_q.weight))
+        layer_norm_eps=float(eps), batch_first=True, norm_first=_norm_first(variant), bias=True,
+        **_factory(attn.w_q.weight))
     _load_mha(layer.self_attn, attn)
     _load_mha(layer.multihead_attn, cross)
     _load_linear(layer.linear1, ff.linear_1)
@@ -203,17 +220,18 @@ def _check_layers(stack: nn.Module, where: str, N: int | None, d_ff: int | None)
 
 
 def to_encoder(encoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS, nested_tensor: bool = False,
-               N: int | None = None, d_ff: int | None = None) -> nn.TransformerEncoder:
+               N: int | None = None, d_ff: int | None = None, variant: str | None = None) -> nn.TransformerEncoder:
     """``nn.TransformerEncoder`` with one converted layer per contract block (h heads, every norm ``eps``) and final
     norm = ``encoder.norm``. N, d_ff: the constructor call's (``numpy_ref.StructureMismatch`` when the stack holds
     another count of distinct blocks or feed-forward width; None: the stack's own).
 
     ``nested_tensor=True`` opts into the nested-tensor ("sparsity") fast path that torch refuses at construction
-    for ``norm_first=True`` layers (``use_nested_tensor`` is set back to True after the refusal); it then runs in
+    for ``norm_first=True`` layers (``use_nested_tensor`` is set back to True after the refusal; post-norm layers
+    take it anyway); it then runs in
     eval mode, without grad, with a left-aligned key padding mask and no other mask (docs/divergences.md).
     """
     _check_layers(encoder, "the encoder", N, d_ff)
-    layers = [to_encoder_layer(block, h=h, eps=eps) for block in encoder.layers]
+    layers = [to_encoder_layer(block, h=h, eps=eps, variant=variant) for block in encoder.layers]
     norm = to_layer_norm(encoder.norm, eps=eps, features=layers[0].linear1.in_features)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
@@ -224,11 +242,11 @@ def to_encoder(encoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS, nested_
 
 
 def to_decoder(decoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS, N: int | None = None,
-               d_ff: int | None = None) -> nn.TransformerDecoder:
+               d_ff: int | None = None, variant: str | None = None) -> nn.TransformerDecoder:
     """``nn.TransformerDecoder`` with one converted layer per contract block (h heads, every norm ``eps``) and final
     norm = ``decoder.norm``; N, d_ff as in ``to_encoder``."""
     _check_layers(decoder, "the decoder", N, d_ff)
-    layers = [to_decoder_layer(block, h=h, eps=eps) for block in decoder.layers]
+    layers = [to_decoder_layer(block, h=h, eps=eps, variant=variant) for block in decoder.layers]
     norm = to_layer_norm(decoder.norm, eps=eps, features=layers[0].linear1.in_features)
     stack = nn.TransformerDecoder(layers[0], num_layers=len(layers), norm=norm)
     stack.layers = nn.ModuleList(layers)
@@ -236,22 +254,22 @@ def to_decoder(decoder: nn.Module, *, h: int, eps: float = CONTRACT_EPS, N: int 
 
 
 def to_transformer(model: nn.Module, *, h: int, eps: float = CONTRACT_EPS, N: int | None = None,
-                   d_ff: int | None = None) -> nn.Transformer:
-    """``nn.Transformer(nhead=h, layer_norm_eps=eps, batch_first=True, norm_first=True)`` holding the contract
-    model's encoder and decoder (h, N, d_ff: what the model was built with; ``numpy_ref.StructureMismatch`` when it
-    holds another N or d_ff; None: the model's own).
+                   d_ff: int | None = None, variant: str | None = None) -> nn.Transformer:
+    """``nn.Transformer(nhead=h, layer_norm_eps=eps, batch_first=True, norm_first=(variant == "pre-norm"))`` holding
+    the contract model's encoder and decoder (h, N, d_ff: what the model was built with;
+    ``numpy_ref.StructureMismatch`` when it holds another N or d_ff; None: the model's own; variant None: the run's).
 
     Embeddings, positions and the projection stay outside (see ``TorchTransformerModel``).
     """
-    encoder = to_encoder(model.encoder, h=h, eps=eps, N=N, d_ff=d_ff)
-    decoder = to_decoder(model.decoder, h=h, eps=eps, N=N, d_ff=d_ff)
+    encoder = to_encoder(model.encoder, h=h, eps=eps, N=N, d_ff=d_ff, variant=variant)
+    decoder = to_decoder(model.decoder, h=h, eps=eps, N=N, d_ff=d_ff, variant=variant)
     first = encoder.layers[0]
     # nn.Transformer re-initialises every matrix it holds (Xavier): build it around placeholders, then attach.
     transformer = nn.Transformer(
         first.self_attn.embed_dim, h, num_encoder_layers=N or len(encoder.layers),
         num_decoder_layers=N or len(decoder.layers), dim_feedforward=d_ff or first.linear1.out_features, dropout=0.0,
         custom_encoder=nn.Identity(), custom_decoder=nn.Identity(), layer_norm_eps=float(eps),
-        batch_first=True, norm_first=True, bias=True, **_factory(first.linear1.weight))
+        batch_first=True, norm_first=first.norm_first, bias=True, **_factory(first.linear1.weight))
     transformer.encoder, transformer.decoder = encoder, decoder
     return transformer
 
@@ -312,11 +330,12 @@ class TorchTransformerModel(nn.Module):
     """
 
     def __init__(self, model: nn.Module, *, h: int, eps: float = CONTRACT_EPS, N: int | None = None,
-                 d_ff: int | None = None) -> None:
+                 d_ff: int | None = None, variant: str | None = None) -> None:
         """h: the head count ``model`` was built with; eps: its norms' (the contract's default unless the caller
-        built the norms with another); N, d_ff: its layer count and feed-forward width (``to_transformer``)."""
+        built the norms with another); N, d_ff: its layer count and feed-forward width (``to_transformer``);
+        variant: its residual layout (None: the run's)."""
         super().__init__()
-        self.transformer = to_transformer(model, h=h, eps=eps, N=N, d_ff=d_ff)
+        self.transformer = to_transformer(model, h=h, eps=eps, N=N, d_ff=d_ff, variant=variant)
         self.d_model = self.transformer.d_model
         self.h = self.transformer.nhead
         self.src_embed = nn.Embedding.from_pretrained(model.src_embed.embedding.weight.detach().clone(), freeze=False)

@@ -8,7 +8,8 @@ through them. Hyper-parameters are the caller's (``h``, ``eps``), never read fro
 
 ``Twin`` composes them into the whole model and records every output under the contract submodule's dotted path
 (``"encoder.layers.0.self_attention_block"``), as ``numpy_ref`` does with ``trace=``: the localiser's "torch's own
-error at that path". Shapes: B batch, L / Lq / Lk lengths, d = d_model, h heads.
+error at that path". Its residuals follow ``variant`` (``reference.spec.variants``; None: the run's declared one), as
+``numpy_ref.residual`` does. Shapes: B batch, L / Lq / Lk lengths, d = d_model, h heads.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from reference.oracles import numpy_ref
 from reference.oracles.masks import MaskLike, contract_mask_4d
 from reference.oracles.numpy_ref import CONTRACT_EPS, WEIGHTS_SUFFIX, join
+from reference.spec import variants
 
 Weights = Mapping[str, torch.Tensor]
 
@@ -93,13 +95,15 @@ class Twin:
     """The contract's forward written with this module's functions; each output is recorded under its path.
 
     ``w`` is keyed like ``named_parameters()`` of the module the twin stands for; ``path`` arguments are relative
-    to it ("" for the module itself), as in ``numpy_ref``.
+    to it ("" for the module itself), as in ``numpy_ref``. ``variant``: the residual layout, fixed when the twin is
+    built (None: the run's declared variant).
     """
 
     def __init__(self, w: Weights, h: int, eps: float = CONTRACT_EPS,
-                 trace: dict[str, torch.Tensor] | None = None) -> None:
+                 trace: dict[str, torch.Tensor] | None = None, *, variant: str | None = None) -> None:
         self.w, self.h, self.eps = w, h, eps
         self.trace = trace if trace is not None else {}
+        self.variant = variants.resolve(variant)
 
     def rec(self, path: str, value: torch.Tensor) -> torch.Tensor:
         self.trace[path] = value
@@ -110,6 +114,9 @@ class Twin:
         return self.rec(path, layer_norm(x, w["alpha"], w["bias"], self.eps))
 
     def residual(self, x: torch.Tensor, sublayer: Callable[[torch.Tensor], torch.Tensor], path: str) -> torch.Tensor:
+        """Pre-norm ``x + sublayer(norm(x))``; post-norm ``norm(x + sublayer(x))``."""
+        if self.variant == variants.POST_NORM:
+            return self.rec(path, self.norm(x + sublayer(x), join(path, "norm")))
         return self.rec(path, x + sublayer(self.norm(x, join(path, "norm"))))
 
     def attention(self, path: str, mask: MaskLike, memory: torch.Tensor | None = None
@@ -166,39 +173,42 @@ class Twin:
 
 
 # The blocks, stacks and model with ``numpy_ref``'s signatures (``w`` keyed relative to the block).
-def encoder_block(x: torch.Tensor, mask: MaskLike, w: Weights, h: int, eps: float = CONTRACT_EPS) -> torch.Tensor:
-    """EncoderBlock: self-attention then feed-forward, each pre-norm residual; [B, L, d] -> [B, L, d]."""
-    return Twin(w, h, eps).encoder_block(x, mask)
+def encoder_block(x: torch.Tensor, mask: MaskLike, w: Weights, h: int, eps: float = CONTRACT_EPS, *,
+                  variant: str | None = None) -> torch.Tensor:
+    """EncoderBlock: self-attention then feed-forward, each in a residual of ``variant``; [B, L, d] -> [B, L, d]."""
+    return Twin(w, h, eps, variant=variant).encoder_block(x, mask)
 
 
-def encoder(x: torch.Tensor, mask: MaskLike, w: Weights, h: int, eps: float = CONTRACT_EPS) -> torch.Tensor:
-    """Encoder: the blocks ``layers.i``, then ``norm``; [B, L, d] -> [B, L, d]."""
-    return Twin(w, h, eps).encoder(x, mask)
+def encoder(x: torch.Tensor, mask: MaskLike, w: Weights, h: int, eps: float = CONTRACT_EPS, *,
+            variant: str | None = None) -> torch.Tensor:
+    """Encoder: the blocks ``layers.i``, then ``norm`` (either variant); [B, L, d] -> [B, L, d]."""
+    return Twin(w, h, eps, variant=variant).encoder(x, mask)
 
 
 def decoder_block(x: torch.Tensor, encoder_output: torch.Tensor, src_mask: MaskLike, tgt_mask: MaskLike, w: Weights,
-                  h: int, eps: float = CONTRACT_EPS) -> torch.Tensor:
+                  h: int, eps: float = CONTRACT_EPS, *, variant: str | None = None) -> torch.Tensor:
     """DecoderBlock: masked self-attention, cross-attention over ``encoder_output``, feed-forward; -> [B, Lt, d]."""
-    return Twin(w, h, eps).decoder_block(x, encoder_output, src_mask, tgt_mask)
+    return Twin(w, h, eps, variant=variant).decoder_block(x, encoder_output, src_mask, tgt_mask)
 
 
 def decoder(x: torch.Tensor, encoder_output: torch.Tensor, src_mask: MaskLike, tgt_mask: MaskLike, w: Weights,
-            h: int, eps: float = CONTRACT_EPS) -> torch.Tensor:
-    """Decoder: the blocks ``layers.i``, then ``norm``; [B, Lt, d] -> [B, Lt, d]."""
-    return Twin(w, h, eps).decoder(x, encoder_output, src_mask, tgt_mask)
+            h: int, eps: float = CONTRACT_EPS, *, variant: str | None = None) -> torch.Tensor:
+    """Decoder: the blocks ``layers.i``, then ``norm`` (either variant); [B, Lt, d] -> [B, Lt, d]."""
+    return Twin(w, h, eps, variant=variant).decoder(x, encoder_output, src_mask, tgt_mask)
 
 
 def transformer(src: torch.Tensor, tgt: torch.Tensor, src_mask: MaskLike, tgt_mask: MaskLike, w: Weights, h: int,
-                eps: float = CONTRACT_EPS) -> torch.Tensor:
+                eps: float = CONTRACT_EPS, *, variant: str | None = None) -> torch.Tensor:
     """``project(decode(encode(src, src_mask), src_mask, tgt, tgt_mask))``: Long[B, Ls], Long[B, Lt] -> logits."""
-    return Twin(w, h, eps).transformer(src, tgt, src_mask, tgt_mask)
+    return Twin(w, h, eps, variant=variant).transformer(src, tgt, src_mask, tgt_mask)
 
 
 def trace(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, src_mask: MaskLike, tgt_mask: MaskLike, *,
-          h: int, eps: float = CONTRACT_EPS) -> dict[str, torch.Tensor]:
-    """Torch's own computation of every contract path of ``model``, in its dtype, on its weights, with h and eps."""
+          h: int, eps: float = CONTRACT_EPS, variant: str | None = None) -> dict[str, torch.Tensor]:
+    """Torch's own computation of every contract path of ``model``, in its dtype, on its weights, with h and eps
+    (residuals of ``variant``; None: the run's)."""
     w = {name: p.detach() for name, p in model.named_parameters()}
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        Twin(w, h, eps, out).transformer(src, tgt, src_mask, tgt_mask)
+        Twin(w, h, eps, out, variant=variant).transformer(src, tgt, src_mask, tgt_mask)
     return out

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from reference.spec import clauses, contract
+from reference.spec import clauses, contract, variants
 from reference.spec.contract import DEFAULT_IMPL
 from reference.kit import guard
 from reference.kit.load import ModelFault, load_impl
@@ -53,6 +53,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "module forward) before it is a FAIL of module.bounded (default %(default)g; 0: no limit)")
     p.add_argument("--row-timeout", type=float, default=guard.TEST_TIMEOUT, metavar="SECONDS",
                    help="seconds one report row may take (default %(default)g; 0: no limit)")
+    p.add_argument("--variant", choices=variants.VARIANTS, default=variants.variant(),
+                   help="the residual layout to judge against: pre-norm (default, the blog's) or post-norm (the "
+                        "paper's, nn.Transformer's default norm_first=False); env SCRATCH_TRANSFORMER_VARIANT")
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                    help="build every module under torch.compile(backend=BACKEND) (default inductor; also env "
                         "SCRATCH_TRANSFORMER_COMPILE): does compilation change the numbers?")
@@ -65,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     args = parse_args(argv)
+    variants.use_variant(args.variant)
     if args.compile:
         contract.use_compile(args.compile)
     out = Console(width=None if sys.stdout.isatty() else 150)

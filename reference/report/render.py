@@ -23,8 +23,8 @@ def render(report: Report, console: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"Equivalence report: {report.impl} vs float64 NumPy oracle and torch (seed {report.seed})",
-                  title_justify="left")
+    table = Table(title=f"Equivalence report: {report.impl} vs float64 NumPy oracle and torch (seed {report.seed}, "
+                        f"variant {report.variant})", title_justify="left")
     for name, justify in (("component", "left"), ("device", "left"), ("dtype", "left"), ("max abs", "right"),
                           ("max rel", "right"), ("impl/torch", "right"), ("tolerance", "left"),
                           ("result", "left"), ("worst", "left")):

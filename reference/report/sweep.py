@@ -21,7 +21,9 @@ import torch
 
 from reference.spec import contract
 from reference.kit.card import Card
+from reference.spec import variants
 from reference.spec.clauses import judged_in
+from reference.spec.variants import DEFAULT_VARIANT, in_variant
 from reference.oracles.numpy_ref import StructureMismatch
 from reference.kit.components import REPORT_CLAUSES
 from reference.kit import guard
@@ -181,6 +183,7 @@ class Report:
     impl_map: str | None = None  # the --impl-map the implementation was seen through
     compile: str | None = None  # the torch.compile backend every module was built with (None: eager)
     threads: int = 1  # torch CPU threads of the sweep (CPU sums may round differently with more)
+    variant: str = DEFAULT_VARIANT  # the declared variant the references followed (``--variant``)
 
     @property
     def faults(self) -> list[str]:
@@ -211,9 +214,10 @@ class Report:
 
     def command(self, component: str, device: str, dtype: str) -> str:
         """The command line that reproduces one row: every option that changes its numbers (the implementation and
-        its map, the row, the seed, compilation, CPU threads)."""
+        its map, the declared variant, the row, the seed, compilation, CPU threads)."""
         words = ["python", "-m", "reference.report", "--impl", self.impl]
         words += ["--impl-map", self.impl_map] if self.impl_map is not None else []
+        words += ["--variant", self.variant] if self.variant != DEFAULT_VARIANT else []
         words += ["--component", component, "--device", device, "--dtype", dtype, "--seed", str(self.seed)]
         words += ["--compile", self.compile] if self.compile else []
         words += ["--threads", str(self.threads)] if self.threads != 1 else []
@@ -222,7 +226,7 @@ class Report:
     def card(self) -> Card:
         """The conformance card of this sweep: each run counted against its row's clauses and its dtype's
         ``numerics.*`` clause, plus the API diagnosis's deviations (``reference.kit.card``)."""
-        card = Card(self.impl)
+        card = Card(self.impl, variant=self.variant)
         for f in self.diagnosis.findings if self.diagnosis else ():
             if f.clause.startswith("module."):  # the model's own fault: a FAIL, never a deviation a map accepts
                 card.add((f.clause,), "the API diagnosis", "failed", f.message)
@@ -230,7 +234,8 @@ class Report:
                 card.deviation(f.clause, f.message)
         for r in self.results:
             # a 16-bit row counts for its numerics clause only (clauses.toml [dtypes]), as the tests' cases do
-            clauses = judged_in(REPORT_CLAUSES.get(r.component, ()) + (NUMERICS[r.dtype],), {r.dtype})
+            clauses = in_variant(judged_in(REPORT_CLAUSES.get(r.component, ()) + (NUMERICS[r.dtype],), {r.dtype}),
+                                 self.variant)
             if r.error.startswith(STRUCTURE_MISMATCH):  # the row's own clauses are not reached: build.structure fails
                 clauses = ("build.structure",)
             where = f"{r.component} ({r.device}, {r.dtype}, config {r.config})"
@@ -256,7 +261,7 @@ class Report:
                          "passed": all(r.passed for r in group),
                          "command": self.command(worst.component, worst.device, worst.dtype)})
         return jsonable({
-            "schema": SCHEMA, "impl": self.impl, "seed": self.seed, "passed": self.passed,
+            "schema": SCHEMA, "impl": self.impl, "variant": self.variant, "seed": self.seed, "passed": self.passed,
             "first_divergence": self.first_divergence, "torch": torch.__version__,
             "python": platform.python_version(), "devices": self.devices, "dtypes": self.dtypes,
             "components": self.components, "configs": {c.name: c.text() for c in CONFIGS},
@@ -307,4 +312,4 @@ def sweep(impl_name: str, *, components: Sequence[str], devices: Sequence[str], 
     return Report(impl_name, seed, list(devices), dict(dtypes), list(components), results,
                   time.perf_counter() - start, diagnosis_of(impl_name, impl_map),
                   impl_map=None if impl_map is None else str(impl_map), compile=contract.compile_backend(),
-                  threads=torch.get_num_threads())
+                  threads=torch.get_num_threads(), variant=variants.variant())
