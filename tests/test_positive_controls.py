@@ -11,11 +11,17 @@ failure here is a false alarm: the suite asserts more than the contract, or a to
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
-from reference.spec.contract import ModelConfig, build_model
+from reference.spec import variants
+from reference.spec.contract import DEFAULT_IMPL, ModelConfig, build_model
 from reference.kit.load import load_impl
 from tests import positive_controls
 from tests.positive_controls import _cards
@@ -80,8 +86,9 @@ def test_positive_controls_pass_their_recorded_selection() -> None:
     names = [n for n in positive_controls.control_names() if record.get(n, {}).get("selection")]
     if not names:
         pytest.skip("no recorded selection (see test_kill_matrix_records_every_positive_control_passing)")
-    entries = [{"impl": positive_controls.dotted(n), "args": [*record[n]["selection"], "--device", "cpu", "-q"],
-                "max_examples": examples} for n in names]
+    entries = [{"impl": positive_controls.dotted(n), "max_examples": examples,
+                "args": [*record[n]["selection"], "--device", "cpu", "-q", *positive_controls.variant_args(n)]}
+               for n in names]
     alarms = []
     for name, result in zip(names, run_controls(entries)):
         bad = {k: v["message"] for k, v in result["outcomes"].items() if v["outcome"] in ("failed", "error")}
@@ -108,3 +115,36 @@ def test_a_16bit_arithmetic_control_fails_only_its_numerics_clauses(name: str) -
     expected = json.loads((_cards.HERE / "expected" / f"{name}.json").read_text())
     assert {m: r["card"] for m, r in runs.items()} == expected, (
         f"{name}'s smoke cards changed: review and run `python -m tests.positive_controls._cards --expected`")
+
+
+def _smoke_card(impl: str, *extra: str) -> tuple[int, str, dict[str, str]]:
+    """(exit status, output, {clause: status}) of the smoke tier (``CI=true``, ``--device cpu``) on ``impl``."""
+    with tempfile.TemporaryDirectory(prefix="variant-card-") as tmp:
+        path = Path(tmp) / "card.json"
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "smoke", "-p", "no:cacheprovider", "-p",
+                               "no:xdist", "--device", "cpu", "--impl", impl, "--card-json", str(path), *extra],
+                              cwd=_cards.ROOT, capture_output=True, text=True, env={**os.environ, "CI": "true"})
+        card = {r["clause"]: r["status"] for r in json.loads(path.read_text())["clauses"]} if path.exists() else {}
+    return proc.returncode, proc.stdout + proc.stderr, card
+
+
+DECLARING = [n for n in positive_controls.control_names()
+             if getattr(positive_controls.load_control(n), "DECLARED_VARIANT", None)]
+
+
+@pytest.mark.slow  # ~20 s: the smoke tier three times
+@pytest.mark.parametrize("name", DECLARING)
+def test_a_declared_variant_is_judged_by_its_own_clause(name: str) -> None:
+    """A control that declares a variant (``post_norm``): on the smoke tier under ``--variant`` it passes, its
+    variant's residual clause passes and the default's is "not run", and the header and the card name the variant;
+    without ``--variant`` it FAILs ``residual.pre-norm``, and ``scratch_transformer`` under its variant FAILs the
+    variant's clause (the clause judges, both ways)."""
+    declared = positive_controls.load_control(name).DECLARED_VARIANT
+    own, default = variants.residual_clause(declared), variants.residual_clause(variants.DEFAULT_VARIANT)
+    code, out, card = _smoke_card(positive_controls.dotted(name), *positive_controls.variant_args(name))
+    assert code == 0 and card[own] == "pass" and card[default] == "not run", out[-2000:]
+    assert f"variant: {declared}" in out and f"(variant {declared}):" in out, out[-2000:]
+    code, out, card = _smoke_card(positive_controls.dotted(name))
+    assert code == 1 and card[default] == "FAIL" and card[own] == "not run", out[-2000:]
+    code, out, card = _smoke_card(DEFAULT_IMPL, "--variant", declared)
+    assert code == 1 and card[own] == "FAIL", out[-2000:]

@@ -119,8 +119,8 @@ def test_report_cli_exit_status_json_and_reproduction(tmp_path: Path) -> None:
 
 
 def test_report_reproduce_line_carries_every_option_that_changes_the_numbers() -> None:
-    """``Report.command``: the implementation and its ``--impl-map``, the row, the seed, and ``--compile`` /
-    ``--threads`` when the sweep used them; quoted for a shell."""
+    """``Report.command``: the implementation and its ``--impl-map``, the row, the seed, and ``--variant`` /
+    ``--compile`` / ``--threads`` when the sweep used them; quoted for a shell."""
     rep = report.Report("my model", 3, ["cpu"], {"cpu": ["float32"]}, ["layer_norm"], [])
     assert rep.command("layer_norm", "cpu", "float32") == (
         "python -m reference.report --impl 'my model' --component layer_norm --device cpu --dtype float32 --seed 3")
@@ -129,6 +129,10 @@ def test_report_reproduce_line_carries_every_option_that_changes_the_numbers() -
     assert rep.command("transformer", "cuda", "float16") == (
         "python -m reference.report --impl m --impl-map maps/m.toml --component transformer --device cuda "
         "--dtype float16 --seed 0 --compile inductor --threads 4")
+    rep = report.Report("m", 0, ["cpu"], {"cpu": ["float64"]}, ["encoder_block"], [], variant="post-norm")
+    assert rep.command("encoder_block", "cpu", "float64") == (
+        "python -m reference.report --impl m --variant post-norm --component encoder_block --device cpu "
+        "--dtype float64 --seed 0")
 
 
 def test_report_reproduces_a_mapped_model_from_its_printed_command(tmp_path: Path,

@@ -233,8 +233,11 @@ def is_property_test(nodeid: str) -> bool:
 
 
 def tier_args(name: str) -> list[str]:
-    """Extra pytest arguments of a control's runs: ``--strict-tier`` for a strict negative control."""
-    return ["--strict-tier"] if not name.startswith(POSITIVE) and tier(name) == "strict" else []
+    """Extra pytest arguments of a control's runs: ``--strict-tier`` for a strict negative control, ``--variant`` for
+    a positive control that declares one (``positive_controls.variant_args``)."""
+    if name.startswith(POSITIVE):  # a positive control that declares a variant runs under it
+        return positive_controls.variant_args(name[len(POSITIVE):])
+    return ["--strict-tier"] if tier(name) == "strict" else []
 
 
 def kill_costs(record: dict[str, Any]) -> dict[str, float]:

@@ -36,7 +36,7 @@ def smoke_cards(name: str) -> dict[str, dict]:
             path = Path(tmp) / f"{mode}.json"
             proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "smoke", "-q", "-p", "no:cacheprovider",
                                    "-p", "no:xdist", "--device", "cpu", "--impl", positive_controls.dotted(name),
-                                   "--card-json", str(path), *extra],
+                                   "--card-json", str(path), *positive_controls.variant_args(name), *extra],
                                   cwd=ROOT, capture_output=True, text=True,
                                   env={**__import__("os").environ, "CI": "true"})
             card = {r["clause"]: r["status"] for r in json.loads(path.read_text())["clauses"]} if path.exists() else {}
