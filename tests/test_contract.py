@@ -201,13 +201,17 @@ def test_model_attributes_are_the_contracts(impl) -> None:
 
 @pytest.mark.clause("extra.factory-kwargs")
 def test_factory_kwargs_place_parameters_and_buffers(impl) -> None:
-    """device=/dtype= keywords (an extra) create every parameter and buffer there."""
+    """device=/dtype= keywords (an extra) create every parameter and buffer on that device, and every floating one in
+    that dtype (``dtype=`` casts floating tensors only, as torch's own factory keywords do: ``nn.BatchNorm1d(dtype=
+    torch.float64)`` keeps its int64 ``num_batches_tracked``)."""
     params = inspect.signature(impl.build_transformer).parameters
     if "dtype" not in params:
         pytest.skip("implementation lacks device=/dtype= constructor keywords")
     model = impl.build_transformer(5, 6, 4, 4, d_model=8, N=1, h=2, d_ff=16, dtype=torch.float64, device="cpu")
-    tensors = list(model.parameters()) + list(model.buffers())
-    assert tensors and all(t.dtype == torch.float64 and t.device.type == "cpu" for t in tensors)
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+    wrong = {k: (str(t.device), t.dtype) for k, t in tensors.items()
+             if t.device.type != "cpu" or (t.is_floating_point() and t.dtype != torch.float64)}
+    assert tensors and not wrong, f"build_transformer(..., device='cpu', dtype=torch.float64): tensors elsewhere: {wrong}"
 
 
 def _module_factories(impl) -> dict[str, object]:
@@ -250,7 +254,8 @@ def test_factory_kwargs_place_every_tensor_on_the_given_device_and_dtype(impl, n
         tensors = dict(module.named_parameters()) | dict(module.named_buffers())
         want_device = torch.device(kw.get("device", "cpu"))
         want_dtype = kw.get("dtype", torch.get_default_dtype())
-        wrong = {k: (t.device, t.dtype) for k, t in tensors.items() if t.device != want_device or t.dtype != want_dtype}
+        wrong = {k: (t.device, t.dtype) for k, t in tensors.items()
+                 if t.device != want_device or (t.is_floating_point() and t.dtype != want_dtype)}  # floating only
         assert tensors and not wrong, f"{name}(**{kw}): tensors not on {want_device}/{want_dtype}: {wrong}"
 
 
@@ -264,9 +269,11 @@ def test_transformer_factory_kwargs_move_the_parts_it_is_given(impl) -> None:
         parts = impl.build_transformer(5, 6, 4, 4, 8, 1, 2, 0.0, 16)
         model = impl.Transformer(parts.encoder, parts.decoder, parts.src_embed, parts.tgt_embed, parts.src_pos,
                                  parts.tgt_pos, parts.projection_layer, **kw)
-        tensors = list(model.parameters()) + list(model.buffers())
+        tensors = dict(model.named_parameters()) | dict(model.named_buffers())
         want_device, want_dtype = torch.device(kw.get("device", "cpu")), kw.get("dtype", torch.float32)
-        assert all(t.device == want_device and t.dtype == want_dtype for t in tensors), kw
+        wrong = {k: (t.device, t.dtype) for k, t in tensors.items()
+                 if t.device != want_device or (t.is_floating_point() and t.dtype != want_dtype)}
+        assert not wrong, f"Transformer(parts..., **{kw}): tensors elsewhere: {wrong}"
 
 
 @pytest.mark.clause("extra.mask-helpers")

@@ -45,7 +45,10 @@ def _logits(model: nn.Module, batch: ModelBatch, device: str) -> torch.Tensor:
 def test_transformer_eval_is_deterministic_and_equals_p0(impl, device: str, batch: ModelBatch, p: float,
                                                          seed: int) -> None:
     """In eval mode a model built with dropout p gives the same logits twice, and exactly those of the same weights
-    in a model built with p = 0 (in eval, and in train mode, where p = 0 drops nothing)."""
+    in a model built with p = 0 in eval (the same code path: only p differs, and eval ignores it). In train mode with
+    p = 0 nothing is dropped, so the logits are eval's up to float32 rounding: a correct model may take another
+    kernel in eval (``F.scaled_dot_product_attention``, torch's own fast paths), which rounds differently, so that
+    comparison is the equivalence tests' float32 value tolerance, not bit equality."""
     note({**batch.describe(), "p": p})
     model = randomize_parameters_(build_model(impl, replace(batch.cfg, dropout=p), device=device), seed).eval()
     plain = build_model(impl, replace(batch.cfg, dropout=0.0), device=device)
@@ -56,7 +59,8 @@ def test_transformer_eval_is_deterministic_and_equals_p0(impl, device: str, batc
         plain_train = _logits(plain.train(), batch, device)
     assert torch.equal(first, second), "eval mode is not deterministic"
     assert torch.equal(first, plain_eval), f"eval with p={p} differs from the same weights with p=0"
-    assert torch.equal(first, plain_train), "train mode with p=0 differs from eval"
+    assert_close(plain_train, first, component="Transformer (train mode, p=0, vs eval)",
+                 config={**batch.describe(), "p": p})
 
 
 # ------------------------------------------------------------------------------------------------ train mode

@@ -102,6 +102,8 @@ class ImplMap:
             for where, entries in sorted(getattr(self, section).items()):
                 if entries:
                     lines += [f"[{section}.{where}]"] + [f"{k} = {_toml(v)}" for k, v in entries.items()] + [""]
+                elif section == "arguments":  # an empty table accepts arguments that only come in another order
+                    lines += [f"[{section}.{where}]  # your order of the contract's arguments", ""]
         return "\n".join(lines)
 
     def check_module(self, module: ModuleType, classes: dict[str, str] | None = None) -> None:

@@ -225,7 +225,9 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
         if [t for t in theirs if t in order] != [o for o in order if o in theirs]:
             findings.append(Finding("api.signatures", contract, "(order)", None,
                                     f"`{contract}{tuple(theirs)}` takes the contract's arguments "
-                                    f"{tuple(wanted)} in another order", blocking=False))
+                                    f"{tuple(wanted)} in another order (an `[arguments.{contract}]` table in "
+                                    "your map accepts it, empty if no name differs)", blocking=False))
+            proposed.setdefault(contract, {})  # so the printed map holds the table that accepts the order
     return findings, proposed
 
 
@@ -346,8 +348,7 @@ def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap, *, for
             found = _pick(contract, attr, kind, pool, owner)
             what = {"vector": "1-D parameter", "buffer": "buffer", "method": "method", "int": "int attribute",
                     "float": "number attribute",
-                    "weights": "Tensor [B, h, Lq, Lk] of the attention weights, kept by every forward"
-                    }.get(kind, f"`{kind}`")
+                    "weights": "4-D weights tensor"}.get(kind, f"`{kind}`")
             if found:
                 proposed.setdefault(contract, {})[attr] = found
                 alone = " the only one" if len(pool) == 1 else ""
@@ -357,7 +358,8 @@ def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap, *, for
                 value = getattr(owner, attr)
                 shown = f"a {type(value).__name__}" + (f" of shape {tuple(value.shape)}"
                                                         if isinstance(value, torch.Tensor) else "")
-                how = " registered with `register_buffer`" if kind == "buffer" else ""
+                how = {"buffer": " registered with `register_buffer`",
+                       "weights": " (the attention weights [B, h, Lq, Lk], kept by every forward)"}.get(kind, "")
                 message = f"`{contract}.{attr}` is {shown}; the contract's is a {what}{how}"
             else:
                 message = f"`{contract}` has no `{attr}` ({what}), and no candidate among {sorted(members)}"

@@ -380,8 +380,9 @@ class CallGuard:
                    if t._version != version]
         if written:  # the values came back (a mask inverted and inverted back), but the caller's tensor was written
             raise ImpureCall(f"{type(module).__name__}.forward wrote into its input {', '.join(written)} in place; "
-                             "the values are back after the call, but a caller's tensor is not the model's to write "
-                             "(module.pure: an integer mask would come back 0/1; a tensor shared meanwhile is wrong)")
+                             "its values are the same after the call, but a caller's tensor is not the model's to "
+                             "write (module.pure: an integer mask would come back 0/1; a tensor shared meanwhile is "
+                             "wrong)")
 
 
 def where(exc: BaseException) -> str:
