@@ -17,6 +17,7 @@ from torch import nn
 
 from reference.judge import tolerances
 from reference.judge.compare import assert_close, check_output
+from reference.spec import variants
 from reference.spec.contract import build_model, construct, randomize_parameters_
 from tests.strategies import ModelBatch, dropout_rates, model_batches
 from tests.support import kept_weights
@@ -105,6 +106,26 @@ def _residual_site(impl, p: float, device: str, dtype: torch.dtype) -> tuple[tor
     return module.train()(x, sublayer), module.eval()(x, sublayer)
 
 
+def _check_post_norm_residual_fraction(impl, p: float, device: str, dtype: torch.dtype) -> None:
+    """Under ``--variant post-norm`` the residual's dropout sits before its norm: ``norm(0 + dropout(ones))``. Each
+    row then holds two levels, the dropped elements at the lower one (a LayerNorm keeps the order), so the dropped
+    fraction is observable; the survivors' 1/(1-p) scaling is not (a LayerNorm's output does not change when its
+    input row is scaled), and is judged at the three other sites. A row of one level (all dropped or none, chance
+    p^64 or (1-p)^64) says nothing and is left out."""
+    module = construct(impl.ResidualConnection, 64, p, device=device, dtype=dtype)
+    with torch.no_grad():
+        out = module.train()(torch.zeros(4, 64, 64, device=device, dtype=dtype), torch.ones_like).float()
+    check_output(out, (4, 64, 64), component="residual (post-norm)", config={"mode": "train", "p": p})
+    low, high = out.amin(-1, keepdim=True), out.amax(-1, keepdim=True)
+    mixed = (high - low > 0).expand_as(out)
+    n = int(mixed.sum())
+    fraction = float(((out < (low + high) / 2) & mixed).sum()) / max(n, 1)
+    bound = tolerances.DROPOUT_SIGMAS * math.sqrt(p * (1 - p) / max(n, 1))
+    assert n and abs(fraction - p) <= bound, (
+        f"residual (post-norm): {fraction:.4f} of {n} elements at their row's lower level (dropped), expected "
+        f"p={p:.4f} +- {bound:.4f} ({tolerances.DROPOUT_SIGMAS} sigma)")
+
+
 SITES: dict[str, Callable] = {"positional_encoding": _positional_site, "attention_weights": _attention_site,
                               "feed_forward": _feed_forward_site, "residual": _residual_site}
 
@@ -121,6 +142,9 @@ def test_dropout_zeroes_a_binomial_fraction_and_scales_survivors(impl, device: s
     still drop (the survivors' scaling is then judged at the 16-bit dtype's tolerance)."""
     note(f"site={site}, dtype={dtype}, p={p}, seed={seed}")
     torch.manual_seed(seed)
+    if site == "residual" and variants.variant() == variants.POST_NORM:
+        _check_post_norm_residual_fraction(impl, p, device, dtype)
+        return
     with torch.no_grad():
         dropped, clean = SITES[site](impl, p, device, dtype)
     check_output(clean, component=site, config={"mode": "eval"})
