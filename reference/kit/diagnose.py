@@ -385,8 +385,8 @@ def _forward(model: nn.Module, call_timeout: float | None) -> tuple[bool, Findin
     except Exception as exc:  # noqa: BLE001: the tests report a broken forward; the diagnosis only looks at names
         if guard.is_allocation_failure(exc):
             return False, Finding(guard.BOUNDED, "Transformer", "forward", None,
-                                  f"{call} raised {type(exc).__name__}: {exc} at {guard.where(exc)} (more than "
-                                  f"{guard.MEMORY_HEADROOM >> 30} GiB at d_model={PROBE['d_model']})")
+                                  f"{call} raised {type(exc).__name__} at {guard.where(exc)} (more than "
+                                  f"{guard.MEMORY_HEADROOM >> 30} GiB at d_model={PROBE['d_model']}): {exc}")
         return False, None
     finally:
         model.train()
@@ -406,7 +406,7 @@ def _build(adapted: ModuleType, call_timeout: float | None) -> tuple[nn.Module |
     except Exception as exc:  # noqa: BLE001: any failure of the user's code is a finding, never a crash
         clause = guard.BOUNDED if guard.is_allocation_failure(exc) else "build.structure"
         return None, Finding(clause, "build_transformer", "build_transformer", None,
-                             f"`{call}` raised {type(exc).__name__}: {exc} at {guard.where(exc)}")
+                             f"`{call}` raised {type(exc).__name__} at {guard.where(exc)}: {exc}")
     held = guard.held_bytes(model) if isinstance(model, nn.Module) else 0
     if held > MAX_PROBE_BYTES:
         return None, Finding(guard.BOUNDED, "build_transformer", "build_transformer", None,

@@ -59,7 +59,8 @@ class Diagnosis:
             return None
         first = left[0]
         more = f" and {len(left) - 1} more" if len(left) > 1 else ""
-        return f"not reached because of {first.clause}: {first.message}{more} (write an --impl-map)"
+        advice = " (write an --impl-map)" if first.clause.startswith("api.") else ""
+        return f"not reached because of {first.clause}: {first.message}{more}{advice}"
 
     def lines(self) -> list[str]:
         if not self.findings:

@@ -81,7 +81,7 @@ def _map(name: str) -> str:
 
 CORRECT = "scratch_transformer"
 #: A structure failure: the clause, the exception and where the implementation raised it (``file.py:LINE``).
-_BUILD = r"FAIL\s+build\.structure\b.*{exc}.*\.py:\d+"
+_BUILD = r"FAIL\s+build\.structure\b(?=.*{exc})(?=.*\.py\b[^:]*:\d+)"  # model.py:41, or a control's "model.py [m]:41"
 _PURE = r"FAIL\s+module\.pure\b.*"
 _BOUNDED = r"FAIL\s+module\.bounded\b.*did not return within"
 #: The module named, and that it exited at import.
@@ -94,7 +94,8 @@ CASES: tuple[Case, ...] = (
     # The implementation cannot be built.
     Case("ctor_not_implemented", _fault("ctor_not_implemented"), FAILED, _BUILD.format(exc="NotImplementedError")),
     Case("ctor_typo", _fault("ctor_typo"), FAILED, _BUILD.format(exc=r"AttributeError.*\bheads\b")),
-    Case("ctor_huge_buffer", _fault("ctor_huge_buffer"), FAILED, _BUILD.format(exc=r"RuntimeError.*allocate")),
+    Case("ctor_huge_buffer", _fault("ctor_huge_buffer"), FAILED,
+         r"FAIL\s+module\.bounded\b(?=.*RuntimeError)(?=.*\.py\b[^:]*:\d+)(?=.*allocate)"),
     Case("report_ctor_not_implemented", _fault("ctor_not_implemented"), FAILED, r"^FAIL\b.*NotImplementedError",
          kind=REPORT),
     # Wrong state, values, types and shapes.
@@ -116,7 +117,8 @@ CASES: tuple[Case, ...] = (
     Case("report_exit_at_import", _fault("exit_at_import"), IMPORT_ERROR, _EXITED, kind=REPORT),
     Case("hang_forward", _fault("hang_forward"), FAILED, _BOUNDED, timeout_s=HANG_LIMIT_S),
     Case("hang_build", _fault("hang_build"), FAILED, _BOUNDED, timeout_s=HANG_LIMIT_S),
-    Case("hang_in_a_test", _fault("hang_long_sequences"), FAILED, _BOUNDED + r".*MultiHeadAttentionBlock\.forward",
+    Case("hang_in_a_test", _fault("hang_long_sequences"), FAILED,
+         r"FAIL\s+module\.bounded\b.*MultiHeadAttentionBlock\.forward did not return within",
          timeout_s=HANG_LIMIT_S),
     Case("report_hang_forward", _fault("hang_forward"), FAILED, r"did not return within", kind=REPORT,
          timeout_s=HANG_LIMIT_S),
