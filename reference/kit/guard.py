@@ -332,7 +332,7 @@ class CallGuard:
         self.types = types
         self.call_timeout = call_timeout
         self.depth = 0
-        self._pristine: list[list[tuple[str, torch.Tensor, torch.Tensor, int]]] = []  # one per call in flight
+        self._pristine: list[list[tuple[str, torch.Tensor, torch.Tensor | None, int]]] = []  # per call in flight
         self._handles: list[Any] = []
 
     def install(self) -> CallGuard:
@@ -357,8 +357,11 @@ class CallGuard:
         if not isinstance(module, self.types) or _compiling():
             return
         self.depth += 1
+        # a copy at the outermost call only (a nested call's write moves its input's version counter, which names
+        # the innermost module that wrote; copying at every depth doubled the cost of a forward at the kit's sizes)
         with torch.no_grad():
-            self._pristine.append([(name, t, t.detach().clone(), t._version) for name, t in _tensors(module, args)])
+            self._pristine.append([(name, t, t.detach().clone() if self.depth == 1 else None, t._version)
+                                   for name, t in _tensors(module, args)])
         if self.depth == 1:
             watchdog().push(self, self.call_timeout, f"{type(module).__name__}.forward")
 
@@ -371,7 +374,8 @@ class CallGuard:
             watchdog().pop(self)
         if output is None:  # the forward raised (torch calls always-call hooks with None): the error stands
             return
-        changed = [name for name, t, copy, _ in pristine if not _same(t.detach(), copy)]
+        changed = [name for name, t, copy, version in pristine
+                   if (copy is not None and not _same(t.detach(), copy)) or (copy is None and t._version != version)]
         if changed:
             raise ImpureCall(f"{type(module).__name__}.forward modified its input {', '.join(changed)} in place "
                              "(module.pure: a call leaves its inputs unchanged; the kit's references are computed "
