@@ -39,6 +39,7 @@ import random
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 import pytest
 import torch
@@ -300,7 +301,6 @@ def pytest_runtest_call(item: pytest.Item):
         hypothesis_core.global_force_seed = per_test_seed(_session_seed(item.config), item.nodeid)
     guarded = "impl" in getattr(item, "fixturenames", ())
     call_guard = item.config.stash.get(GUARD, None)
-    before = guard.snapshot()
     limit = item.config.getoption("--test-timeout") if guarded and not item.get_closest_marker("slow") else 0
     if contract.compile_backend():  # --compile: every test compiles its modules first (minutes on 2 cores)
         limit *= COMPILE_TIMEOUT_FACTOR
@@ -309,16 +309,14 @@ def pytest_runtest_call(item: pytest.Item):
         call_guard.reset()
     dog.push(item, limit or None, f"the test {item.name} (as a whole)")
     own_backstop = limit and not float(item.config.getini("faulthandler_timeout") or 0)  # pytest's is the user's
-    with guard.backstop(limit + guard.BACKSTOP_GRACE if own_backstop else None):
+    with guard.restored_state() as changed, guard.backstop(limit + guard.BACKSTOP_GRACE if own_backstop else None):
         outcome = yield  # the outcome (raised or not) is pytest's to report
         try:
             dog.pop(item)
         except guard.ModelHung:  # the deadline fell between the test's end and this line: the test did end
             pass
-    if call_guard is not None:
-        call_guard.reset()
-    changed = guard.changes(before, guard.snapshot())
-    guard.restore(before)
+        if call_guard is not None:
+            call_guard.reset()
     if changed and guarded and outcome.excinfo is None and hasattr(outcome, "force_exception"):
         outcome.force_exception(guard.ImpureCall(
             "torch's global state changed during the test: " + "; ".join(changed)
@@ -542,19 +540,23 @@ def selected_dtypes(config: pytest.Config) -> frozenset[str]:
     return frozenset(chosen)
 
 
+def _deselect(config: pytest.Config, items: list[pytest.Item], drop: Callable[[pytest.Item], bool]) -> None:
+    """Deselect (pytest's ``pytest_deselected``, as ``-m``/``-k`` do) every item ``drop`` says, in place."""
+    keep, dropped = [], []
+    for item in items:
+        (dropped if drop(item) else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 def _deselect_dtypes(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``--dtypes``: deselect the cases that run only in dtypes not chosen (the card shows a clause that judges none
     of the chosen dtypes as "not run", naming ``--dtypes``)."""
     chosen = selected_dtypes(config)
     if chosen == frozenset(clauses.DTYPES):
         return
-    keep, drop = [], []
-    for item in items:
-        dtypes = case_dtypes(item)
-        (drop if dtypes and not dtypes & chosen else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+    _deselect(config, items, lambda item: bool(case_dtypes(item)) and not case_dtypes(item) & chosen)
 
 
 def _deselect_unavailable(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -562,12 +564,7 @@ def _deselect_unavailable(config: pytest.Config, items: list[pytest.Item]) -> No
     skipped: the card shows ``numerics.tf32`` "not run" with the reason, and the run is not "not judged" for it."""
     if torch.cuda.is_available():
         return
-    keep, drop = [], []
-    for item in items:
-        (drop if case_dtypes(item) == {"tf32"} else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+    _deselect(config, items, lambda item: case_dtypes(item) == {"tf32"})
 
 
 def _deselect_kit(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -576,13 +573,7 @@ def _deselect_kit(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--kit-tests") != "deselect":
         return
     smoke = smoke_tests()
-    keep, drop = [], []
-    for item in items:
-        kit_only = set(item.stash[CASE_CLAUSES]) == {clauses.KIT} and item.nodeid not in smoke
-        (drop if kit_only else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+    _deselect(config, items, lambda item: set(item.stash[CASE_CLAUSES]) == {clauses.KIT} and item.nodeid not in smoke)
 
 
 def _apply_xfails(config: pytest.Config, items: list[pytest.Item]) -> None:

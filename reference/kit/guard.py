@@ -25,7 +25,9 @@ import math
 import signal
 import threading
 import time
+import traceback
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -232,9 +234,6 @@ def held_bytes(module: nn.Module) -> int:
     seen: set[int] = set()
     total = 0
     for t in [*module.parameters(), *module.buffers()]:
-        if t.device.type == "meta":
-            total += t.numel() * t.element_size()
-            continue
         key = t.untyped_storage().data_ptr()
         if key not in seen:
             seen.add(key)
@@ -278,6 +277,19 @@ def restore(state: GlobalState) -> None:
     torch.autograd.set_detect_anomaly(state.anomaly_detection)
 
 
+@contextlib.contextmanager
+def restored_state() -> Iterator[list[str]]:
+    """Run the block, then put torch's global state back as it was; the yielded list receives, at the block's end
+    (raised or not), each part the block changed (``changes``): ``with restored_state() as changed: ...``."""
+    before = snapshot()
+    changed: list[str] = []
+    try:
+        yield changed
+    finally:
+        changed += changes(before, snapshot())
+        restore(before)
+
+
 def changes(before: GlobalState, after: GlobalState) -> list[str]:
     """Each part of the global state that differs: "the default dtype (...): torch.float32 -> torch.float64"."""
     return [f"{_NAMES[f.name]}: {getattr(before, f.name)} -> {getattr(after, f.name)}"
@@ -311,7 +323,7 @@ def _tensors(module: nn.Module, args: tuple) -> list[tuple[str, torch.Tensor]]:
             if isinstance(a, torch.Tensor)]
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Bitwise the same values (NaN equal to NaN), dtype and shape."""
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
@@ -375,7 +387,7 @@ class CallGuard:
         if output is None:  # the forward raised (torch calls always-call hooks with None): the error stands
             return
         changed = [name for name, t, copy, version in pristine
-                   if (copy is not None and not _same(t.detach(), copy)) or (copy is None and t._version != version)]
+                   if (copy is not None and not same(t.detach(), copy)) or (copy is None and t._version != version)]
         if changed:
             raise ImpureCall(f"{type(module).__name__}.forward modified its input {', '.join(changed)} in place "
                              "(module.pure: a call leaves its inputs unchanged; the kit's references are computed "
@@ -391,9 +403,6 @@ class CallGuard:
 
 def where(exc: BaseException) -> str:
     """``file:line`` of the innermost frame of ``exc``'s traceback outside torch and the kit (the user's line)."""
-    import traceback
-    from pathlib import Path
-
     skip = (str(Path(torch.__file__).parent), str(Path(__file__).resolve().parents[1]), "<frozen ", "importlib")
     frames = traceback.extract_tb(exc.__traceback__)
     mine = [f for f in frames if not f.filename.startswith(skip)] or frames

@@ -34,31 +34,23 @@ def open_impl(name: str, impl_map: str | os.PathLike | None = None, *,
     constructor or the probe model lacks (``ImplMap.check_module``/``check_attributes``); nothing else."""
     key = (name, os.fspath(impl_map) if impl_map else None)
     if key not in _OPENED:
-        before = guard.snapshot()
         try:
-            with guard.watchdog().limit(call_timeout, f"import {name}"), \
+            with guard.restored_state() as changed, guard.watchdog().limit(call_timeout, f"import {name}"), \
                     guard.backstop(call_timeout and call_timeout + guard.BACKSTOP_GRACE):
                 module = importlib.import_module(name)
         except (Exception, SystemExit, guard.ModelHung) as exc:  # noqa: BLE001: any failure at import, exit 2
             what = (f"called sys.exit({exc.code!r}) at import" if isinstance(exc, SystemExit) else
                     str(exc) if isinstance(exc, guard.ModelHung) else f"{type(exc).__name__}: {exc}")
             raise ImportError(f"cannot import implementation {name!r}: {what} at {guard.where(exc)}") from exc
-        finally:
-            changed = guard.changes(before, guard.snapshot())
-            guard.restore(before)
         try:
             user = ImplMap.load(impl_map) if impl_map else ImplMap()
         except MapError:
             raise
         except (OSError, ValueError) as exc:
             raise ImportError(f"cannot read --impl-map {impl_map}: {exc}") from exc
-        before = guard.snapshot()
-        try:
-            with guard.backstop(call_timeout and 4 * call_timeout + guard.BACKSTOP_GRACE):  # a C-level hang
-                reached, diag = reach(module, user, impl=name, call_timeout=call_timeout)
-        finally:
-            in_calls = guard.changes(before, guard.snapshot())
-            guard.restore(before)
+        with guard.restored_state() as in_calls, \
+                guard.backstop(call_timeout and 4 * call_timeout + guard.BACKSTOP_GRACE):  # a C-level hang
+            reached, diag = reach(module, user, impl=name, call_timeout=call_timeout)
         diag.findings += [Finding(guard.PURE, "import", "(import)", None,
                                   f"importing {name} changed {c} (the kit restored it: a module leaves torch's global "
                                   "state as it found it)", blocking=False) for c in changed]

@@ -37,11 +37,11 @@ class Verdict:
         if self.exit_status not in (0, NOT_JUDGED):  # a FAIL decides: what it stopped is on the card
             return [f"verdict: exit {self.exit_status}; {len(self.unjudged)} more contract clause(s) selected but "
                     "not judged (see the card)"]
+        # exit 0 with clauses unjudged: --accept-unjudged accepted them; else the run exits NOT_JUDGED
         head = (f"verdict: {len(self.unjudged)} contract clause(s) selected but not judged, accepted by "
                 "--accept-unjudged:" if self.accepted else
                 f"verdict: exit {self.exit_status} (not judged): {len(self.unjudged)} contract clause(s) selected but "
-                "not judged (--accept-unjudged accepts them):" if self.exit_status == NOT_JUDGED else
-                f"verdict: {len(self.unjudged)} contract clause(s) selected but not judged:")
+                "not judged (--accept-unjudged accepts them):")
         return [head] + [f"  {status:<11} {clause:<26} {detail}" for clause, status, detail in self.unjudged]
 
     def to_json(self) -> dict[str, Any]:

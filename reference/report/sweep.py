@@ -145,22 +145,20 @@ def run_one(impl: ModuleType, component: str, config: Config, device: str, dtype
     s = case_seed(seed, component, config)
     ctx = Ctx(impl, config, device, dtype, s, np.random.default_rng(s))
     start, at = time.perf_counter(), ""
-    before = guard.snapshot()
-    try:
-        with guard.watchdog().limit(row_timeout, f"the report row {component} {config.name} {device} "
-                                                 f"{dtype_name(dtype)}"):
-            outcome, error = COMPONENTS[component](ctx), ""
-    except guard.ModelHung as exc:  # a verdict of module.bounded; the sweep reaches no later row
-        outcome, error = None, f"{guard.BOUNDED}: {exc}"
-    except guard.KitClauseError as exc:  # a side effect (module.pure): the row's own clauses are not judged
-        outcome, error = None, f"{exc.clause}: {exc}"
-    except StructureMismatch as exc:  # another architecture than asked: build.structure's to judge, not this row's
-        outcome, error = None, f"{STRUCTURE_MISMATCH}: {exc}"
-        at = getattr(exc, "path", "")
-    except Exception as exc:  # a broken implementation may raise anywhere: that is a FAIL, not a crash
-        outcome, error = None, f"raised {type(exc).__name__}: {exc}"
-    changed = guard.changes(before, guard.snapshot())
-    guard.restore(before)  # one row's side effect cannot poison the rows that follow
+    with guard.restored_state() as changed:  # one row's side effect cannot poison the rows that follow
+        try:
+            with guard.watchdog().limit(row_timeout, f"the report row {component} {config.name} {device} "
+                                                     f"{dtype_name(dtype)}"):
+                outcome, error = COMPONENTS[component](ctx), ""
+        except guard.ModelHung as exc:  # a verdict of module.bounded; the sweep reaches no later row
+            outcome, error = None, f"{guard.BOUNDED}: {exc}"
+        except guard.KitClauseError as exc:  # a side effect (module.pure): the row's own clauses are not judged
+            outcome, error = None, f"{exc.clause}: {exc}"
+        except StructureMismatch as exc:  # another architecture than asked: build.structure's to judge, not this row's
+            outcome, error = None, f"{STRUCTURE_MISMATCH}: {exc}"
+            at = getattr(exc, "path", "")
+        except Exception as exc:  # a broken implementation may raise anywhere: that is a FAIL, not a crash
+            outcome, error = None, f"raised {type(exc).__name__}: {exc}"
     if changed and not error:
         outcome, error = None, (f"{guard.PURE}: the row changed torch's global state: " + "; ".join(changed)
                                 + " (a call leaves it as it found it; the report restored it)")
