@@ -122,10 +122,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "--strict is a different option")
     group.addoption("--device", default="all", choices=("cpu", "cuda", "all"),
                     help="run device-parametrised tests on this device only (default: all)")
-    group.addoption("--variant", default=variants.variant(), choices=variants.VARIANTS,
+    group.addoption("--variant", default=None, choices=variants.VARIANTS,
                     help="the residual layout the implementation declares: pre-norm (default, the blog's: "
                          "x + dropout(sublayer(norm(x)))) or post-norm (the paper's, nn.Transformer's default: "
-                         "norm(x + dropout(sublayer(x)))); env SCRATCH_TRANSFORMER_VARIANT")
+                         "norm(x + dropout(sublayer(x)))); or the map's `variant = ...` line; env "
+                         "SCRATCH_TRANSFORMER_VARIANT")
     group.addoption("--compile", action="store_true", default=bool(contract.compile_backend()),
                     help="run the suite on torch.compile'd modules (see --compile-backend)")
     group.addoption("--compile-backend", default=contract.compile_backend() or "inductor",
@@ -208,6 +209,10 @@ def _load(config: pytest.Config) -> None:
     except load.MapError as exc:  # a map that points nowhere: a usage error, exit 4
         raise pytest.UsageError(str(exc)) from exc
     config.stash[DIAGNOSIS] = diag
+    try:
+        load.use_declared(config.stash[IMPL], diag, config.getoption("--variant"))
+    except load.MapError as exc:
+        raise pytest.UsageError(str(exc)) from exc
     config.stash[GUARD] = guard.CallGuard(load.contract_types(config.stash[IMPL]),
                                           config.getoption("--call-timeout") or None).install()
     user_map = diag.user
@@ -275,7 +280,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in FILTERWARNINGS:
         config.addinivalue_line("filterwarnings", line)
     _check_options(config)
-    variants.use_variant(config.getoption("--variant"))  # before the card, and before collection imports the tests
+    if config.getoption("--variant"):  # before the card, and before collection imports the tests (or the map's)
+        variants.use_variant(config.getoption("--variant"))
     _load(config)
     contract.use_compile(config.getoption("--compile-backend") if config.getoption("--compile") else None)
     if _random_profile():  # per test: pytest_runtest_call; this one covers Hypothesis run outside a test
@@ -669,6 +675,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def impl_name(pytestconfig: pytest.Config) -> str:
     """The dotted name of the implementation under test."""
     return pytestconfig.getoption("--impl")
+
+
+@pytest.fixture(scope="session")
+def impl_map_path(pytestconfig: pytest.Config) -> str | None:
+    """The ``--impl-map`` file the run reads (None: no map)."""
+    return pytestconfig.getoption("--impl-map")
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from reference.spec.contract import ModelConfig
+from reference.spec.contract import ModelConfig, per_head_masks
 
 #: Input magnitudes: tiny, unit and large values, and a large common offset (cancellation in naive variance).
 SCALES = ("tiny", "unit", "large", "offset")
@@ -131,7 +131,7 @@ def masks(draw, cfg: AttentionConfig, *, kind: str | None = None, allow_fully_ma
         lengths = draw(padding_lengths(B, Lk))
         mask = (np.arange(Lk)[None, :] < np.asarray(lengths)[:, None])[:, None, None, :]
     else:
-        shape = {"random": (B, h, Lq, Lk), "blog_full": (B, 1, Lq, Lk), "blog_shared": (1, Lq, Lk)}[kind]
+        shape = {"random": (B, h if per_head_masks() else 1, Lq, Lk), "blog_full": (B, 1, Lq, Lk), "blog_shared": (1, Lq, Lk)}[kind]
         empty_rows = draw(st.sampled_from(EMPTY_ROW_PROBABILITIES)) if allow_fully_masked else 0.0
         mask = _keep_one_key_in_last_row(draw(dense_bools(shape, empty_rows=empty_rows)),
                                          key=draw(st.integers(0, Lk - 1)))
@@ -437,7 +437,7 @@ def mask_forms(draw, *, max_batch: int = 3, max_len: int = 8, max_d_model: int =
     cfg = draw(attention_configs(max_batch=max_batch, max_len=max_len, max_d_model=max_d_model))
     B, h, Lq, Lk = cfg.B, cfg.h, cfg.Lq, cfg.Lk
     has_other_form = {"key_padding": B == 1 or h > 1 or Lq > 1, "shared": True, "per_batch": h > 1,
-                      "per_head": B > 1}
+                      "per_head": B > 1 and per_head_masks()}
     pattern = draw(st.sampled_from([p for p in MASK_PATTERNS if has_other_form[p]]))
     full = (B, h, Lq, Lk)
     if pattern == "key_padding":

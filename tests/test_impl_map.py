@@ -77,14 +77,28 @@ def test_an_argument_mapped_to_a_parameter_the_constructor_lacks(tmp_path: Path)
 @pytest.mark.parametrize(("text", "line", "message"), [
     ("classes = 3\n", 1, "classes = 3: expected a table of contract class or function = your name, got int 3"),
     ('# mine\n[classes]\nInputEmbeddings = "X"\n\n[arguments.MultiHeadAttentionBlock]\nd_model = "d"\nh = 3\n', 7,
-     "[arguments.MultiHeadAttentionBlock] h = 3: expected your parameter's name (a string) or false, got int 3"),
+     "[arguments.MultiHeadAttentionBlock] h = 3: expected your parameter's name, \"name.i\" (item i of the "
+     "nn.Sequential your parameter takes), {clone = \"layer\", count = \"N\"} (for layers) or false, got int 3"),
     ("[arguments.Encoder]\nfeatures = true\n", 2, "[arguments.Encoder] features = true: expected your parameter's"),
     ('[attributes.LayerNormalization]\nalpha = false\n', 2,
-     "[attributes.LayerNormalization] alpha = false: expected your attribute's name (a string), got bool false"),
+     "[attributes.LayerNormalization] alpha = false: expected your attribute's name, a dotted path (\"linears.0\") "
+     "or rows of a fused Linear (\"qkv[0:d]\"), got bool false"),
     ('[classes]\nbuild_transformer = ["make_model"]\n', 2,
      "[classes] build_transformer = ['make_model']: expected your class's or function's name (a string), got list"),
-    ('[clases]\nEncoder = "E"\n', 1, "[clases]: 'clases' is not a section of a map; expected one of ['classes', "
-                                     "'arguments', 'attributes'] (closest: 'classes')"),
+    ('[clases]\nEncoder = "E"\n', 1, "[clases]: 'clases' is not a section or top-level key of a map; expected one "
+                                     "of ['classes', 'arguments', 'attributes', 'variant', 'masks'] (closest: "
+                                     "'classes')"),
+    ('masks = "heads"\n', 1, "masks = \"heads\": expected one of ['head-dim', 'no-head-dim'], got str"),
+    ('variant = "postnorm"\n', 1, "variant = \"postnorm\": expected one of ['pre-norm', 'post-norm'], got str"),
+    ('[attributes.MultiHeadAttentionBlock]\nw_q = "qkv[0:d]"\nw_k = "qkv[2d:3d]"\n', 3,
+     "[attributes.MultiHeadAttentionBlock] w_k = \"qkv[2d:3d]\": the rows of 'qkv' must be mapped without gaps or "
+     "overlaps from 0 to its last row (rows d:2d are not)"),
+    ('[attributes.MultiHeadAttentionBlock]\ndropout = "drop[0:d]"\n', 2,
+     "[attributes.MultiHeadAttentionBlock] dropout = \"drop[0:d]\": rows of a fused Linear stand only for a Linear"),
+    ('[attributes.MultiHeadAttentionBlock]\nw_q = "qkv[0:q]"\n', 2,
+     "[attributes.MultiHeadAttentionBlock] w_q = \"qkv[0:q]\": expected your attribute's name, a dotted path"),
+    ('[arguments.Encoder]\nlayers = {clone = "layer"}\n', 2,
+     "[arguments.Encoder] layers = {clone = \"layer\"}: expected your parameter's name"),
     ('[classes]\nInputEmbeddings = "A"\nMultiHeadAttnBlock = "B"\n', 3,
      "[classes] MultiHeadAttnBlock = \"B\": 'MultiHeadAttnBlock' is not a contract class or function"),
     ('[arguments.Encoder]\nfeatures = "d"\n[arguments.Encoder.x]\n', 3,

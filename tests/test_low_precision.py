@@ -23,7 +23,7 @@ from reference.oracles import masks, torch_names
 from reference.oracles import torch_adapters as ta
 from reference.judge.compare import (NonFiniteReference, assert_error_ratio, assert_l2_error_ratio, check_output,
                                      to_f64)
-from reference.spec.contract import ModelConfig, build_model, construct, randomize_parameters_
+from reference.spec.contract import ModelConfig, build_model, construct, per_head_masks, randomize_parameters_
 from reference.judge.precision import diagnose, diagnose_check, explained
 from reference.kit.weights import CONTRACT_EPS, extract_weights
 from tests.strategies import AttentionConfig, attention_configs
@@ -410,10 +410,12 @@ def test_attention_masks_in_half_precision_stay_finite(impl, device, dtype, cfg,
                                             device=device, dtype=dtype), seed).eval()
     x, memory = _inputs(cfg, seed, device=device, dtype=dtype)
     x, memory = x * scale, memory * scale  # scores up to ~1e6: far past float16's range
-    keep = torch.rand(cfg.B, cfg.h, cfg.Lq, cfg.Lk, generator=torch.Generator().manual_seed(seed)) < 0.5
+    heads = cfg.h if per_head_masks() else 1  # a model that takes no head dimension gets masks shared by the heads
+    keep = torch.rand(cfg.B, heads, cfg.Lq, cfg.Lk, generator=torch.Generator().manual_seed(seed)) < 0.5
     keep[..., 0, :] = False  # at least one fully masked row
     with torch.no_grad():
         block(x, memory, memory, keep.to(device))
+    keep = keep.expand(cfg.B, cfg.h, cfg.Lq, cfg.Lk)
     config = {"dtype": str(dtype), "scale": scale}
     note(config)
     weights = kept_weights(block, (cfg.B, cfg.h, cfg.Lq, cfg.Lk), config=config)

@@ -69,10 +69,11 @@ def _known_models_are_pre_norm(request: pytest.FixtureRequest):
         variants.use_variant(old)
 
 
-def test_report_all_pass_for_the_implementation(impl_name: str, device: str) -> None:
-    """Every component x dtype of the device's default set passes for the implementation under test."""
+def test_report_all_pass_for_the_implementation(impl_name: str, impl_map_path: str | None, device: str) -> None:
+    """Every component x dtype of the device's default set passes for the implementation under test (through its
+    map)."""
     rep = report.sweep(impl_name, components=list(report.COMPONENTS), devices=[device],
-                       dtypes={device: report.default_dtypes(device)}, seed=0, configs=SMALL)
+                       dtypes={device: report.default_dtypes(device)}, seed=0, configs=SMALL, impl_map=impl_map_path)
     assert rep.passed, _failures(rep)
     assert rep.first_divergence is None
     assert {r.component for r in rep.results} == set(report.COMPONENTS)

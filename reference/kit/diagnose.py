@@ -448,7 +448,7 @@ def _check_attributes(module: ModuleType, user_map: ImplMap, effective: ImplMap)
         except Exception:  # noqa: BLE001: it built through the whole map; without the renames it cannot be checked
             return
         forwarded, _ = _forward(model, guard.CALL_TIMEOUT)
-    user_map.check_attributes(model, forwarded=forwarded)
+    user_map.check_attributes(model, forwarded=forwarded, module=module)
 
 
 # ------------------------------------------------------------------------------------------------ entry point

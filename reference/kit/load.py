@@ -16,7 +16,8 @@ from reference.kit.components import OPTIONAL_NAMES, REQUIRED_NAMES
 from reference.kit.adapter import ImplMap, MapError
 from reference.kit.findings import Finding
 from reference.kit.diagnose import reach
-from reference.spec.contract import DEFAULT_IMPL
+from reference.spec import variants
+from reference.spec.contract import DEFAULT_IMPL, use_per_head_masks
 
 _OPENED: dict[tuple[str, str | None], tuple[ModuleType, Any]] = {}
 
@@ -59,6 +60,18 @@ def open_impl(name: str, impl_map: str | os.PathLike | None = None, *,
                                   "leaves torch's global state as it found it)", blocking=False) for c in in_calls]
         _OPENED[key] = reached, diag
     return _OPENED[key]
+
+
+def use_declared(impl: ModuleType, diag: Any, asked_variant: str | None) -> None:
+    """Judge the run as the map declares: its ``variant`` line (``MapError`` when ``asked_variant``, the command
+    line's ``--variant``, says otherwise) and its mask layout (``masks = "no-head-dim"``: masks shared by the heads
+    only, ``reference.spec.contract.per_head_masks``)."""
+    declared = diag.user.variant
+    if declared and asked_variant and asked_variant != declared:
+        raise MapError(f"{diag.user.source}: variant = {declared!r} contradicts --variant {asked_variant}")
+    if declared or asked_variant:
+        variants.use_variant(declared or asked_variant)
+    use_per_head_masks(getattr(impl, "__kit_masks__", "head-dim") != "no-head-dim")
 
 
 def diagnosis_of(name: str, impl_map: str | os.PathLike | None = None) -> Any:

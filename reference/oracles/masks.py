@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from reference.spec.contract import per_head_masks
+
 if TYPE_CHECKING:
     from reference.spec.contract import ModelConfig
 
@@ -87,8 +89,8 @@ def make_mask(kind: str, rng: np.random.Generator, *, batch: int, heads: int, le
         return causal(len_q, len_k)[None]
     if kind == "key_padding":
         return padding(lengths(rng, batch, len_k), len_k)
-    if kind == "random":
-        m = rng.random((batch, heads, len_q, len_k)) < 0.6
+    if kind == "random":  # one mask per head, unless the implementation takes none (``per_head_masks``)
+        m = rng.random((batch, heads if per_head_masks() else 1, len_q, len_k)) < 0.6
         m[..., -1] |= ~m.any(axis=-1)  # keep one key per row
         return m
     if kind == "padded_causal":

@@ -15,9 +15,8 @@ import torch
 from reference.spec import clauses, contract, variants
 from reference.spec.contract import DEFAULT_IMPL
 from reference.kit import guard
-from reference.kit.load import ModelFault, load_impl
+from reference.kit.load import ModelFault, diagnosis_of, load_impl, use_declared
 from reference.kit.adapter import MapError
-from reference.kit.load import load_impl
 from .cases import CONFIGS
 from .render import render
 from .sweep import COMPONENTS, DTYPES, available_devices, default_dtypes, select_components, sweep
@@ -53,9 +52,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "module forward) before it is a FAIL of module.bounded (default %(default)g; 0: no limit)")
     p.add_argument("--row-timeout", type=float, default=guard.TEST_TIMEOUT, metavar="SECONDS",
                    help="seconds one report row may take (default %(default)g; 0: no limit)")
-    p.add_argument("--variant", choices=variants.VARIANTS, default=variants.variant(),
+    p.add_argument("--variant", choices=variants.VARIANTS, default=None,
                    help="the residual layout to judge against: pre-norm (default, the blog's) or post-norm (the "
-                        "paper's, nn.Transformer's default norm_first=False); env SCRATCH_TRANSFORMER_VARIANT")
+                        "paper's, nn.Transformer's default norm_first=False), or the map's `variant = ...` line; env "
+                        "SCRATCH_TRANSFORMER_VARIANT")
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                    help="build every module under torch.compile(backend=BACKEND) (default inductor; also env "
                         "SCRATCH_TRANSFORMER_COMPILE): does compilation change the numbers?")
@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     args = parse_args(argv)
-    variants.use_variant(args.variant)
+    if args.variant:
+        variants.use_variant(args.variant)
     if args.compile:
         contract.use_compile(args.compile)
     out = Console(width=None if sys.stdout.isatty() else 150)
@@ -90,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         dtypes = {d: [x for x in names if x in wanted] for d, names in dtypes.items()}
     try:
         components = select_components(args.component)
-        load_impl(args.impl, args.impl_map, call_timeout=args.call_timeout or None)
+        impl = load_impl(args.impl, args.impl_map, call_timeout=args.call_timeout or None)
+        use_declared(impl, diagnosis_of(args.impl, args.impl_map), args.variant)
     except ModelFault as exc:  # the model hung or over-allocated in the diagnosis: a verdict, not a usage error
         out.print(f"FAIL {exc}", markup=False, highlight=False, soft_wrap=True)
         return 1

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from reference.kit.adapter import contract_inputs
 from reference.kit.components import COMPONENTS, contract_class
 
 #: Class names of the contract's submodules (the root ``Transformer`` is driven, not hooked).
@@ -65,7 +66,7 @@ def record_calls(model: nn.Module, run: Callable[[], Any]) -> tuple[Any, list[Ca
     running: list[tuple[str, tuple]] = []  # (path, inputs) of the submodules entered and not yet left
 
     def enter(path: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        running.append((path, _detach(_bind(module, args, kwargs))))
+        running.append((path, _detach(contract_inputs(module, _bind(module, args, kwargs)))))
 
     def leave(path: str, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         inputs = running.pop()[1] if running and running[-1][0] == path else _detach(_bind(module, args, kwargs))

@@ -77,6 +77,20 @@ def use_compile(backend: str | None) -> None:
     _COMPILE["backend"] = backend or None
 
 
+
+_MASKS = {"per_head": True}
+
+
+def per_head_masks() -> bool:
+    """Whether the implementation under test takes a mask per head (the contract's ``[B, h, Lq, Lk]``). False when
+    its map says its modules take masks without the head dimension (``masks = "no-head-dim"``): the kit then draws
+    masks shared by the heads (``[B, 1, Lq, Lk]``), the only ones such a model can be given."""
+    return _MASKS["per_head"]
+
+
+def use_per_head_masks(flag: bool) -> None:
+    _MASKS["per_head"] = bool(flag)
+
 def compile_module(module: nn.Module, backend: str) -> nn.Module:
     """Compile ``module`` in place (``nn.Module.compile``), and its direct children, with ``backend``.
 
