@@ -142,3 +142,39 @@ def test_transformer_forward_is_project_decode_encode(impl, device, cfg, B: int,
         f"{tuple(composed.shape)} [B, Lt, tgt_vocab]")
     # the same float64 computation in the same order: only a different summation order can separate them
     torch.testing.assert_close(forward, composed, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.clause("extra.mask-helpers")
+@given(size=st.integers(1, 32))
+def test_causal_mask_shape(impl, size: int) -> None:
+    skip_unless_extras(impl, "causal_mask")
+    mask = impl.causal_mask(size)
+    assert mask.shape == (1, size, size) and mask.dtype == torch.bool
+
+
+@pytest.mark.clause("extra.mask-helpers")
+@given(B=st.integers(1, 4), L=st.integers(1, 16))
+def test_padding_mask_shape(impl, B: int, L: int) -> None:
+    skip_unless_extras(impl, "padding_mask")
+    mask = impl.padding_mask(torch.randint(0, 5, (B, L)), 0)
+    assert mask.shape == (B, 1, 1, L) and mask.dtype == torch.bool
+
+
+@pytest.mark.strict("outputs and attention_scores keep the input dtype")
+@pytest.mark.clause("strict.dtype-kept")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64],
+                         ids=["float16", "bfloat16", "float32", "float64"])
+@given(cfg=attention_configs())
+def test_attention_keeps_the_input_dtype_in_outputs_and_weights(impl, device, dtype: torch.dtype,
+                                                                cfg: AttentionConfig) -> None:
+    """The block's output, its ``attention_scores`` and the static ``attention``'s (out, weights) are all in the
+    input dtype: a float32 copy of the [B, h, Lq, Lk] weights kept from a 16-bit model doubles the largest buffer."""
+    note(cfg)
+    mha = construct(impl.MultiHeadAttentionBlock, cfg.d_model, cfg.h, 0.0, device=device, dtype=dtype)
+    q = torch.randn(cfg.B, cfg.Lq, cfg.d_model, device=device, dtype=dtype)
+    kv = torch.randn(cfg.B, cfg.Lk, cfg.d_model, device=device, dtype=dtype)
+    assert mha(q, kv, kv, None).dtype == dtype
+    assert mha.attention_scores.dtype == dtype, f"attention_scores is {mha.attention_scores.dtype}, input {dtype}"
+    heads = [torch.randn(cfg.B, cfg.h, n, cfg.d_k, device=device, dtype=dtype) for n in (cfg.Lq, cfg.Lk, cfg.Lk)]
+    out, weights = impl.MultiHeadAttentionBlock.attention(*heads, None, None)
+    assert (out.dtype, weights.dtype) == (dtype, dtype), f"attention returned ({out.dtype}, {weights.dtype})"
