@@ -219,8 +219,10 @@ def test_report_runs_are_reproducible_from_the_seed(impl) -> None:
     config = report.CONFIGS[0]
 
     def numbers(seed: int) -> tuple:
-        return tuple(report.run_one(impl, name, config, "cpu", torch.float32, seed).outcome.verdict.max_abs
-                     for name in ("multi_head_attention/random", "decoder_block", "grad/multi_head_attention"))
+        rows = [report.run_one(impl, name, config, "cpu", torch.float32, seed)
+                for name in ("multi_head_attention/random", "decoder_block", "grad/multi_head_attention")]
+        assert all(r.outcome for r in rows), [r.error for r in rows]
+        return tuple(r.outcome.verdict.max_abs for r in rows)
 
     assert numbers(7) == numbers(7)
     assert numbers(7) != numbers(8)
