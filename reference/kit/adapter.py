@@ -306,8 +306,8 @@ def _resolve_path(owner: nn.Module, path: str) -> Any:
             obj = hidden[part]
         elif isinstance(obj, nn.Module) and part in obj._modules:
             obj = obj._modules[part]
-        elif part.isdigit() and isinstance(obj, (nn.ModuleList, nn.Sequential)) and int(part) < len(obj):
-            obj = obj[int(part)]
+        elif part.isdigit() and isinstance(obj, (nn.ModuleList, nn.Sequential, tuple, list)) and int(part) < len(obj):
+            obj = obj[int(part)]  # an index of a ModuleList or Sequential, or of a shape (``pe.shape.1``)
         else:
             obj = getattr(obj, part)
     return obj
@@ -331,8 +331,9 @@ def _path_problem(owner: nn.Module, yours: str) -> str | None:
         if target.out_features < rows[2] * target.in_features:
             return (f"{path!r} is Linear({target.in_features}, {target.out_features}): it has no rows "
                     f"{_d(rows[1])}:{_d(rows[2])} (d = {target.in_features})")
-    elif not isinstance(target, (nn.Module, torch.Tensor)):
-        return f"{path!r} is a {type(target).__name__}; a path must reach a submodule, parameter or buffer"
+    elif not isinstance(target, (nn.Module, torch.Tensor, int, float)) or isinstance(target, bool):
+        return (f"{path!r} is a {type(target).__name__}; a path must reach a submodule, parameter, buffer or number "
+                "(an int or float: `lut.num_embeddings`, `pe.shape.1`)")
     return None
 
 
@@ -401,9 +402,11 @@ def _restructure(owner: nn.Module, attributes: dict[str, str]) -> None:
             fused.setdefault(rows[0], []).append((rows[1], rows[2], name))
             continue
         try:
-            targets[name] = _resolve_path(owner, yours)
+            target = _resolve_path(owner, yours)
         except (AttributeError, IndexError, TypeError):
             continue  # the map's check names it (``check_attributes``); the tests see it missing
+        if isinstance(target, (nn.Module, torch.Tensor)):
+            targets[name] = target  # a number (``lut.num_embeddings``) is read at each access (``__getattr__``)
     for path, blocks in fused.items():
         try:
             linear = _resolve_path(owner, path)
@@ -418,7 +421,7 @@ def _restructure(owner: nn.Module, attributes: dict[str, str]) -> None:
             container._modules[last] = proxy
         else:
             hidden[last] = proxy
-    heads = {(_rows(y)[0] if _rows(y) else y).split(".")[0] for y in attributes.values() if not _is_plain(y)}
+    heads = {_head(attributes[n]) for n in targets}
     reached = {id(t) for t in targets.values()}
     order = list(owner._modules)
     for head in heads:
@@ -427,6 +430,7 @@ def _restructure(owner: nn.Module, attributes: dict[str, str]) -> None:
                 hidden.setdefault(head, getattr(owner, registry).pop(head))
     for name, target in targets.items():
         _register(owner, name, target)
+    object.__setattr__(owner, "_kit_registered", frozenset(targets))
     for head in heads:  # what a hidden container holds that no entry maps stays in the model
         container = hidden.get(head)
         if isinstance(container, nn.Module) and not isinstance(container, _FusedLinear):
@@ -615,11 +619,14 @@ def _adapted_class(contract: str, yours: type, attributes: dict[str, str], modul
     to_contract = {y: c for c, y in attributes.items() if _is_plain(y) and kinds.get(c) != "method"}
     paths = {c: y for c, y in attributes.items() if not _is_plain(y)}
     shared = {_head(y) for y in paths.values()} & set(attributes)
+    unsliced = {c: y for c, y in paths.items() if not _rows(y)}
 
     def __getattr__(self, name: str) -> Any:  # only reached when normal lookup fails
         hidden = self.__dict__.get("_kit_hidden")
         if hidden and name in hidden and (name not in shared or _INSIDE[0]):
             return hidden[name]
+        if name in unsliced and name not in self.__dict__.get("_kit_registered", ()):
+            return _resolve_path(self, unsliced[name])  # a number below the instance, read now
         if name in to_contract:  # your name for a slot that now has the contract's name
             try:
                 return nn.Module.__getattr__(self, to_contract[name])
