@@ -167,7 +167,8 @@ class ImplMap:
                 continue
             for name, yours in entries.items():
                 if not _is_plain(yours):
-                    problem = next((p for p in (_path_problem(m, yours) for m in owners) if p), None)
+                    kind = ATTRIBUTES[contract][name]
+                    problem = next((p for p in (_path_problem(m, yours, kind) for m in owners) if p), None)
                     if problem:
                         where.fail(("attributes", contract, name), problem, value=yours)
                     continue
@@ -313,8 +314,9 @@ def _resolve_path(owner: nn.Module, path: str) -> Any:
     return obj
 
 
-def _path_problem(owner: nn.Module, yours: str) -> str | None:
-    """Why ``yours`` (a path or rows of a fused Linear) reaches nothing usable on ``owner``, or None."""
+def _path_problem(owner: nn.Module, yours: str, kind: str = "") -> str | None:
+    """Why ``yours`` (a path or rows of a fused Linear) reaches nothing usable on ``owner`` for an attribute of
+    ``kind`` (``ATTRIBUTES``: a number only for "int"/"float"), or None."""
     rows = _rows(yours)
     path = rows[0] if rows else yours
     try:
@@ -331,9 +333,11 @@ def _path_problem(owner: nn.Module, yours: str) -> str | None:
         if target.out_features < rows[2] * target.in_features:
             return (f"{path!r} is Linear({target.in_features}, {target.out_features}): it has no rows "
                     f"{_d(rows[1])}:{_d(rows[2])} (d = {target.in_features})")
-    elif not isinstance(target, (nn.Module, torch.Tensor, int, float)) or isinstance(target, bool):
-        return (f"{path!r} is a {type(target).__name__}; a path must reach a submodule, parameter, buffer or number "
-                "(an int or float: `lut.num_embeddings`, `pe.shape.1`)")
+    elif kind in ("int", "float"):
+        if not isinstance(target, (int, float)) or isinstance(target, bool):
+            return f"{path!r} is a {type(target).__name__}; an {kind} attribute needs a number (`lut.num_embeddings`)"
+    elif not isinstance(target, (nn.Module, torch.Tensor)):
+        return f"{path!r} is a {type(target).__name__}; a path must reach a submodule, parameter or buffer"
     return None
 
 
