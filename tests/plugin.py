@@ -280,8 +280,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in FILTERWARNINGS:
         config.addinivalue_line("filterwarnings", line)
     _check_options(config)
-    if config.getoption("--variant"):  # before the card, and before collection imports the tests (or the map's)
-        variants.use_variant(config.getoption("--variant"))
+    # before the card, and before collection imports the tests; the map's line may declare it (``load.use_declared``).
+    # Set every session: one process may run several (tests/field/_cards.py)
+    variants.use_variant(config.getoption("--variant") or os.environ.get(variants.VARIANT_ENV) or None)
     _load(config)
     contract.use_compile(config.getoption("--compile-backend") if config.getoption("--compile") else None)
     if _random_profile():  # per test: pytest_runtest_call; this one covers Hypothesis run outside a test

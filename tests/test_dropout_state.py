@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from reference.judge import tolerances
+from reference.kit import guard
 from reference.judge.compare import assert_close, check_output
 from reference.spec import variants
 from reference.spec.contract import build_model, construct, randomize_parameters_
@@ -58,8 +59,10 @@ def test_transformer_eval_is_deterministic_and_equals_p0(impl, device: str, batc
         first, second = _logits(model, batch, device), _logits(model, batch, device)
         plain_eval = _logits(plain.eval(), batch, device)
         plain_train = _logits(plain.train(), batch, device)
-    assert torch.equal(first, second), "eval mode is not deterministic"
-    assert torch.equal(first, plain_eval), f"eval with p={p} differs from the same weights with p=0"
+    # NaN where NaN counts as the same: a formula that yields NaN (an unbiased std at d_model=1) is its own clause's
+    # finding, not a nondeterministic eval mode
+    assert guard.same(first, second), "eval mode is not deterministic"
+    assert guard.same(first, plain_eval), f"eval with p={p} differs from the same weights with p=0"
     assert_close(plain_train, first, component="Transformer (train mode, p=0, vs eval)",
                  config={**batch.describe(), "p": p})
 
@@ -176,8 +179,8 @@ def test_transformer_same_seed_same_outputs(impl, device: str, batch: ModelBatch
             runs.append((model.state_dict(), _logits(model, batch, device)))
     (state_a, out_a), (state_b, out_b) = runs
     for name, value in state_a.items():
-        assert torch.equal(value, state_b[name]), f"{name} differs between two builds from seed {seed}"
-    assert torch.equal(out_a, out_b), f"train-mode outputs differ between two runs from seed {seed}"
+        assert guard.same(value, state_b[name]), f"{name} differs between two builds from seed {seed}"
+    assert guard.same(out_a, out_b), f"train-mode outputs differ between two runs from seed {seed}"
 
 
 @pytest.mark.blackbox
@@ -194,7 +197,7 @@ def test_transformer_state_dict_round_trip_is_bit_exact(impl, device: str, batch
     fresh.load_state_dict(source.state_dict())
     with torch.no_grad():
         expected, got = _logits(source, batch, device), _logits(fresh, batch, device)
-    assert torch.equal(got, expected), (
+    assert guard.same(got, expected), (
         f"state_dict round trip changes the logits: max diff {float((got - expected).abs().max()):.3e}")
 
 
