@@ -54,6 +54,8 @@ class ImplMap:
     attributes: dict[str, dict[str, str]] = field(default_factory=dict)
     source: str = field(default="impl map", compare=False, repr=False)  # the map's path, for MapError
     text: str = field(default="", compare=False, repr=False)  # its TOML text, for the line of an entry
+    masks: str = "head-dim"  # "no-head-dim": your modules take masks without the head dimension
+    variant: str | None = None  # "post-norm": as --variant post-norm
 
     def __bool__(self) -> bool:
         return bool(self.classes or self.arguments or self.attributes)
@@ -64,7 +66,8 @@ class ImplMap:
         (``MapError`` naming the entry's line in ``text`` otherwise)."""
         where = _Where(source, text)
         for section, value in data.items():
-            where.known((section,), value, _SECTIONS, "a section of a map")
+            if section not in ("masks", "variant"):
+                where.known((section,), value, _SECTIONS, "a section of a map")
         classes = where.table(("classes",), data.get("classes", {}), "a table of contract class or function = "
                               "your name")
         for contract, yours in classes.items():
@@ -72,11 +75,12 @@ class ImplMap:
             where.typed(("classes", contract), yours, isinstance(yours, str),
                         "your class's or function's name (a string)")
         arguments = _section(where, data, "arguments", SIGNATURES, "arguments",
-                             lambda yours: yours is False or isinstance(yours, str),
+                             lambda yours: yours is False or isinstance(yours, (str, dict)),
                              "your parameter's name (a string) or false")
         attributes = _section(where, data, "attributes", ATTRIBUTES, "attributes",
                               lambda yours: isinstance(yours, str), "your attribute's name (a string)")
-        return cls(dict(classes), arguments, attributes, source, text)
+        return cls(dict(classes), arguments, attributes, source, text, data.get("masks", "head-dim"),
+                   data.get("variant"))
 
     @classmethod
     def load(cls, path: str | Path) -> ImplMap:
