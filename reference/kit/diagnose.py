@@ -5,6 +5,13 @@ Every deviation is a :class:`Finding` against its clause (``api.names``, ``api.s
 (``InputEmbedding`` for ``InputEmbeddings``), a constructor parameter under another name, the one ``nn.Linear``
 child of a ``ProjectionLayer`` called ``project``. Where the match is unambiguous it goes into the proposed
 :class:`~reference.kit.adapter.ImplMap`, which the kit can use (and print, for the user to save and edit).
+
+Structural differences (issue 33) are proposed in the map's structural forms, each checked on the probe model where
+it can be: the Annotated Transformer's ``linears`` (``w_q = "linears.0"``), a fused ``qkv`` (``w_q = "qkv[0:d]"``),
+a module-level ``attention`` function, embeddings in a ``Sequential`` (``src_pos = "src_embed.1"``), a ``generator``
+for ``project``, ``Encoder(layer, N)`` (``layers = {clone = "layer", count = "N"}``), a builder without sequence
+lengths, masks without the head dimension (``masks = "no-head-dim"``). The map in effect holds them only once the
+adapter applies them (``adapter_applies_structure``).
 """
 
 from __future__ import annotations
@@ -220,7 +227,7 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
         theirs = _positional(obj)
         given = m.arguments.get(contract, {})
         mapped = [given.get(w, w) for w in wanted]
-        missing = [w for w, y in zip(wanted, mapped) if y is not False and not (_takes(y) and set(_takes(y)) <= set(theirs))]
+        missing = [w for w, y in zip(wanted, mapped) if y is not False and not set(_takes(y)) <= set(theirs)]
         spare = [t for t in theirs if t not in {n for y in mapped for n in _takes(y)}]
         assigned, how = _match_arguments(contract, wanted, theirs, missing, spare)
         for w in missing:
@@ -420,8 +427,8 @@ def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap, *, for
                     "float": "number attribute",
                     "weights": "4-D weights tensor"}.get(kind, f"`{kind}`")
             message = None
-            if not found and contract == "Transformer" and attr == "project":
-                found, message = _project(contract, owner, mapped, proposed.get(contract, {}))
+            if not found and contract == "Transformer" and attr == "project":  # a submodule in its place
+                found, message = _project(owner, mapped, proposed.get(contract, {}))
             if message:
                 pass
             elif found:
@@ -483,7 +490,8 @@ def _call(fn: Any, args: tuple, call_timeout: float | None, what: str) -> Any:
 def _failed(result: Any, shape: tuple[int, ...]) -> str | None:
     """What went wrong with a call that should return a tensor of ``shape`` (None: nothing)."""
     if isinstance(result, BaseException):
-        return f"raises {type(result).__name__}: {str(result).splitlines()[0] if str(result) else ''}".rstrip(": ")
+        text = str(result).strip().splitlines()[0][:200] if str(result).strip() else ""
+        return f"raises {type(result).__name__}" + (f": {text}" if text else "")
     if not isinstance(result, torch.Tensor):
         return f"returns a {type(result).__name__}, not a tensor"
     if tuple(result.shape) != shape:
@@ -654,6 +662,11 @@ def _attention_function(module: ModuleType, yours: str, call_timeout: float | No
     shapes = ((3, 2, 5, 4), (3, 2, 5, 6))
     works, why = [], {}
     for name, fn in functions.items():
+        try:
+            inspect.signature(fn).bind(q, k, v, None, None)
+        except (TypeError, ValueError):
+            why[name] = "takes another signature"
+            continue
         got = _call(fn, (q, k, v, None, None), call_timeout, f"{name}(query, key, value, None, None)")
         if isinstance(got, tuple) and len(got) == 2:
             problems = [p for p in (_failed(t, s) for t, s in zip(got, shapes)) if p]
@@ -734,7 +747,7 @@ def _embeddings(owner: nn.Module, members: dict[str, Any], missing: list[str],
     return found, notes
 
 
-def _project(contract: str, owner: nn.Module, mapped: dict[str, str], proposed: dict[str, str]
+def _project(owner: nn.Module, mapped: dict[str, str], proposed: dict[str, str]
              ) -> tuple[str | None, str | None]:
     """No ``project`` method: the projection submodule (``generator``) called in its place."""
     target = mapped.get("projection_layer") or proposed.get("projection_layer") or "projection_layer"
@@ -865,12 +878,13 @@ def _mask_layout(model: nn.Module, m: ImplMap, call_timeout: float | None, modul
     keys = torch.ones(B, Lk, dtype=torch.int64)
     keys[:, kept:] = 0
     outcome = {}
-    for layout, mask in (("head-dim", keys.view(B, 1, 1, Lk)), ("no-head-dim", keys.view(B, 1, Lk))):
-        got = run(q, k, v, mask)
+    for layout, shape_of_mask in (("head-dim", (B, 1, 1, Lk)), ("no-head-dim", (B, 1, Lk))):
+        got = run(q, k, v, keys.view(shape_of_mask).clone())  # a copy each: a forward may write into its mask
         problem = _failed(got, shape)
         if problem is None:
             err = float((got - reference).abs().max())
-            problem = None if err <= 1e-5 else f"runs, but its output differs from its output without those keys by {err:.2g}"
+            problem = None if err <= 1e-5 else (f"runs, but its output differs from its output without those keys "
+                                                f"by {err:.2g}")
         outcome[layout] = problem
     if outcome["head-dim"] is None:
         return None, None
