@@ -541,20 +541,17 @@ def _projections(owner: nn.Module, members: dict[str, Any], missing: list[str], 
         assign = {r: f"{name}.{i}" for i, r in enumerate(structural)}
         container = f"{type(members[name]).__name__} `{name}` of {count} nn.Linear({d}, {d})"
         how = (f"its `{name}` is a {type(members[name]).__name__} of {count} nn.Linear({d}, {d})"
-               + (" (the Annotated Transformer's `linears`), in the order q, k, v, o" if count == 4 else
-                  ", in the order q, k, v"))
+               + (" (the Annotated Transformer's `linears`)" if count == 4 else ""))
     elif len(fused[3]) == 1:
         name, structural = fused[3][0], ["w_q", "w_k", "w_v"]
         assign = {r: f"{name}[{bound[i]}:{bound[i + 1]}]" for i, r in enumerate(structural)}
         container = f"fused q/k/v nn.Linear({d}, {3 * d}) `{name}`"
-        how = (f"its `{name}` is one nn.Linear({d}, {3 * d}), a fused q/k/v projection (d = its in_features), its "
-               "rows in the order q, k, v")
+        how = f"its `{name}` is one nn.Linear({d}, {3 * d}), a fused q/k/v projection (d = its in_features)"
     elif len(fused[2]) == 1:
         name, structural = fused[2][0], ["w_k", "w_v"]
         assign = {r: f"{name}[{bound[i]}:{bound[i + 1]}]" for i, r in enumerate(structural)}
         container = f"fused k/v nn.Linear({d}, {2 * d}) `{name}`"
-        how = (f"its `{name}` is one nn.Linear({d}, {2 * d}), a fused k/v projection (d = its in_features), its rows "
-               "in the order k, v")
+        how = f"its `{name}` is one nn.Linear({d}, {2 * d}), a fused k/v projection (d = its in_features)"
     else:
         return {}
     # the rest: yours under the contract's name, or the nn.Linear(d, d) of yours left (by its name if several)
@@ -575,7 +572,10 @@ def _projections(owner: nn.Module, members: dict[str, Any], missing: list[str], 
         if len(todo) - len(single) == 1 and len(rest) == 1:
             single[next(r for r in todo if r not in single)] = rest[0]
     assign.update(single)
+    usual = dict(assign)
     assign, check = _ordered(owner, assign, structural, call_timeout)
+    if assign == usual:  # else the check names the order it found
+        how += f",{' its rows' if len(lists) != 1 else ''} in the order {', '.join(r[2] for r in structural)}"
     out = {}
     for r in structural:
         if r in missing:
