@@ -5,12 +5,23 @@ Every deviation is a :class:`Finding` against its clause (``api.names``, ``api.s
 (``InputEmbedding`` for ``InputEmbeddings``), a constructor parameter under another name, the one ``nn.Linear``
 child of a ``ProjectionLayer`` called ``project``. Where the match is unambiguous it goes into the proposed
 :class:`~reference.kit.adapter.ImplMap`, which the kit can use (and print, for the user to save and edit).
+
+Structural differences (issue 33) are proposed in the map's structural forms, each checked on the probe model where
+it can be: the Annotated Transformer's ``linears`` (``w_q = "linears.0"``), a fused ``qkv`` (``w_q = "qkv[0:d]"``),
+a module-level ``attention`` function, embeddings in a ``Sequential`` (``src_pos = "src_embed.1"``), a ``generator``
+for ``project``, ``Encoder(layer, N)`` (``layers = {clone = "layer", count = "N"}``), a builder without sequence
+lengths, masks without the head dimension (``masks = "no-head-dim"``). The map in effect holds them only once the
+adapter applies them (``adapter_applies_structure``).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
+import functools
 import inspect
+import itertools
 import re
 from types import ModuleType
 from typing import Any
@@ -22,7 +33,8 @@ from reference.kit import guard
 from reference.kit.adapter import ImplMap, adapt
 from reference.kit.findings import Diagnosis, Finding
 from reference.kit.components import BY_CONTRACT, COMPONENTS
-from reference.kit.components import ATTRIBUTES, REQUIRED_NAMES, SIGNATURES
+from reference.kit.components import ATTRIBUTES, REQUIRED_NAMES, SIGNATURES, contract_class
+from reference.oracles import torch_ref
 
 #: Sizes of the model the diagnosis builds: small, with every size distinct so shapes tell the parts apart.
 PROBE = {"src_vocab_size": 11, "tgt_vocab_size": 13, "src_seq_len": 17, "tgt_seq_len": 18, "d_model": 8, "N": 1,
@@ -195,6 +207,16 @@ def _unmatched(contract: str, w: str, theirs: list[str], spare: list[str]) -> st
     return f"{head}; none of {spare} is close to it"
 
 
+def _takes(value: Any) -> list[str]:
+    """The parameters of yours an ``[arguments.X]`` value names: ``"p"`` and ``"p.1"`` (element 1 of the Sequential
+    ``p`` takes) name ``p``; ``{clone = "layer", count = "N"}`` names both; ``false`` none."""
+    if isinstance(value, dict):
+        return [v for v in (value.get("clone"), value.get("count")) if isinstance(v, str)]
+    if isinstance(value, str):
+        return [re.split(r"[.\[]", value)[0]]
+    return []
+
+
 def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str, dict[str, str]]]:
     """Findings (an argument order of its own is the non-blocking ``(order)`` finding) and proposed entries."""
     findings, proposed = [], {}
@@ -205,8 +227,8 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
         theirs = _positional(obj)
         given = m.arguments.get(contract, {})
         mapped = [given.get(w, w) for w in wanted]
-        missing = [w for w, y in zip(wanted, mapped) if y is not False and y not in theirs]
-        spare = [t for t in theirs if t not in mapped]
+        missing = [w for w, y in zip(wanted, mapped) if y is not False and not set(_takes(y)) <= set(theirs)]
+        spare = [t for t in theirs if t not in {n for y in mapped for n in _takes(y)}]
         assigned, how = _match_arguments(contract, wanted, theirs, missing, spare)
         for w in missing:
             found = assigned.get(w)
@@ -221,7 +243,7 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
             else:
                 message = _unmatched(contract, w, theirs, spare)
             findings.append(Finding("api.signatures", contract, w, found or None, message))
-        order = [given.get(w, proposed.get(contract, {}).get(w, w)) for w in wanted]
+        order = [(_takes(y) or [None])[0] for y in (given.get(w, proposed.get(contract, {}).get(w, w)) for w in wanted)]
         if [t for t in theirs if t in order] != [o for o in order if o in theirs]:
             findings.append(Finding("api.signatures", contract, "(order)", None,
                                     f"`{contract}{tuple(theirs)}` takes the contract's arguments "
@@ -312,45 +334,104 @@ def _pick(contract: str, attr: str, kind: str, pool: list[str], owner: nn.Module
     return _closest(attr, pool, cutoff=0.5)
 
 
-def _resolve(root: nn.Module, path: str) -> nn.Module | None:
-    node: Any = root
+def _walk(node: Any, path: str) -> Any:
+    """``path`` below ``node`` in your names (attributes and indexes, dotted or bracketed: ``linears.0``,
+    ``src_embed.1``, ``layers[0]``), or None where it leads nowhere."""
     for part in filter(None, path.replace("[", ".[").split(".")):
         try:
-            node = node[int(part[1:-1])] if part.startswith("[") else getattr(node, part)
-        except (AttributeError, IndexError, KeyError, TypeError):
+            if part.startswith("["):
+                node = node[int(part[1:-1])]
+            elif part.isdigit():
+                node = node[int(part)]
+            else:
+                node = getattr(node, part)
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            return None
+    return node
+
+
+#: A fused projection's rows in a map: ``qkv[0:d]``, ``qkv[d:2d]``, ``c_attn[2d:3d]``.
+FUSED = re.compile(r"^(?P<name>[A-Za-z_]\w*)\[(?P<start>0|\d*d):(?P<stop>\d*d)\]$")
+
+
+def _structural(value: Any) -> bool:
+    """Whether an ``[attributes.X]`` value is a path below the instance (``linears.0``) or a fused slice."""
+    return isinstance(value, str) and bool(re.search(r"[.\[]", value))
+
+
+def _rows(value: str, d: int) -> tuple[str, int, int] | None:
+    """``qkv[d:2d]`` -> ("qkv", d, 2d)."""
+    match = FUSED.match(value)
+    if not match:
+        return None
+    bound = {b: 0 if b == "0" else int(b[:-1] or 1) * d for b in (match["start"], match["stop"])}
+    return match["name"], bound[match["start"]], bound[match["stop"]]
+
+
+def _resolve(root: nn.Module, path: str, impl_map: ImplMap | None = None) -> nn.Module | None:
+    """The module at the contract's ``path`` (``PATHS``); with ``impl_map``, a step the map sends down a path of
+    yours (``src_embed = "src_embed.0"``) follows it, whatever the adapter makes of the contract's name."""
+    node: Any = root
+    for part in filter(None, path.replace("[", ".[").split(".")):
+        step = None
+        if impl_map is not None and not part.startswith("["):
+            value = impl_map.attributes.get(contract_class(node), {}).get(part)
+            if _structural(value) and not FUSED.match(value):
+                step = _walk(node, value)
+        node = step if step is not None else _walk(node, part)
+        if node is None:
             return None
     return node if isinstance(node, nn.Module) else None
 
 
-def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap, *, forwarded: bool = True
+#: Containers are never a contract class: a path that ends on one (your ``src_embed`` is a Sequential of the
+#: contract's ``src_embed`` and ``src_pos``) is judged once the map leads inside it.
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap, *, forwarded: bool = True,
+                module: ModuleType | None = None, call_timeout: float | None = guard.CALL_TIMEOUT
                 ) -> tuple[list[Finding], dict]:
     """Findings and proposed entries for the contract's attributes on the built ``model``. An attribute only a forward
     sets (``attention_scores``) is not judged when the probe's forward raised (``forwarded`` false): its absence then
-    says nothing about the API, and the tests name the broken forward under its own clause."""
+    says nothing about the API, and the tests name the broken forward under its own clause. The structural forms
+    (``_structure``: a ModuleList of projections, a fused one, a Sequential of embedding and positions, a module-level
+    attention function of ``module``, a submodule for a method) come before a match by kind and name."""
     contract_types = {c: {t for t in (getattr(adapted, c, None), getattr(getattr(adapted, c, None), "__mro__",
                                                                           (None, None))[1]) if isinstance(t, type)}
                       for c in ATTRIBUTES}
     findings, proposed = [], {}
     for contract, path in PATHS.items():
-        owner = _resolve(model, path)
-        if owner is None:
+        owner = _resolve(model, path, impl_map)
+        if owner is None or isinstance(owner, CONTAINERS):
             continue
         members = _members(owner)
         mapped = impl_map.attributes.get(contract, {})
-        for attr, kind in ATTRIBUTES[contract].items():
-            if kind == "weights" and not forwarded:
+        missing = [attr for attr, kind in ATTRIBUTES[contract].items()
+                   if not (kind == "weights" and not forwarded) and attr not in mapped
+                   and not (hasattr(owner, attr) and _kind_ok(getattr(owner, attr), kind, owner, attr, contract_types))]
+        structure, notes = _structure(contract, owner, members, missing, contract_types, module, call_timeout)
+        claimed = {re.split(r"[.\[]", value)[0] for value, _ in structure.values()}
+        for attr in missing:
+            kind = ATTRIBUTES[contract][attr]
+            blocking = kind not in NON_BLOCKING_KINDS
+            if attr in structure:
+                found, message = structure[attr]
+                proposed.setdefault(contract, {})[attr] = found
+                findings.append(Finding("api.attributes", contract, attr, found, message, blocking=blocking))
                 continue
-            if attr in mapped or (hasattr(owner, attr) and _kind_ok(getattr(owner, attr), kind, owner, attr,
-                                                                    contract_types)):
-                continue
-            others = set(ATTRIBUTES[contract]) | set(mapped.values())
+            others = set(ATTRIBUTES[contract]) | set(mapped.values()) | claimed
             pool = [n for n, v in members.items() if n not in others and _kind_ok(v, kind, owner, n, contract_types)]
             found = _pick(contract, attr, kind, pool, owner)
             what = {"vector": "1-D parameter", "buffer": "buffer", "method": "method", "int": "int attribute",
                     "float": "number attribute",
                     "weights": "4-D weights tensor"}.get(kind, f"`{kind}`")
-            if found:
-                proposed.setdefault(contract, {})[attr] = found
+            message = None
+            if not found and contract == "Transformer" and attr == "project":  # a submodule in its place
+                found, message = _project(owner, mapped, proposed.get(contract, {}))
+            if message:
+                pass
+            elif found:
                 alone = " the only one" if len(pool) == 1 else ""
                 message = (f"`{contract}` has no `{attr}`; its {what}{alone} `{found}` looks like it "
                            f"(of {sorted(pool)})")
@@ -363,10 +444,475 @@ def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap, *, for
                 message = f"`{contract}.{attr}` is {shown}; the contract's is a {what}{how}"
             else:
                 message = f"`{contract}` has no `{attr}` ({what}), and no candidate among {sorted(members)}"
+            if not found and attr in notes:
+                message += f"; {notes[attr]}"
+            if found:
+                proposed.setdefault(contract, {})[attr] = found
             # the kept weights are mha.static-attention's own text ("the block keeps the weights in ...")
             clause = "mha.static-attention" if kind == "weights" else "api.attributes"
-            findings.append(Finding(clause, contract, attr, found, message, blocking=kind not in NON_BLOCKING_KINDS))
+            findings.append(Finding(clause, contract, attr, found, message, blocking=blocking))
     return findings, proposed
+
+
+# ------------------------------------------------------------------------------------------------ structure
+#: The attention projections in the order the Annotated Transformer's ``linears`` and a fused ``qkv`` hold them.
+PROJECTIONS = ("w_q", "w_k", "w_v", "w_o")
+ROLES = {"w_q": "query", "w_k": "key", "w_v": "value", "w_o": "output"}
+
+
+def _is_linear(m: Any, out_features: int, in_features: int) -> bool:
+    return isinstance(m, nn.Linear) and (m.out_features, m.in_features) == (out_features, in_features)
+
+
+def _hinted(name: str, attr: str) -> bool:
+    """Whether ``name`` says ``attr`` by a token (``q_proj`` for ``w_q``, ``out`` for ``w_o``)."""
+    hint = HINTS[attr]
+    return bool(set(re.split(r"[_\d]+", name.lower())) & set(hint)) or (len(name) <= 3
+                                                                         and name.lower().endswith(hint[0]))
+
+
+def _call(fn: Any, args: tuple, call_timeout: float | None, what: str) -> Any:
+    """``fn(*args)`` in eval mode without grad, under the watchdog and the memory cap: its result, or the exception
+    it raised (a hang too); training modes are put back."""
+    modes = [(m, m.training) for m in fn.modules()] if isinstance(fn, nn.Module) else []
+    try:
+        with torch.no_grad(), guard.watchdog().limit(call_timeout, what), guard.memory_cap():
+            for m, _ in modes:
+                m.training = False
+            return fn(*args)
+    except (Exception, guard.ModelHung) as exc:  # noqa: BLE001: the user's code; the caller says what it means
+        return exc
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _failed(result: Any, shape: tuple[int, ...]) -> str | None:
+    """What went wrong with a call that should return a tensor of ``shape`` (None: nothing)."""
+    if isinstance(result, BaseException):
+        text = str(result).strip().splitlines()[0][:200] if str(result).strip() else ""
+        return f"raises {type(result).__name__}" + (f": {text}" if text else "")
+    if not isinstance(result, torch.Tensor):
+        return f"returns a {type(result).__name__}, not a tensor"
+    if tuple(result.shape) != shape:
+        return f"returns shape {tuple(result.shape)}, not {shape}"
+    return None
+
+
+def _structure(contract: str, owner: nn.Module, members: dict[str, Any], missing: list[str],
+               contract_types: dict[str, set[type]], module: ModuleType | None, call_timeout: float | None
+               ) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """Structural proposals for ``owner``'s ``missing`` attributes (attribute -> (your path, the finding's message))
+    and notes on those it looked for in vain (attribute -> why not)."""
+    if contract == "MultiHeadAttentionBlock":
+        found = _projections(owner, members, missing, call_timeout)
+        notes = {}
+        methods = [n for n, v in members.items() if callable(v) and not isinstance(v, nn.Module)]
+        if ("attention" in missing and module is not None
+                and not any(re.search(r"att|sdpa", n.lower()) for n in methods)):
+            name, message = _attention_function(module, type(owner).__name__, call_timeout)
+            if name:
+                found["attention"] = (name, message)
+            elif message:
+                notes["attention"] = message
+        return found, notes
+    if contract == "Transformer":
+        return _embeddings(owner, members, missing, contract_types)
+    return {}, {}
+
+
+def _projections(owner: nn.Module, members: dict[str, Any], missing: list[str], call_timeout: float | None
+                 ) -> dict[str, tuple[str, str]]:
+    """``w_q``..``w_o`` held structurally: a ModuleList of four ``nn.Linear(d, d)`` (``linears.0``..``linears.3``,
+    q, k, v, o), of three plus one ``nn.Linear(d, d)`` of its own (the output), a fused ``nn.Linear(d, 3d)``
+    (``qkv[0:d]``, ``qkv[d:2d]``, ``qkv[2d:3d]``) or ``nn.Linear(d, 2d)`` (k, v) beside its own q and output. The
+    order is checked against the contract's formula on the probe's forward (``_ordered``)."""
+    d = PROBE["d_model"]
+    if not set(PROJECTIONS) & set(missing):
+        return {}
+    yours = type(owner).__name__
+    lists = [n for n, v in members.items() if isinstance(v, (nn.ModuleList, nn.Sequential)) and len(v) in (3, 4)
+             and all(_is_linear(m, d, d) for m in v)]
+    fused = {k: [n for n, v in members.items() if _is_linear(v, k * d, d)] for k in (3, 2)}
+    bound = ("0", "d", "2d", "3d")
+    if len(lists) == 1:
+        name, count = lists[0], len(members[lists[0]])
+        structural = list(PROJECTIONS[:count])
+        assign = {r: f"{name}.{i}" for i, r in enumerate(structural)}
+        container = f"{type(members[name]).__name__} `{name}` of {count} nn.Linear({d}, {d})"
+        how = (f"its `{name}` is a {type(members[name]).__name__} of {count} nn.Linear({d}, {d})"
+               + (" (the Annotated Transformer's `linears`)" if count == 4 else ""))
+    elif len(fused[3]) == 1:
+        name, structural = fused[3][0], ["w_q", "w_k", "w_v"]
+        assign = {r: f"{name}[{bound[i]}:{bound[i + 1]}]" for i, r in enumerate(structural)}
+        container = f"fused q/k/v nn.Linear({d}, {3 * d}) `{name}`"
+        how = f"its `{name}` is one nn.Linear({d}, {3 * d}), a fused q/k/v projection (d = its in_features)"
+    elif len(fused[2]) == 1:
+        name, structural = fused[2][0], ["w_k", "w_v"]
+        assign = {r: f"{name}[{bound[i]}:{bound[i + 1]}]" for i, r in enumerate(structural)}
+        container = f"fused k/v nn.Linear({d}, {2 * d}) `{name}`"
+        how = f"its `{name}` is one nn.Linear({d}, {2 * d}), a fused k/v projection (d = its in_features)"
+    else:
+        return {}
+    # the rest: yours under the contract's name, or the nn.Linear(d, d) of yours left (by its name if several)
+    for r in PROJECTIONS:
+        if r not in assign and r not in missing:
+            assign[r] = r
+    left = [n for n, v in members.items() if _is_linear(v, d, d) and n not in assign.values()]
+    todo = [r for r in PROJECTIONS if r not in assign]
+    single: dict[str, str] = {}
+    if len(todo) == 1 and len(left) == 1:
+        single[todo[0]] = left[0]
+    else:
+        for r in todo:
+            hits = [n for n in left if _hinted(n, r)]
+            if len(hits) == 1:
+                single[r] = hits[0]
+        rest = [n for n in left if n not in single.values()]
+        if len(todo) - len(single) == 1 and len(rest) == 1:
+            single[next(r for r in todo if r not in single)] = rest[0]
+    assign.update(single)
+    usual = dict(assign)
+    assign, check = _ordered(owner, assign, structural, call_timeout)
+    if assign == usual:  # else the check names the order it found
+        how += f",{' its rows' if len(lists) != 1 else ''} in the order {', '.join(r[2] for r in structural)}"
+    out = {}
+    for r in structural:
+        if r in missing:
+            out[r] = (assign[r], f"`{yours}` has no `{r}`; {how}: `{assign[r]}` is its {ROLES[r]} projection "
+                                 f"({check})")
+    for r, n in single.items():
+        if r in missing:
+            out[r] = (n, f"`{yours}` has no `{r}`; beside its {container}, its nn.Linear({d}, {d}) `{n}` is the "
+                         f"{ROLES[r]} projection ({check})")
+    return out
+
+
+def _projection_weights(owner: nn.Module, assign: dict[str, str]) -> dict[str, torch.Tensor] | None:
+    """The four projections' weights (and biases) keyed as the oracles take them, read through ``assign``."""
+    d = PROBE["d_model"]
+    weights = {}
+    for r in PROJECTIONS:
+        value = assign.get(r)
+        rows = _rows(value, d) if value else None
+        linear = _walk(owner, rows[0] if rows else value) if value else None
+        if not isinstance(linear, nn.Linear):
+            return None
+        lo, hi = rows[1:] if rows else (0, linear.out_features)
+        weights[f"{r}.weight"] = linear.weight.detach()[lo:hi]
+        if linear.bias is not None:
+            weights[f"{r}.bias"] = linear.bias.detach()[lo:hi]
+    return weights
+
+
+def _ordered(owner: nn.Module, assign: dict[str, str], structural: list[str], call_timeout: float | None
+             ) -> tuple[dict[str, str], str]:
+    """``assign`` checked on the probe: the block's forward (eval, no mask) against the contract's formula with the
+    weights it names; when that differs, the one other order of the ``structural`` roles that matches, if any.
+    Returns the assignment and what the check found (for the findings)."""
+    missing = [r for r in PROJECTIONS if r not in assign]
+    if missing:
+        return assign, f"not checked against the contract's formula: no {', '.join(f'`{r}`' for r in missing)} found"
+    d, h = PROBE["d_model"], PROBE["h"]
+    gen = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(3, n, d, generator=gen) for n in (5, 6, 6))
+    got = _call(owner, (q, k, v, None), call_timeout, f"{type(owner).__name__}.forward on the probe")
+    got = got[0] if isinstance(got, tuple) and got else got
+    problem = _failed(got, (3, 5, d))
+    if problem:
+        return assign, f"not checked against the contract's formula: the forward {problem}"
+
+    def error(trial: dict[str, str]) -> float:
+        weights = _projection_weights(owner, trial)
+        if weights is None:
+            return float("inf")
+        with torch.no_grad():
+            want = torch_ref.multi_head_attention(q, k, v, None, weights, h)[0]
+        return float((got - want).abs().max())
+
+    first = error(assign)
+    if first <= 1e-5:
+        return assign, "checked: the probe's forward equals the contract's formula with these weights"
+    places = [assign[r] for r in structural]
+    orders = [dict(zip(structural, p)) for p in itertools.permutations(places)]
+    hits = [{**assign, **o} for o in orders[1:] if error({**assign, **o}) <= 1e-5]
+    if len(hits) == 1:
+        order = ", ".join(ROLES[r][0] for r in sorted(structural, key=lambda r: places.index(hits[0][r])))
+        return hits[0], (f"checked: the probe's forward equals the contract's formula with its parts in the order "
+                         f"{order}, not the usual one")
+    return assign, (f"not confirmed: with these weights the probe's forward differs from the contract's formula by "
+                    f"{first:.2g}, and no other order of them matches (another layout, or a bug the tests name)")
+
+
+#: Names a module-level attention function goes by (``attention``, ``scaled_dot_product_attention``, ``sdpa``).
+ATTENTION_FUNCTION = re.compile(r"att(n|ention)|sdpa", re.IGNORECASE)
+
+
+def _attention_function(module: ModuleType, yours: str, call_timeout: float | None) -> tuple[str | None, str]:
+    """A function of ``module`` (defined there) named like attention, called as the contract's static
+    ``attention(query, key, value, mask, dropout)`` on the probe: the one that returns (output, attention weights)
+    of the contract's shapes, and the message; or None and why none (empty: no function named so)."""
+    functions = {n: f for n, f in vars(module).items() if not n.startswith("_") and inspect.isfunction(f)
+                 and getattr(f, "__module__", None) == module.__name__ and ATTENTION_FUNCTION.search(n)
+                 and "mask" not in n.lower()}
+    if not functions:
+        return None, ""
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(3, 2, n, 4, generator=gen) for n in (5, 6, 6))
+    shapes = ((3, 2, 5, 4), (3, 2, 5, 6))
+    works, why = [], {}
+    for name, fn in functions.items():
+        try:
+            inspect.signature(fn).bind(q, k, v, None, None)
+        except (TypeError, ValueError):
+            why[name] = "takes another signature"
+            continue
+        got = _call(fn, (q, k, v, None, None), call_timeout, f"{name}(query, key, value, None, None)")
+        if isinstance(got, tuple) and len(got) == 2:
+            problems = [p for p in (_failed(t, s) for t, s in zip(got, shapes)) if p]
+            if not problems:
+                works.append(name)
+                continue
+            why[name] = "its (output, weights) " + "; ".join(problems)
+        else:
+            why[name] = _failed(got, shapes[0]) or "returns one tensor, not (output, attention weights)"
+    if len(works) > 1 and "attention" in works:
+        works = ["attention"]
+    if len(works) == 1:
+        name = works[0]
+        return name, (f"`{yours}` has no static `attention`; your module's function `{name}"
+                      f"{inspect.signature(functions[name])}` takes the contract's call (query, key, value, mask, "
+                      f"dropout) and returns (output, attention weights) of the contract's shapes on the probe "
+                      f"({list(shapes[0])}, {list(shapes[1])})")
+    if works:
+        return None, (f"your module's functions {works} each take the contract's attention call: which one is it? "
+                      "(map `attention` yourself)")
+    return None, ("your module's " + "; ".join(f"function `{n}`{inspect.signature(functions[n])} {why[n]}"
+                                               for n in functions)
+                  + " when called as the contract's attention(query, key, value, mask=None, dropout=None) on "
+                    f"[3, 2, 5, 4], [3, 2, 6, 4], [3, 2, 6, 4]: not mapped")
+
+
+def _embeddings(owner: nn.Module, members: dict[str, Any], missing: list[str],
+                contract_types: dict[str, set[type]]) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """A Transformer whose embeddings sit in a Sequential (the Annotated Transformer's ``src_embed =
+    nn.Sequential(Embeddings, PositionalEncoding)``): ``src_embed = "src_embed.0"``, ``src_pos = "src_embed.1"``.
+    The source's and the target's are told apart by their vocabulary (11 and 13 in the probe), else by name."""
+    wanted = [a for a in ("src_embed", "src_pos", "tgt_embed", "tgt_pos") if a in missing]
+    if not wanted:
+        return {}, {}
+    d = PROBE["d_model"]
+    vocab = {PROBE["src_vocab_size"]: "src", PROBE["tgt_vocab_size"]: "tgt"}
+    embed_types = tuple(contract_types.get("InputEmbeddings", ()))
+    pos_types = tuple(contract_types.get("PositionalEncoding", ()))
+    yours = type(owner).__name__
+    found: dict[str, tuple[str, str]] = {}
+    notes: dict[str, str] = {}
+    for name, seq in members.items():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        side, parts = None, {}
+        for i, child in enumerate(seq):
+            tables = [m.num_embeddings for m in child.modules() if isinstance(m, nn.Embedding)]
+            table = [b for b in child.buffers(recurse=False) if b.dim() >= 2 and b.shape[-1] == d]
+            if "embed" not in parts and ((embed_types and isinstance(child, embed_types))
+                                         or any(t in vocab for t in tables)):
+                side = vocab.get(next((t for t in tables if t in vocab), None))
+                parts["embed"] = (i, child)
+            elif "pos" not in parts and ((pos_types and isinstance(child, pos_types)) or table
+                                         or (tables and not any(t in vocab for t in tables))):
+                parts["pos"] = (i, child)
+        if "embed" not in parts:
+            continue
+        side = side or next((s for s, words in (("src", ("src", "source", "enc", "input")),
+                                                ("tgt", ("tgt", "target", "dec", "output")))
+                             if set(re.split(r"[_\d]+", name.lower())) & set(words)), None)
+        if side is None:
+            continue
+        shown = f"nn.Sequential({', '.join(type(c).__name__ for c in seq)})"
+        whose = {"src": "source", "tgt": "target"}[side]
+        for part, (i, child) in parts.items():
+            attr = f"{side}_{part}"
+            if attr not in wanted:
+                continue
+            if isinstance(child, nn.Embedding):
+                notes[attr] = (f"`{yours}.{name}` is {shown}; its element {i} is a bare nn.Embedding (no "
+                               "InputEmbeddings class of yours, no sqrt(d_model) scaling): not mapped")
+                continue
+            what = (f"the embedding of the {whose} vocabulary" if part == "embed" else
+                    f"the {whose} positional encoding")
+            head = (f"`{yours}.{name}` is {shown}: the contract's `{attr}` is" if name == attr else
+                    f"`{yours}` has no `{attr}`; its `{name}` is {shown}, whose")
+            found[attr] = (f"{name}.{i}", f"{head} element {i}, {what}: `{name}.{i}`")
+    return found, notes
+
+
+def _project(owner: nn.Module, mapped: dict[str, str], proposed: dict[str, str]
+             ) -> tuple[str | None, str | None]:
+    """No ``project`` method: the projection submodule (``generator``) called in its place."""
+    target = mapped.get("projection_layer") or proposed.get("projection_layer") or "projection_layer"
+    if not isinstance(target, str) or not isinstance(_walk(owner, target), nn.Module):
+        return None, None
+    return target, (f"`{type(owner).__name__}` has no method `project`; its submodule `{target}` (the contract's "
+                    f"`projection_layer`) is called in its place, with the same arguments")
+
+
+#: Constructor parameters that take the one layer an Encoder/Decoder deep-copies (``Encoder(layer, N)``).
+LAYER_WORDS = {"layer", "block", "module", "sublayer"}
+
+
+def _structural_signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str, dict[str, Any]]]:
+    """Constructor forms the kit builds differently, before the probe: ``Encoder(layer, N)`` / ``Decoder(layer, N)``
+    (one layer, a count: ``layers = {clone = "layer", count = "N"}``; ``features = false`` without a width), and a
+    builder that takes no sequence length (``src_seq_len = false``, ``tgt_seq_len = false``)."""
+    findings, proposed = [], {}
+    for contract in ("Encoder", "Decoder"):
+        obj = getattr(module, m.classes.get(contract, contract), None)
+        given = m.arguments.get(contract, {})
+        if not isinstance(obj, type) or "layers" in given:
+            continue
+        theirs = _positional(obj)
+        counts = [t for t in theirs if argument_kind(t) == "count" and t != "layers"]
+        layers = [t for t in theirs if argument_kind(t) is None and set(re.split(r"[_\d]+", t.lower())) & LAYER_WORDS]
+        if "layers" in theirs or len(counts) != 1 or len(layers) != 1:
+            continue
+        layer, count = layers[0], counts[0]
+        call = f"`{contract}{tuple(theirs)}`"
+        entry: dict[str, Any] = {"layers": {"clone": layer, "count": count}}
+        findings.append(Finding("api.signatures", contract, "layers", f"{layer} x {count}",
+                                f"{call} takes one layer and a count for the contract's `layers` (a ModuleList): "
+                                f"`layers = {{clone = \"{layer}\", count = \"{count}\"}}` (the kit passes "
+                                f"`{layer}` = layers[0] and `{count}` = len(layers), then loads each layer's weights "
+                                "into your copy of it)"))
+        widths = [t for t in theirs if argument_kind(t) == "width"]
+        if "features" not in given and "features" not in theirs and not widths:
+            entry["features"] = False
+            findings.append(Finding("api.signatures", contract, "features", None,
+                                    f"{call} takes no width for the contract's `features` (your norm takes its width "
+                                    f"from `{layer}`): the kit leaves it out"))
+        elif "features" not in given and "features" not in theirs and len(widths) == 1:
+            entry["features"] = widths[0]
+            findings.append(Finding("api.signatures", contract, "features", widths[0],
+                                    f"{call}: the contract's argument `features` is not taken; the one width beside "
+                                    f"`{layer}` and `{count}`: `{widths[0]}`"))
+        proposed[contract] = entry
+    builder = getattr(module, m.classes.get("build_transformer", "build_transformer"), None)
+    theirs = _positional(builder) if callable(builder) else []
+    given = m.arguments.get("build_transformer", {})
+    if theirs and not any(argument_kind(t) == "sequence length" for t in theirs):
+        for w in ("src_seq_len", "tgt_seq_len"):
+            if w not in theirs and w not in given:
+                proposed.setdefault("build_transformer", {})[w] = False
+                findings.append(Finding("api.signatures", "build_transformer", w, None,
+                                        f"`{getattr(builder, '__name__', 'build_transformer')}{tuple(theirs)}` takes "
+                                        f"no sequence length (none of its parameters is one): the kit leaves `{w}` "
+                                        "out, and your positional tables keep their own length"))
+    return findings, proposed
+
+
+def _structural_arguments(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str, dict[str, Any]]]:
+    """Constructor arguments the probe model tells: a contract argument held by your instance under the name of one
+    of your parameters (``projection_layer`` -> ``generator``), or as element i of the Sequential your parameter
+    takes (``src_embed = "src_embed.0"``, ``src_pos = "src_embed.1"``)."""
+    findings, proposed = [], {}
+    for contract, wanted in SIGNATURES.items():
+        obj = getattr(module, m.classes.get(contract, contract), None)
+        attributes = m.attributes.get(contract, {})
+        if not isinstance(obj, type) or not attributes:
+            continue
+        theirs = _positional(obj)
+        given = m.arguments.get(contract, {})
+        taken = {n for y in given.values() for n in _takes(y)}
+        call = f"`{contract}{tuple(theirs)}`"
+        for w in wanted:
+            value = attributes.get(w)
+            if not isinstance(value, str) or not isinstance(given.get(w, ""), str) or _structural(given.get(w)):
+                continue
+            element = re.fullmatch(r"(\w+)\.(\d+)", value)
+            if element and element[1] in theirs:
+                message = (f"{call}: your `{element[1]}` takes an nn.Sequential (the probe model's `{element[1]}` is "
+                           f"one) whose element {element[2]} is the contract's `{w}`: the kit builds the Sequential "
+                           f"from the contract's parts and passes it as `{element[1]}`")
+            elif not _structural(value) and value in theirs and w not in theirs and w not in given \
+                    and value not in taken:
+                message = (f"{call}: the contract's argument `{w}` is not taken; the probe model holds it as your "
+                           f"`{value}`, which your constructor takes")
+            else:
+                continue
+            proposed.setdefault(contract, {})[w] = value
+            findings.append(Finding("api.signatures", contract, w, value, message))
+    return findings, proposed
+
+
+#: The mask the kit passes (the contract's, with its head dimension: [B, 1, 1, Lk]) and the one without it
+#: ([B, 1, Lk]), on a probe where B (3) is not h (2), so a mask read with the other layout cannot broadcast silently.
+MASK_PROBE = {"batch": 3, "len_q": 5, "len_k": 6, "kept": 4}
+#: Source text that unsqueezes the head dimension itself (the Annotated Transformer's ``mask = mask.unsqueeze(1)``).
+UNSQUEEZES = re.compile(r"mask\w*\s*\.\s*unsqueeze\(\s*1\s*\)|mask\w*\s*\[\s*:\s*,\s*None")
+
+
+def _mask_layout(model: nn.Module, m: ImplMap, call_timeout: float | None, module: ModuleType | None
+                 ) -> tuple[Finding | None, str | None]:
+    """The mask layout the attention block takes, by probing it: a key-padding mask hiding the last keys, in the
+    contract's layout [B, 1, 1, Lk] and without the head dimension [B, 1, Lk]; the layout whose output equals the
+    block's output with those keys left out is yours. ("no-head-dim" and its finding) when only the one without the
+    head dimension works; a finding that says why when neither does; (None, None) when the contract's works or the
+    unmasked forward itself fails (the tests name that)."""
+    mha = _resolve(model, PATHS["MultiHeadAttentionBlock"], m)
+    if mha is None:
+        return None, None
+    yours = type(mha).__name__
+    B, Lq, Lk, kept = (MASK_PROBE[k] for k in ("batch", "len_q", "len_k", "kept"))
+    d = PROBE["d_model"]
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(B, n, d, generator=gen) for n in (Lq, Lk, Lk))
+    shape = (B, Lq, d)
+
+    def run(*args: Any) -> Any:
+        got = _call(mha, args, call_timeout, f"{yours}.forward on the mask probe")
+        return got[0] if isinstance(got, tuple) and got and isinstance(got[0], torch.Tensor) else got
+
+    reference = run(q, k[:, :kept], v[:, :kept], None)
+    if _failed(reference, shape) or _failed(run(q, k, v, None), shape):
+        return None, None
+    keys = torch.ones(B, Lk, dtype=torch.int64)
+    keys[:, kept:] = 0
+    outcome = {}
+    for layout, shape_of_mask in (("head-dim", (B, 1, 1, Lk)), ("no-head-dim", (B, 1, Lk))):
+        got = run(q, k, v, keys.view(shape_of_mask).clone())  # a copy each: a forward may write into its mask
+        problem = _failed(got, shape)
+        if problem is None:
+            err = float((got - reference).abs().max())
+            problem = None if err <= 1e-5 else (f"runs, but its output differs from its output without those keys "
+                                                f"by {err:.2g}")
+        outcome[layout] = problem
+    if outcome["head-dim"] is None:
+        return None, None
+    sources = []
+    for obj in (*type(mha).__mro__, *(f for n, f in vars(module or ModuleType("_")).items()
+                                      if inspect.isfunction(f) and ATTENTION_FUNCTION.search(n))):
+        if obj in (nn.Module, object):
+            continue
+        try:
+            sources.append(inspect.getsource(obj))
+        except (OSError, TypeError):
+            continue
+    said = next((hit.group(0) for s in sources for hit in [UNSQUEEZES.search(s)] if hit), None)
+    source = f"; its source has `{said}`" if said else ""
+    contract_mask = f"the contract's key-padding mask [{B}, 1, 1, {Lk}] (hiding the last {Lk - kept} keys)"
+    if outcome["no-head-dim"] is None:
+        return Finding("api.signatures", "MultiHeadAttentionBlock", "(masks)", "no-head-dim",
+                       f"`{yours}` takes masks without the head dimension (`masks = \"no-head-dim\"`): with "
+                       f"{contract_mask} its forward {outcome['head-dim']}; with the same mask as [{B}, 1, {Lk}] its "
+                       f"output equals its output without those keys (it unsqueezes the head dimension itself"
+                       f"{source})"), "no-head-dim"
+    if outcome["head-dim"].startswith("runs"):  # the contract's layout runs: a mask bug, the mask tests judge it
+        return None, None
+    return Finding("api.signatures", "MultiHeadAttentionBlock", "(masks)", None,
+                   f"could not infer the mask layout `{yours}` takes: with {contract_mask} its forward "
+                   f"{outcome['head-dim']}; with [{B}, 1, {Lk}] (no head dimension) it {outcome['no-head-dim']}"
+                   f"{source}; `masks` is left \"head-dim\" (set `masks = \"no-head-dim\"` yourself if your "
+                   "attention adds the head dimension)", blocking=False), None
 
 
 def _forward(model: nn.Module, call_timeout: float | None) -> tuple[bool, Finding | None]:
@@ -443,12 +989,83 @@ def _check_attributes(module: ModuleType, user_map: ImplMap, effective: ImplMap)
         return
     with torch.random.fork_rng(devices=[]):  # the global RNG as if this probe were never built
         try:
-            plain = adapt(module, ImplMap(effective.classes, effective.arguments), register=False)
+            plain = adapt(module, ImplMap(effective.classes, _plain(effective).arguments), register=False)
             model = plain.build_transformer(*PROBE.values())
         except Exception:  # noqa: BLE001: it built through the whole map; without the renames it cannot be checked
             return
         forwarded, _ = _forward(model, guard.CALL_TIMEOUT)
     user_map.check_attributes(model, forwarded=forwarded, module=module)
+
+
+def _plain(m: ImplMap) -> ImplMap:
+    """``m`` without its structural arguments (``{clone = ...}``, ``"src_embed.0"``) and mask layout: the map the
+    diagnosis builds its probe through. The probe is built by your own builder, which calls your constructors
+    itself, so those arguments change nothing there; and the mask probe must see your modules' own layout."""
+    return ImplMap(m.classes, {c: {k: v for k, v in e.items() if not isinstance(v, dict) and not _structural(v)}
+                               for c, e in m.arguments.items()}, m.attributes)
+
+
+def _merged(user: ImplMap, proposed: ImplMap) -> ImplMap:
+    """``user.merged(proposed)``, the user's mask layout and variant kept, else the proposed ones."""
+    merged = user.merged(proposed)
+    return dataclasses.replace(merged, masks=user.masks if user.masks != "head-dim" else proposed.masks,
+                               variant=user.variant or proposed.variant)
+
+
+@functools.lru_cache(maxsize=None)
+def adapter_applies_structure() -> bool:
+    """Whether ``reference.kit.adapter`` applies the structural forms (a path below the instance, a layer cloned N
+    times, masks without the head dimension), tried once on a two-class module. Until it does, the diagnosis still
+    proposes them (its findings, the printed map) but leaves them out of the map in effect (``_applicable``), so the
+    tests that need them are not reached rather than broken."""
+    class MultiHeadAttentionBlock(nn.Module):
+        def __init__(self, d_model: int, h: int, dropout: float) -> None:
+            super().__init__()
+            self.linears = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(4))
+            self.seen: int | None = None
+
+        def forward(self, q: Any, k: Any, v: Any, mask: Any) -> Any:
+            self.seen = mask.dim()
+            return q
+
+    class Encoder(nn.Module):
+        def __init__(self, layer: nn.Module, N: int) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(N))
+
+    probe = ModuleType("structure_probe")
+    probe.MultiHeadAttentionBlock, probe.Encoder = MultiHeadAttentionBlock, Encoder
+    m = ImplMap(arguments={"Encoder": {"features": False, "layers": {"clone": "layer", "count": "N"}}},
+                attributes={"MultiHeadAttentionBlock": {"w_q": "linears.0"}}, masks="no-head-dim")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            adapted = adapt(probe, m, register=False)
+            mha = adapted.MultiHeadAttentionBlock(4, 2, 0.0)
+            encoder = adapted.Encoder(None, nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)]))
+            x = torch.zeros(1, 3, 4)
+            mha(x, x, x, torch.ones(1, 1, 1, 3))
+        return isinstance(getattr(mha, "w_q", None), nn.Linear) and len(encoder.layers) == 2 and mha.seen == 3
+    except Exception:  # noqa: BLE001: an adapter without the structural forms fails somewhere in here
+        return False
+
+
+def _applicable(module: ModuleType, m: ImplMap) -> ImplMap:
+    """``m`` without what the adapter cannot apply (``adapter_applies_structure``): structural arguments and
+    attributes, a method mapped to a module-level function or a submodule, the mask layout."""
+    if adapter_applies_structure():
+        return m
+    attributes = {}
+    for contract, entries in m.attributes.items():
+        yours = getattr(module, m.classes.get(contract, contract), None)
+        attributes[contract] = {k: v for k, v in entries.items() if not _structural(v) and not (
+            ATTRIBUTES[contract].get(k) == "method" and not callable(inspect.getattr_static(yours, v, None)))}
+    return ImplMap(m.classes, _plain(m).arguments, attributes)
+
+
+def _replaced(findings: list[Finding], new: list[Finding]) -> list[Finding]:
+    """``findings`` with those about the same clause, class and name as one of ``new`` replaced by it."""
+    keys = {(f.clause, f.where, f.contract) for f in new}
+    return [f for f in findings if (f.clause, f.where, f.contract) not in keys] + new
 
 
 # ------------------------------------------------------------------------------------------------ entry point
@@ -457,7 +1074,7 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
     """Names, then signatures, then (on a small built model) attributes and parameter shapes, each round with the
     map so far, so a renamed class's renamed attribute is still found. ``MapError`` when a name of ``user_map``
     points nowhere: a class or argument in ``module``, an attribute on the built model."""
-    user_map = user_map or ImplMap()
+    user_map = user_map if user_map is not None else ImplMap()
     diag = Diagnosis(impl or module.__name__, user=user_map)
     name_findings, classes = _names(module, user_map)
     diag.findings += name_findings
@@ -465,14 +1082,17 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
     effective = user_map.merged(proposed)
     user_map.check_module(module, effective.classes)
     sig_findings, arguments = _signatures(module, effective)
-    diag.findings += sig_findings
+    structural_findings, structural = _structural_signatures(module, effective)
+    diag.findings += _replaced(sig_findings, structural_findings)
+    for where, entries in structural.items():
+        arguments.setdefault(where, {}).update(entries)
     proposed = ImplMap(classes=classes, arguments=arguments)
     effective = user_map.merged(proposed)
     attributes: dict[str, dict[str, str]] = {}
     attr_findings: dict[tuple[str, str], Finding] = {}  # each attribute's first finding, over the rounds
     model = None
     for _ in range(4):  # attributes found on one round can open the path to the next (e.g. a renamed `layers`)
-        adapted = adapt(module, effective)
+        adapted = adapt(module, _plain(effective))
         model, stop = _build(adapted, call_timeout)
         if stop is not None:
             diag.findings.append(stop)
@@ -481,7 +1101,8 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
         if hung is not None:
             diag.findings.append(hung)
             break
-        found, new = _attributes(model, adapted, effective, forwarded=forwarded)
+        found, new = _attributes(model, adapted, effective, forwarded=forwarded, module=module,
+                                 call_timeout=call_timeout)
         for f in found:
             attr_findings.setdefault((f.where, f.contract), f)
         if not new:
@@ -492,8 +1113,21 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
         effective = user_map.merged(proposed)
     diag.findings += attr_findings.values()
     if model is not None:
+        argument_findings, entries = _structural_arguments(module, effective)
+        diag.findings = _replaced(diag.findings, argument_findings)
+        for where, more in entries.items():
+            arguments.setdefault(where, {}).update(more)
+        masks = "head-dim"
+        if user_map.masks == "head-dim":
+            finding, layout = _mask_layout(model, effective, call_timeout, module)
+            diag.findings += [finding] if finding else []
+            masks = layout or masks
+        proposed = ImplMap(classes=classes, arguments=arguments, attributes=attributes, masks=masks)
+        effective = _merged(user_map, _applicable(module, proposed))
         _check_attributes(module, user_map, effective)
         diag.findings += _affine_shapes(model, PROBE["d_model"])
+    else:
+        effective = _merged(user_map, _applicable(module, proposed))
     diag.proposed, diag.effective = proposed, effective
     return diag
 
@@ -504,4 +1138,5 @@ def reach(module: ModuleType, user_map: ImplMap | None = None, *, impl: str | No
     contract's, else ``module`` seen through the user's map plus the diagnosis's proposals (``adapter.adapt``)."""
     diag = diagnose(module, user_map, impl=impl, call_timeout=call_timeout)
     reordered = any(f.contract == "(order)" for f in diag.findings)
-    return (adapt(module, diag.effective) if diag.effective or reordered else module), diag
+    seen = diag.effective or reordered or diag.effective.masks != "head-dim" or diag.effective.variant
+    return (adapt(module, diag.effective) if seen else module), diag

@@ -68,13 +68,26 @@ class Diagnosis:
         out = [f"API diagnosis of {self.impl}: {len(self.findings)} deviation(s) from the contract"]
         out += ["  " + f.line() + ("" if not f.blocking or not covered(f, self.effective) else "  -> mapped")
                 for f in self.findings]
-        if self.proposed:
+        text = toml(self.proposed)
+        if text:
             out += ["  the kit mapped these names itself; save the map below as a file and pass --impl-map FILE to "
-                    "edit it:"] + ["    " + line for line in self.proposed.to_toml().splitlines()]
+                    "edit it:"] + ["    " + line for line in text.splitlines()]
         return out
 
 
+def toml(m: ImplMap) -> str:
+    """``m.to_toml()`` with its top-level keys (``masks``, ``variant``) first, where they differ from the default
+    and the map's own TOML does not already write them."""
+    text = m.to_toml() if m else ""
+    top = [f'{key} = "{value}"' for key, value, default in (("variant", m.variant, None),
+                                                             ("masks", m.masks, "head-dim"))
+           if value != default and not any(line.startswith(f"{key} =") for line in text.splitlines())]
+    return "\n".join(top + ([""] if top and text else []) + ([text] if text else []))
+
+
 def covered(f: Finding, m: ImplMap) -> bool:
+    if f.contract == "(masks)":  # the mask layout: a top-level key of the map
+        return f.found is not None and m.masks == f.found
     if f.clause == "api.names":
         return f.contract in m.classes
     if f.clause == "api.signatures":
