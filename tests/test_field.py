@@ -124,8 +124,8 @@ def test_cards_of_the_field_set_flag_every_bug_and_nothing_else(tmp_path: Path) 
     assert not problems, "\n".join(problems)
 
 
-#: A correct model with one fused query/key/value projection (``qkv``, [3d, d]) in place of ``w_q``/``w_k``/``w_v``:
-#: no map can present it as the contract's three projections.
+#: A correct model with one fused query/key/value projection ``qkv = nn.Linear(d, 3d)`` in place of ``w_q``/``w_k``/
+#: ``w_v``: the map reaches it by rows (``w_q = "qkv[0:d]"``), and the diagnosis proposes them.
 FUSED_QKV = '''
 from tests.negative_controls._base import install
 
@@ -139,21 +139,51 @@ install(globals(), [
     ("model.py", "self.w_v(v)", "nn.functional.linear(v, self.qkv.weight.chunk(3)[2])"),
 ])
 '''
+#: The same with the fused projection a bare ``nn.Parameter`` (``nn.MultiheadAttention``'s ``in_proj_weight``): no
+#: map form reaches the rows of a parameter that is not an ``nn.Linear``'s.
+FUSED_PARAMETER = FUSED_QKV.replace(
+    "self.qkv = nn.Linear(d_model, 3 * d_model, bias=False, device=device, dtype=dtype)",
+    "self.qkv = nn.Parameter(nn.init.xavier_uniform_(torch.empty(3 * d_model, d_model, device=device, dtype=dtype)))"
+).replace("self.qkv.weight.chunk", "self.qkv.chunk")
+
+
+def _kit(tmp_path: Path, module: str, *args: str) -> tuple[int, str]:
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{FIELD.parent.parent}", "CI": "true"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--impl", module, "-ra",
+                          *args], capture_output=True, text=True, cwd=FIELD.parent.parent, env=env)
+    return out.returncode, out.stdout + out.stderr
 
 
 def test_a_half_mappable_model_gets_black_box_verdicts(tmp_path: Path) -> None:
-    """A model no map can reach fully (a fused ``qkv``): the diagnosis test fails naming the missing projections,
-    the black-box tests run and pass (it is correct), every other test is skipped as not reached; no error."""
-    (tmp_path / "fused_qkv.py").write_text(FUSED_QKV)
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{FIELD.parent.parent}", "CI": "true"}
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--impl", "fused_qkv",
-                          "-ra", "tests/test_contract.py", "tests/test_blackbox.py", "tests/test_masking.py"],
-                         capture_output=True, text=True, cwd=FIELD.parent.parent, env=env)
-    text = out.stdout + out.stderr
-    assert out.returncode == 1, text[-3000:]
+    """A model no map can reach fully (a fused ``qkv`` parameter): the diagnosis test fails naming the missing
+    projections, the black-box tests run and pass (it is correct), every other test is skipped as not reached; no
+    error."""
+    (tmp_path / "fused_parameter.py").write_text(FUSED_PARAMETER)
+    code, text = _kit(tmp_path, "fused_parameter", "tests/test_contract.py", "tests/test_blackbox.py",
+                      "tests/test_masking.py")
+    assert code == 1, text[-3000:]
     assert "`MultiHeadAttentionBlock` has no `w_q`" in text, text[-3000:]
     assert "FAILED tests/test_contract.py::test_api_diagnosis[api.attributes]" in text
     assert text.count("FAILED ") == 1 and " error" not in text.splitlines()[-1], text[-3000:]
     assert "not reached because of api.attributes" in text
     passed = int(text.splitlines()[-1].split(" passed")[0].split()[-1])
     assert passed >= 6, f"black-box tests did not run: {text.splitlines()[-1]}"
+
+
+def test_a_fused_linear_is_reached_through_the_proposed_rows(tmp_path: Path) -> None:
+    """The same model with an ``nn.Linear(d, 3d)``: the diagnosis proposes ``w_q = "qkv[0:d]"`` and so on and the run
+    goes through them (only the diagnosis test fails, for the unaccepted deviation); with the proposed map saved
+    as the user's file, the run is clean (exit 0)."""
+    (tmp_path / "fused_qkv.py").write_text(FUSED_QKV)
+    code, text = _kit(tmp_path, "fused_qkv", "tests/test_contract.py", "tests/test_masking.py",
+                      "tests/test_equivalence_oracle.py", "-m", "smoke or blackbox")
+    assert code == 1 and text.count("FAILED ") == 1, text[-3000:]
+    assert "FAILED tests/test_contract.py::test_api_diagnosis[api.attributes]" in text, text[-3000:]
+    for row in ('w_q = "qkv[0:d]"', 'w_k = "qkv[d:2d]"', 'w_v = "qkv[2d:3d]"'):
+        assert row in text, text[-3000:]
+    assert "not reached" not in text, text[-3000:]
+    (tmp_path / "m.toml").write_text('[attributes.MultiHeadAttentionBlock]\nw_q = "qkv[0:d]"\nw_k = "qkv[d:2d]"\n'
+                                     'w_v = "qkv[2d:3d]"\n')
+    code, text = _kit(tmp_path, "fused_qkv", f"--impl-map={tmp_path / 'm.toml'}", "tests/test_contract.py",
+                      "tests/test_masking.py", "tests/test_equivalence_oracle.py", "-m", "smoke or blackbox")
+    assert code == 0, text[-3000:]
