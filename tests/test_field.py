@@ -71,7 +71,11 @@ def test_the_files_own_map_agrees_with_the_proposal(name: str) -> None:
 LOCALISED = {"blog_verbatim": "src_pos", "from_video": "src_pos", "one_letter_off": "src_embed",
              "einsum_heads": "encoder.layers.0.self_attention_block",
              "hf_names": "encoder.layers.0.self_attention_block", "sublayer_style": "encoder.layers.0",
-             "minimal": "encoder", "seq2seq_notes": "decoder.layers.0.cross_attention_block"}
+             "minimal": "encoder", "seq2seq_notes": "decoder.layers.0.cross_attention_block",
+             "harvard_annotated": "encoder.layers.0.residual_connections.0.norm",
+             # its builder drops d_ff: the references cannot be built to its architecture, so the whole-model row
+             # stops at build.structure before any comparison (no divergence to localise)
+             "gordic_style": None}
 
 
 @pytest.mark.slow
@@ -88,7 +92,11 @@ def test_report_localises_each_bug_to_its_component(name: str) -> None:
         assert rep.passed, f"{name}: a correct file fails the report"
         assert "FAIL" not in card.values(), f"{name}: the report's card fails a correct file: {card}"
         return
-    assert not rep.passed and rep.first_divergence is not None, f"{name}: the report misses its bugs"
+    assert not rep.passed, f"{name}: the report misses its bugs"
+    if LOCALISED[name] is None:
+        assert any("not reached because of build.structure" in r.error for r in rep.results), rep.results
+        return
+    assert rep.first_divergence is not None, f"{name}: the report localises nothing"
     assert card["transformer.compose"] == "FAIL", f"{name}: the report's card: {card}"
     assert rep.first_divergence.startswith(LOCALISED[name]), (
         f"{name}: first divergence {rep.first_divergence}, expected in {LOCALISED[name]} "

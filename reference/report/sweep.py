@@ -27,7 +27,7 @@ from reference.spec.variants import DEFAULT_VARIANT, in_variant
 from reference.oracles.numpy_ref import StructureMismatch
 from reference.kit.components import REPORT_CLAUSES
 from reference.kit import guard
-from reference.kit.load import contract_types, diagnosis_of, load_impl
+from reference.kit.load import contract_types, declared, diagnosis_of, load_impl
 from reference.kit.findings import Diagnosis
 from reference.report.localize import Localization, jsonable
 from . import forward, gradients
@@ -288,26 +288,28 @@ def sweep(impl_name: str, *, components: Sequence[str], devices: Sequence[str], 
     start = time.perf_counter()
     results: list[Result] = []
     hung = ""
-    try:
-        for device in devices:
-            for dtype_name_ in dtypes[device]:
-                for component in components:
-                    for config in configs:
-                        if progress:
-                            progress(f"{component} {config.name} {device} {dtype_name_}")
-                        if hung:  # after a hang every row would hang again: not reached
-                            results.append(Result(component, config.name, device, dtype_name_, None,
-                                                  f"not reached because of {hung}", 0.0))
-                            continue
-                        call_guard.reset()
-                        result = run_one(impl, component, config, device, DTYPES[dtype_name_], seed,
-                                         row_timeout=row_timeout)
-                        if result.error.startswith(guard.BOUNDED):
-                            hung = result.error
-                        results.append(result)
-    finally:
-        call_guard.remove()
+    with declared(impl, diagnosis_of(impl_name, impl_map)):  # the map's variant and mask layout, this run only
+        variant = variants.variant()
+        try:
+            for device in devices:
+                for dtype_name_ in dtypes[device]:
+                    for component in components:
+                        for config in configs:
+                            if progress:
+                                progress(f"{component} {config.name} {device} {dtype_name_}")
+                            if hung:  # after a hang every row would hang again: not reached
+                                results.append(Result(component, config.name, device, dtype_name_, None,
+                                                      f"not reached because of {hung}", 0.0))
+                                continue
+                            call_guard.reset()
+                            result = run_one(impl, component, config, device, DTYPES[dtype_name_], seed,
+                                             row_timeout=row_timeout)
+                            if result.error.startswith(guard.BOUNDED):
+                                hung = result.error
+                            results.append(result)
+        finally:
+            call_guard.remove()
     return Report(impl_name, seed, list(devices), dict(dtypes), list(components), results,
                   time.perf_counter() - start, diagnosis_of(impl_name, impl_map),
                   impl_map=None if impl_map is None else str(impl_map), compile=contract.compile_backend(),
-                  threads=torch.get_num_threads(), variant=variants.variant())
+                  threads=torch.get_num_threads(), variant=variant)
