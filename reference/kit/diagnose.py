@@ -89,13 +89,18 @@ def _names(module: ModuleType, user: ImplMap) -> tuple[list[Finding], dict[str, 
 
 
 # ------------------------------------------------------------------------------------------------ signatures
-def _positional(obj: Any) -> list[str]:
+def _parameters(obj: Any) -> dict[str, inspect.Parameter]:
+    """The positional parameters of a class's constructor or of a function, by name, in order."""
     target = obj.__init__ if isinstance(obj, type) else obj
     try:
         params = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):
-        return []
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
+        return {}
+    return {p.name: p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
+
+
+def _positional(obj: Any) -> list[str]:
+    return list(_parameters(obj))
 
 
 def _abbreviates(short: str, name: str) -> bool:
@@ -113,31 +118,70 @@ def _abbreviates(short: str, name: str) -> bool:
 
 #: What a constructor argument means, told by its name: (kind, whole names, words that say it anywhere in a name
 #: split at ``_`` and digits). Checked in order, so ``vocab_size`` is a vocabulary size before ``size`` makes it a
-#: width, and ``num_heads`` a count before ``head_dim`` is a width. A proposed map never pairs a contract argument
-#: with one of yours of another kind (``features``, a width, with ``N``, a count).
+#: width, ``num_heads`` a count before ``head_dim`` is a width, and ``width_mult`` a factor before ``width`` makes it
+#: a width. A whole name may carry a side prefix (``src_block_size`` is a ``block_size``). A proposed map never pairs
+#: a contract argument with one of yours of another kind (``features``, a width, with ``N``, a count).
+#: The whole names are other walkthroughs' spellings: nanoGPT's ``n_embd``/``ndim``/``block_size``, torch's
+#: ``normalized_shape``/``num_embeddings``, gordicaleksa's ``model_dimension``, Hugging Face's ``n_positions``.
 ARGUMENT_KINDS = (
     ("vocabulary size", {"ntoken", "ntokens", "num_embeddings"}, {"vocab", "vocabulary"}),
     ("sequence length", {"block_size", "n_positions", "n_ctx"}, {"seq", "len", "length", "positions", "context"}),
     ("epsilon", set(), {"eps", "epsilon"}),
     ("rate", {"p"}, {"dropout", "drop", "pdrop", "rate", "prob"}),
     ("count", {"n", "h", "layers", "depth", "heads", "nhead", "nheads", "nlayers", "nlayer"}, set()),
-    ("width", {"d_model", "d_ff", "dmodel", "dff", "d_k", "d_embed", "n_embd", "emb_size"},
-     {"dim", "hidden", "size", "width", "features", "units", "channels", "inner"}),
+    ("factor", set(), {"mult", "multiplier", "ratio", "factor", "expansion"}),
+    ("width", {"d_model", "d_ff", "dmodel", "dff", "d_k", "d_embed", "n_embd", "emb_size", "ndim", "normalized_shape"},
+     {"dim", "dimension", "hidden", "size", "width", "features", "units", "channels", "inner"}),
 )
 #: ``num_layers``, ``n_heads``, ``number_of_blocks``: a count word after a count prefix.
 _COUNT_WORDS = ({"n", "num", "number", "nb"}, {"layers", "layer", "heads", "head", "blocks", "block"})
+#: Words that say which side of the model a name belongs to (``src_vocab``, ``trg_vocab_size``, ``tgt_pos``).
+SIDES = {"src": {"src", "source", "enc", "encoder", "input"}, "tgt": {"tgt", "trg", "target", "dec", "decoder",
+                                                                   "output"}}
+#: Words that say what an argument is for, where several of one kind compete (``N`` and ``h`` are both counts:
+#: ``n_layer``/``number_of_layers`` is the one, ``n_head``/``number_of_heads`` the other; ``d_model`` and ``d_ff``
+#: both widths: ``model_dimension`` is the one; ``pointwise_net`` is the feed-forward block, ``enc_dec_attn`` the
+#: cross-attention).
+ARGUMENT_ROLES = {
+    "d_model": {"model", "dmodel", "embd", "embed", "emb", "ndim"},
+    "d_ff": {"ff", "ffn", "dff", "inner", "intermediate"},
+    "N": {"layer", "layers", "nlayer", "nlayers", "depth", "block", "blocks", "stack"},
+    "h": {"head", "heads", "nhead", "nheads"},
+    "feed_forward_block": {"ff", "ffn", "feedforward", "feed", "mlp", "pointwise", "positionwise", "fc"},
+    "cross_attention_block": {"cross", "src", "source", "enc", "encdec", "memory", "context", "xattn"},
+    "self_attention_block": {"self", "masked", "causal"},
+}
+
+
+def _words(name: str) -> set[str]:
+    return {w for w in re.split(r"[_\d]+", name.lower()) if w}
+
+
+def side(name: str) -> str | None:
+    """``src`` or ``tgt`` where ``name``'s words say so (``SIDES``), else None."""
+    hits = [s for s, words in SIDES.items() if _words(name) & words]
+    return hits[0] if len(hits) == 1 else None
 
 
 def argument_kind(name: str) -> str | None:
     """The kind of a constructor argument by its name (``ARGUMENT_KINDS``), or None when its name does not say."""
     lowered = name.lower()
     words = [w for w in re.split(r"[_\d]+", lowered) if w]
+    core = re.sub(r"^(src|tgt|trg|source|target)_", "", lowered)
     for kind, names, anywhere in ARGUMENT_KINDS:
-        if lowered in names or set(words) & anywhere:
+        if lowered in names or core in names or set(words) & anywhere:
             return kind
         if kind == "count" and len(words) > 1 and words[0] in _COUNT_WORDS[0] and set(words[1:]) & _COUNT_WORDS[1]:
             return kind
     return None
+
+
+def your_kind(parameter: inspect.Parameter) -> str | None:
+    """The kind of one of your parameters: by its name, or a flag where its default is a bool (``bias=True``,
+    ``log_attention_weights=False``), which no size, rate or module is."""
+    if isinstance(parameter.default, bool):
+        return "flag"
+    return argument_kind(parameter.name)
 
 
 def _contract_kind(contract: str, argument: str) -> str | None:
@@ -149,20 +193,32 @@ def _contract_kind(contract: str, argument: str) -> str | None:
     return argument_kind(argument)
 
 
-def _same_kind(contract: str, wanted: str, yours: str) -> bool:
-    """Whether ``yours`` may receive the contract's ``wanted``: their kinds agree, or one of them is unknown."""
-    a, b = _contract_kind(contract, wanted), argument_kind(yours)
-    return a is None or b is None or a == b
+def _kinds_of(theirs: list[str] | dict[str, inspect.Parameter]) -> dict[str, str | None]:
+    if isinstance(theirs, dict):
+        return {n: your_kind(p) for n, p in theirs.items()}
+    return {n: argument_kind(n) for n in theirs}
+
+
+def _same_kind(contract: str, wanted: str, yours: str, kinds: dict[str, str | None] | None = None) -> bool:
+    """Whether ``yours`` may receive the contract's ``wanted``: their kinds agree, or one of them is unknown (a flag
+    receives nothing)."""
+    a = _contract_kind(contract, wanted)
+    b = kinds.get(yours) if kinds is not None and yours in kinds else argument_kind(yours)
+    return b != "flag" and (a is None or b is None or a == b)
 
 
 def _match_arguments(contract: str, wanted: tuple[str, ...], theirs: list[str], missing: list[str],
-                     spare: list[str]) -> tuple[dict[str, str | bool], dict[str, str]]:
-    """Pair the contract's untaken arguments with yours: by name, then by abbreviation, then by position, then the
-    last one left, never across kinds (``argument_kind``); a contract argument with nothing of yours left gets
-    ``False`` (the kit leaves it out)."""
+                     spare: list[str], params: dict[str, inspect.Parameter] | None = None
+                     ) -> tuple[dict[str, str | bool], dict[str, str]]:
+    """Pair the contract's untaken arguments with yours: by name, then by abbreviation, then by the words that say
+    what it is for (``ARGUMENT_ROLES``), then the one of yours of its kind (and side), then by position, then the
+    last one left, never across kinds (``argument_kind``; a flag takes nothing); a contract argument with nothing of
+    yours left to receive it gets ``False`` (the kit leaves it out): none left, or only optional ones of another
+    kind."""
     assigned: dict[str, str | bool] = {}
     how: dict[str, str] = {}
     pending = list(missing)
+    kinds = _kinds_of(params if params is not None else theirs)
 
     def take(w: str, found: str, reason: str) -> None:
         assigned[w], how[w] = found, reason
@@ -170,7 +226,7 @@ def _match_arguments(contract: str, wanted: tuple[str, ...], theirs: list[str], 
         pending.remove(w)
 
     def fits(w: str) -> list[str]:
-        return [c for c in spare if _same_kind(contract, w, c)]
+        return [c for c in spare if _same_kind(contract, w, c, kinds)]
 
     for w in list(pending):
         found = _closest(w, fits(w), cutoff=0.5)
@@ -180,6 +236,19 @@ def _match_arguments(contract: str, wanted: tuple[str, ...], theirs: list[str], 
         hits = [c for c in fits(w) if _abbreviates(c, w)]
         if len(hits) == 1:
             take(w, hits[0], "its abbreviation")
+    for w in list(pending):
+        role = ARGUMENT_ROLES.get(w, set())
+        hits = [c for c in fits(w) if (_words(c) | {c.lower().replace("_", "")}) & role]
+        if len(hits) == 1:
+            take(w, hits[0], "its name says it")
+    for w in list(pending):
+        kind = _contract_kind(contract, w)
+        if kind in (None, "module"):
+            continue
+        rivals = [o for o in pending if _contract_kind(contract, o) == kind and side(o) == side(w)]
+        hits = [c for c in spare if kinds.get(c) == kind and side(c) in (side(w), None)]
+        if len(rivals) == 1 and len(hits) == 1:
+            take(w, hits[0], f"the one {kind} of yours left" + (f" on the {side(w)} side" if side(w) else ""))
     if len(pending) == len(spare):
         for w in list(pending):
             position = wanted.index(w)
@@ -187,8 +256,10 @@ def _match_arguments(contract: str, wanted: tuple[str, ...], theirs: list[str], 
                 take(w, theirs[position], "yours at the same place")
     if len(pending) == 1 and len(spare) == 1 and fits(pending[0]):
         take(pending[0], spare[0], "the one argument of yours left")
-    if not spare:
-        assigned.update({w: False for w in pending})
+    optional = params is not None and all(params[c].default is not inspect.Parameter.empty for c in spare)
+    for w in list(pending):
+        if not spare or (optional and not fits(w)):
+            assigned[w] = False
     return assigned, how
 
 
@@ -196,13 +267,15 @@ def _a(kind: str | None) -> str:
     return f"{'an' if str(kind)[:1] in 'aeiou' else 'a'} {kind}"
 
 
-def _unmatched(contract: str, w: str, theirs: list[str], spare: list[str]) -> str:
+def _unmatched(contract: str, w: str, theirs: list[str], spare: list[str],
+               kinds: dict[str, str | None] | None = None) -> str:
     """The finding's message for a contract argument left unmatched: what of yours is left, and why not it."""
-    other = [c for c in spare if not _same_kind(contract, w, c)]
+    kinds = kinds if kinds is not None else _kinds_of(theirs)
+    other = [c for c in spare if not _same_kind(contract, w, c, kinds)]
     head = f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}`"
     if other:
-        kinds = ", ".join(f"`{c}` ({_a(argument_kind(c))})" for c in other)
-        return (f"{head} ({_a(_contract_kind(contract, w))}); not mapped to {kinds}: another kind (map it yourself "
+        shown = ", ".join(f"`{c}` ({_a(kinds.get(c))})" for c in other)
+        return (f"{head} ({_a(_contract_kind(contract, w))}); not mapped to {shown}: another kind (map it yourself "
                 "if it is one)")
     return f"{head}; none of {spare} is close to it"
 
@@ -224,12 +297,13 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
         obj = getattr(module, m.classes.get(contract, contract), None)
         if obj is None:
             continue
-        theirs = _positional(obj)
+        params = _parameters(obj)
+        theirs = list(params)
         given = m.arguments.get(contract, {})
         mapped = [given.get(w, w) for w in wanted]
         missing = [w for w, y in zip(wanted, mapped) if y is not False and not set(_takes(y)) <= set(theirs)]
         spare = [t for t in theirs if t not in {n for y in mapped for n in _takes(y)}]
-        assigned, how = _match_arguments(contract, wanted, theirs, missing, spare)
+        assigned, how = _match_arguments(contract, wanted, theirs, missing, spare, params)
         for w in missing:
             found = assigned.get(w)
             if found:
@@ -238,10 +312,12 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
                            f"`{found}`")
             elif found is False:  # nothing of yours is left to receive it: the kit leaves it out
                 proposed.setdefault(contract, {})[w] = False
+                rest = ("" if not spare else "; yours left are optional and of another kind: " + ", ".join(
+                    f"`{c}` ({_a(your_kind(params[c]))})" for c in spare))
                 message = (f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}` (the kit leaves "
-                           "it out)")
+                           f"it out){rest}")
             else:
-                message = _unmatched(contract, w, theirs, spare)
+                message = _unmatched(contract, w, theirs, spare, _kinds_of(params))
             findings.append(Finding("api.signatures", contract, w, found or None, message))
         order = [(_takes(y) or [None])[0] for y in (given.get(w, proposed.get(contract, {}).get(w, w)) for w in wanted)]
         if [t for t in theirs if t in order] != [o for o in order if o in theirs]:
