@@ -148,7 +148,7 @@ ARGUMENT_ROLES = {
     "N": {"layer", "layers", "nlayer", "nlayers", "depth", "block", "blocks", "stack"},
     "h": {"head", "heads", "nhead", "nheads"},
     "feed_forward_block": {"ff", "ffn", "feedforward", "feed", "mlp", "pointwise", "positionwise", "fc"},
-    "cross_attention_block": {"cross", "src", "source", "enc", "encdec", "memory", "context", "xattn"},
+    "cross_attention_block": {"cross", "src", "source", "enc", "encdec", "memory", "context"},
     "self_attention_block": {"self", "masked", "causal"},
 }
 
@@ -365,7 +365,7 @@ def _members(owner: nn.Module) -> dict[str, Any]:
 def _pick_vector(contract: str, candidates: list[str], owner: nn.Module) -> str | None:
     """LayerNorm's gain and shift told apart by their initial values: ones for ``alpha``, zeros for ``bias``."""
     want = 1.0 if contract == "alpha" else 0.0
-    hits = [c for c in candidates if torch.all(getattr(owner, c).detach() == want)]
+    hits = [c for c in candidates if torch.all(_walk(owner, c).detach() == want)]
     return hits[0] if len(hits) == 1 else None
 
 
@@ -373,6 +373,11 @@ def _pick_vector(contract: str, candidates: list[str], owner: nn.Module) -> str 
 SHAPES = {("FeedForwardBlock", "linear_1"): (16, 8), ("FeedForwardBlock", "linear_2"): (8, 16),
           ("ProjectionLayer", "proj"): (13, 8), **{("MultiHeadAttentionBlock", w): (8, 8)
                                                     for w in ("w_q", "w_k", "w_v", "w_o")}}
+#: Where no child has the exact shape (a feed-forward whose width is not the probe's d_ff, ``4 * d_model``): the
+#: one that reads d_model into another width is ``linear_1``, the one that writes d_model from another ``linear_2``
+#: (weight shape [out, in]).
+LOOSE_SHAPES = {("FeedForwardBlock", "linear_1"): lambda out, inp, d: inp == d != out,
+                ("FeedForwardBlock", "linear_2"): lambda out, inp, d: out == d != inp}
 #: Name tokens that tell the four attention projections apart (``q_proj``, ``query``, ``wq``, ``out_proj``, ...).
 HINTS = {"w_q": ("q", "query", "queries"), "w_k": ("k", "key", "keys"), "w_v": ("v", "value", "values"),
          "w_o": ("o", "out", "output", "proj_out")}
@@ -385,29 +390,63 @@ VALUES = {"d_model": PROBE["d_model"], "h": PROBE["h"], "d_k": PROBE["d_model"] 
 #: Kinds of attribute the oracles and tests never need in order to run: a finding about one is reported (and fails
 #: the API diagnosis test) but stops no other test.
 NON_BLOCKING_KINDS = ("int", "float", "Dropout", "weights")
+#: A decoder block's two attentions, told apart by how the probe's decode called them: queries of the target's
+#: length (4) and keys of the source's (5) make the cross-attention (``_forward``'s record of every call).
+ATTENTION_ROLES = {"self_attention_block": False, "cross_attention_block": True}
 
 
-def _pick(contract: str, attr: str, kind: str, pool: list[str], owner: nn.Module) -> str | None:
-    """The one candidate of the right kind; else the one of the right shape, value, initial value or name token.
-    A candidate of the wrong weight shape (a fused ``qkv`` for ``w_q``) is never picked."""
+def _weight_shape(owner: nn.Module, path: str) -> tuple[int, ...]:
+    return tuple(getattr(_walk(owner, path), "weight", torch.empty(0)).shape)
+
+
+def _pick(contract: str, attr: str, kind: str, pool: list[str], owner: nn.Module,
+          calls: dict[int, list[tuple[int, int]]] | None = None) -> tuple[str | None, str]:
+    """The one candidate of the right kind; else the one of the right shape, value, initial value, role in the
+    probe's forward (``ATTENTION_ROLES``), side (``src_``/``tgt_``) or name token; and how it was told apart (empty
+    where the message needs no more). A candidate of the wrong weight shape (a fused ``qkv`` for ``w_q``) is never
+    picked."""
     shape = SHAPES.get((contract, attr))
     if shape:
-        pool = [n for n in pool if tuple(getattr(getattr(owner, n), "weight", torch.empty(0)).shape) == shape]
+        exact = [n for n in pool if _weight_shape(owner, n) == shape]
+        loose = LOOSE_SHAPES.get((contract, attr))
+        if not exact and loose:
+            d = PROBE["d_model"]
+            fit = [n for n in pool if len(_weight_shape(owner, n)) == 2 and loose(*_weight_shape(owner, n), d)]
+            if len(fit) == 1:
+                out, inp = _weight_shape(owner, fit[0])
+                return fit[0], (f"its weight [{out}, {inp}] is the one that "
+                                + (f"reads d_model ({d})" if attr == "linear_1" else f"writes d_model ({d})"))
+        pool = exact
+    if kind == "int" and attr in VALUES:  # every probe size is distinct: one that holds another's value is that one
+        pool = [n for n in pool if _walk(owner, n) == VALUES[attr] or _walk(owner, n) not in VALUES.values()]
     if len(pool) == 1:
-        return pool[0]
+        return pool[0], ""
     if kind == "int" and attr in VALUES:
-        hits = [n for n in pool if getattr(owner, n) == VALUES[attr]]
+        hits = [n for n in pool if _walk(owner, n) == VALUES[attr]]
         if len(hits) == 1:
-            return hits[0]
+            return hits[0], ""
     if kind == "vector":
-        return _pick_vector(attr, pool, owner)
+        return _pick_vector(attr, pool, owner), ""
+    if attr in ATTENTION_ROLES and calls:
+        def crossed(n: str) -> bool | None:
+            seen = calls.get(id(_walk(owner, n)))
+            return None if not seen else any(q != k for q, k in seen)
+        hits = [n for n in pool if crossed(n) is ATTENTION_ROLES[attr]]
+        if len(hits) == 1:
+            return hits[0], ("the probe's decode called it with keys of the source's length and queries of the "
+                             "target's" if ATTENTION_ROLES[attr] else
+                             "the probe's decode called it with queries and keys of the target's length")
+    if side(attr):
+        hits = [n for n in pool if side(n.rsplit(".", 1)[-1]) == side(attr)]
+        if len(hits) == 1:
+            return hits[0], ""
     hint = HINTS.get(attr)
     if hint:
         hits = [n for n in pool if set(re.split(r"[_\d]+", n.lower())) & set(hint)
                 or (len(n) <= 3 and n.lower().endswith(hint[0]))]
         if len(hits) == 1:
-            return hits[0]
-    return _closest(attr, pool, cutoff=0.5)
+            return hits[0], ""
+    return _closest(attr, pool, cutoff=0.5), ""
 
 
 def _walk(node: Any, path: str) -> Any:
@@ -466,13 +505,16 @@ CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap, *, forwarded: bool = True,
-                module: ModuleType | None = None, call_timeout: float | None = guard.CALL_TIMEOUT
-                ) -> tuple[list[Finding], dict]:
+                module: ModuleType | None = None, call_timeout: float | None = guard.CALL_TIMEOUT,
+                calls: dict[int, list[tuple[int, int]]] | None = None) -> tuple[list[Finding], dict]:
     """Findings and proposed entries for the contract's attributes on the built ``model``. An attribute only a forward
     sets (``attention_scores``) is not judged when the probe's forward raised (``forwarded`` false): its absence then
     says nothing about the API, and the tests name the broken forward under its own clause. The structural forms
     (``_structure``: a ModuleList of projections, a fused one, a Sequential of embedding and positions, a module-level
-    attention function of ``module``, a submodule for a method) come before a match by kind and name."""
+    attention function of ``module``, a submodule for a method) come before a match by kind and name; where the
+    instance holds no candidate itself, the children of its containers are candidates (``net.0`` of a Sequential,
+    ``transformer.enc`` of a ModuleDict); a Transformer's method candidate must answer the contract's call on the
+    probe (``_answers``). ``calls``: the probe forward's record (``_forward``)."""
     contract_types = {c: {t for t in (getattr(adapted, c, None), getattr(getattr(adapted, c, None), "__mro__",
                                                                           (None, None))[1]) if isinstance(t, type)}
                       for c in ATTRIBUTES}
@@ -498,19 +540,26 @@ def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap, *, for
                 continue
             others = set(ATTRIBUTES[contract]) | set(mapped.values()) | claimed
             pool = [n for n, v in members.items() if n not in others and _kind_ok(v, kind, owner, n, contract_types)]
-            found = _pick(contract, attr, kind, pool, owner)
+            if contract == "Transformer" and kind == "method" and attr in ANSWERS:
+                pool = [n for n in pool if _answers(owner, n, attr, call_timeout)]
+            if not pool and kind not in ("int", "float", "vector", "buffer", "method", "weights"):
+                inner = _contained(members, others)
+                pool = [n for n, v in inner.items() if _kind_ok(v, kind, owner, n.rsplit(".", 1)[-1], contract_types)]
+            found, reason = _pick(contract, attr, kind, pool, owner, calls)
             what = {"vector": "1-D parameter", "buffer": "buffer", "method": "method", "int": "int attribute",
                     "float": "number attribute",
                     "weights": "4-D weights tensor"}.get(kind, f"`{kind}`")
             message = None
             if not found and contract == "Transformer" and attr == "project":  # a submodule in its place
                 found, message = _project(owner, mapped, proposed.get(contract, {}))
+            if not found and kind == "weights" and not pool:
+                found, message = _unset_weights(owner, attr, members, others)
             if message:
                 pass
             elif found:
                 alone = " the only one" if len(pool) == 1 else ""
                 message = (f"`{contract}` has no `{attr}`; its {what}{alone} `{found}` looks like it "
-                           f"(of {sorted(pool)})")
+                           f"(of {sorted(pool)})" + (f": {reason}" if reason else ""))
             elif hasattr(owner, attr):  # there, but of another kind: say so, not "no candidate among [.., attr, ..]"
                 value = getattr(owner, attr)
                 shown = f"a {type(value).__name__}" + (f" of shape {tuple(value.shape)}"
@@ -528,6 +577,58 @@ def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap, *, for
             clause = "mha.static-attention" if kind == "weights" else "api.attributes"
             findings.append(Finding(clause, contract, attr, found, message, blocking=blocking))
     return findings, proposed
+
+
+def _contained(members: dict[str, Any], others: set[str]) -> dict[str, nn.Module]:
+    """The children of the instance's containers (``Sequential``, ``ModuleList``, ``ModuleDict``) by their paths
+    below it: ``net.0``, ``transformer.enc``."""
+    out: dict[str, nn.Module] = {}
+    for name, value in members.items():
+        if isinstance(value, CONTAINERS) and name not in others:
+            out.update({f"{name}.{key}": child for key, child in value.named_children()})
+    return out
+
+
+#: The contract's call of each Transformer method on the probe (src [2, 5], tgt [2, 4]) and the shape it returns.
+ANSWERS = {"encode": (lambda d: (torch.zeros(2, 5, dtype=torch.long), None), (2, 5, PROBE["d_model"])),
+           "decode": (lambda d: (torch.zeros(2, 5, d), None, torch.zeros(2, 4, dtype=torch.long), None),
+                      (2, 4, PROBE["d_model"])),
+           "project": (lambda d: (torch.zeros(2, 4, d),), (2, 4, PROBE["tgt_vocab_size"]))}
+
+
+def _answers(owner: nn.Module, name: str, attr: str, call_timeout: float | None) -> bool:
+    """Whether your method ``name`` takes the contract's call of ``attr`` and returns the contract's shape on the
+    probe (``init_params`` is not ``project``)."""
+    fn = getattr(owner, name, None)
+    make, shape = ANSWERS[attr]
+    args = make(PROBE["d_model"])
+    try:
+        inspect.signature(fn).bind(*args)
+    except (TypeError, ValueError):
+        return False
+    modes = [(m, m.training) for m in owner.modules()]
+    try:
+        owner.eval()
+        return _failed(_call(fn, args, call_timeout, f"{type(owner).__name__}.{name} on the probe"), shape) is None
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+#: Words of an attribute's name that say it holds the attention weights (``attention_weights``, ``attn_probs``).
+WEIGHT_WORDS = {"weights", "scores", "probs", "attn", "att", "attention"}
+
+
+def _unset_weights(owner: nn.Module, attr: str, members: dict[str, Any], others: set[str]
+                   ) -> tuple[str | None, str | None]:
+    """No 4-D tensor after the probe's forward: the one attribute left ``None`` whose name says it holds the
+    attention weights (a block that keeps them only under a flag), with a message that says the forward did not set
+    it."""
+    hits = [n for n, v in members.items() if v is None and n not in others and _words(n) & WEIGHT_WORDS]
+    if len(hits) != 1:
+        return None, None
+    return hits[0], (f"`{type(owner).__name__}` has no `{attr}`; its `{hits[0]}` is named for the attention "
+                     "weights but is None after the probe's forward (the forward did not keep them there)")
 
 
 # ------------------------------------------------------------------------------------------------ structure
@@ -991,14 +1092,25 @@ def _mask_layout(model: nn.Module, m: ImplMap, call_timeout: float | None, modul
                    "attention adds the head dimension)", blocking=False), None
 
 
-def _forward(model: nn.Module, call_timeout: float | None) -> tuple[bool, Finding | None]:
+def _forward(model: nn.Module, call_timeout: float | None, calls: dict[int, list[tuple[int, int]]] | None = None
+             ) -> tuple[bool, Finding | None]:
     """One small eval forward, so attributes a forward sets (``attention_scores``) exist: whether it ran, and the
     finding when it did not return or over-allocated (module.bounded, blocking); any other failure is left to the
-    tests, which name it against its clause."""
+    tests, which name it against its clause. With ``calls``, each submodule's calls are recorded there (by ``id``):
+    the lengths of the first two [B, L, d] tensors it received, which tell a cross-attention (queries of the
+    target's length 4, keys of the source's 5) from a self-attention."""
     gen = torch.Generator().manual_seed(0)
     src = torch.randint(0, PROBE["src_vocab_size"], (2, 5), generator=gen)
     tgt = torch.randint(0, PROBE["tgt_vocab_size"], (2, 4), generator=gen)
     call = "Transformer.encode/decode on the probe model (src [2, 5], tgt [2, 4], eval mode)"
+
+    def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        seqs = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor) and t.dim() == 3]
+        if len(seqs) >= 2:
+            calls.setdefault(id(module), []).append((seqs[0].shape[1], seqs[1].shape[1]))
+
+    hooks = [m.register_forward_pre_hook(record, with_kwargs=True) for m in model.modules()] if calls is not None \
+        else []
     try:
         with torch.no_grad(), guard.watchdog().limit(call_timeout, call), guard.memory_cap():
             model.eval().decode(model.encode(src, None), None, tgt, None)
@@ -1012,6 +1124,8 @@ def _forward(model: nn.Module, call_timeout: float | None) -> tuple[bool, Findin
         return False, None
     finally:
         model.train()
+        for hook in hooks:
+            hook.remove()
     return True, None
 
 
@@ -1173,12 +1287,13 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
         if stop is not None:
             diag.findings.append(stop)
             break
-        forwarded, hung = _forward(model, call_timeout)
+        calls: dict[int, list[tuple[int, int]]] = {}
+        forwarded, hung = _forward(model, call_timeout, calls)
         if hung is not None:
             diag.findings.append(hung)
             break
         found, new = _attributes(model, adapted, effective, forwarded=forwarded, module=module,
-                                 call_timeout=call_timeout)
+                                 call_timeout=call_timeout, calls=calls)
         for f in found:
             attr_findings.setdefault((f.where, f.contract), f)
         if not new:
