@@ -12,6 +12,12 @@ a module-level ``attention`` function, embeddings in a ``Sequential`` (``src_pos
 for ``project``, ``Encoder(layer, N)`` (``layers = {clone = "layer", count = "N"}``), a builder without sequence
 lengths, masks without the head dimension (``masks = "no-head-dim"``). The map in effect holds them only once the
 adapter applies them (``adapter_applies_structure``).
+
+Other walkthroughs' names are told by what they say, not by a list of files: argument kinds and roles
+(``ARGUMENT_KINDS``, ``ARGUMENT_ROLES``: nanoGPT's ``n_embd``/``n_layer``/``n_head``/``block_size``, gordicaleksa's
+``model_dimension``/``number_of_heads``; a bool default is a flag), the registry's class synonyms, and on the probe
+model types, shapes, values, the children of containers (``net.0``, ``transformer.enc``) and how the probe's forward
+calls each attention (the cross-attention gets the source's keys).
 """
 
 from __future__ import annotations
@@ -157,7 +163,7 @@ def _words(name: str) -> set[str]:
     return {w for w in re.split(r"[_\d]+", name.lower()) if w}
 
 
-def side(name: str) -> str | None:
+def _side(name: str) -> str | None:
     """``src`` or ``tgt`` where ``name``'s words say so (``SIDES``), else None."""
     hits = [s for s, words in SIDES.items() if _words(name) & words]
     return hits[0] if len(hits) == 1 else None
@@ -176,7 +182,7 @@ def argument_kind(name: str) -> str | None:
     return None
 
 
-def your_kind(parameter: inspect.Parameter) -> str | None:
+def _your_kind(parameter: inspect.Parameter) -> str | None:
     """The kind of one of your parameters: by its name, or a flag where its default is a bool (``bias=True``,
     ``log_attention_weights=False``), which no size, rate or module is."""
     if isinstance(parameter.default, bool):
@@ -195,7 +201,7 @@ def _contract_kind(contract: str, argument: str) -> str | None:
 
 def _kinds_of(theirs: list[str] | dict[str, inspect.Parameter]) -> dict[str, str | None]:
     if isinstance(theirs, dict):
-        return {n: your_kind(p) for n, p in theirs.items()}
+        return {n: _your_kind(p) for n, p in theirs.items()}
     return {n: argument_kind(n) for n in theirs}
 
 
@@ -245,10 +251,10 @@ def _match_arguments(contract: str, wanted: tuple[str, ...], theirs: list[str], 
         kind = _contract_kind(contract, w)
         if kind in (None, "module"):
             continue
-        rivals = [o for o in pending if _contract_kind(contract, o) == kind and side(o) == side(w)]
-        hits = [c for c in spare if kinds.get(c) == kind and side(c) in (side(w), None)]
+        rivals = [o for o in pending if _contract_kind(contract, o) == kind and _side(o) == _side(w)]
+        hits = [c for c in spare if kinds.get(c) == kind and _side(c) in (_side(w), None)]
         if len(rivals) == 1 and len(hits) == 1:
-            take(w, hits[0], f"the one {kind} of yours left" + (f" on the {side(w)} side" if side(w) else ""))
+            take(w, hits[0], f"the one {kind} of yours left" + (f" on the {_side(w)} side" if _side(w) else ""))
     if len(pending) == len(spare):
         for w in list(pending):
             position = wanted.index(w)
@@ -313,7 +319,7 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
             elif found is False:  # nothing of yours is left to receive it: the kit leaves it out
                 proposed.setdefault(contract, {})[w] = False
                 rest = ("" if not spare else "; yours left are optional and of another kind: " + ", ".join(
-                    f"`{c}` ({_a(your_kind(params[c]))})" for c in spare))
+                    f"`{c}` ({_a(_your_kind(params[c]))})" for c in spare))
                 message = (f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}` (the kit leaves "
                            f"it out){rest}")
             else:
@@ -436,8 +442,8 @@ def _pick(contract: str, attr: str, kind: str, pool: list[str], owner: nn.Module
             return hits[0], ("the probe's decode called it with keys of the source's length and queries of the "
                              "target's" if ATTENTION_ROLES[attr] else
                              "the probe's decode called it with queries and keys of the target's length")
-    if side(attr):
-        hits = [n for n in pool if side(n.rsplit(".", 1)[-1]) == side(attr)]
+    if _side(attr):
+        hits = [n for n in pool if _side(n.rsplit(".", 1)[-1]) == _side(attr)]
         if len(hits) == 1:
             return hits[0], ""
     hint = HINTS.get(attr)
@@ -1105,7 +1111,8 @@ def _forward(model: nn.Module, call_timeout: float | None, calls: dict[int, list
     call = "Transformer.encode/decode on the probe model (src [2, 5], tgt [2, 4], eval mode)"
 
     def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        seqs = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor) and t.dim() == 3]
+        seqs = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor) and t.dim() == 3
+                and t.shape[-1] == PROBE["d_model"]]  # [B, L, d]: not a [B, 1, L] mask
         if len(seqs) >= 2:
             calls.setdefault(id(module), []).append((seqs[0].shape[1], seqs[1].shape[1]))
 
