@@ -596,3 +596,87 @@ def test_the_map_in_effect_holds_only_what_the_adapter_applies(tmp_path: Path,
     assert all(_applied(diag, *e) for e in plain)
     if not adapter_applies_structure():
         assert _finding(diag, "MultiHeadAttentionBlock", "w_q") in diag.unresolved()
+
+
+# ------------------------------------------------------------------------------------------------ other walkthroughs
+#: Found by type, shape and the probe's calls, not by a name (field files of these styles: tests/field/
+#: fused_qkv_gpt.py, gordic_style.py, paper_postnorm.py).
+def test_a_feed_forward_in_a_sequential_is_mapped_by_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _annotated(tmp_path, monkeypatch, "sequential_ffn", replace=((
+        "        self.w_1 = nn.Linear(d_model, d_ff)\n        self.w_2 = nn.Linear(d_ff, d_model)\n"
+        "        self.dropout = nn.Dropout(dropout)\n\n    def forward(self, x):\n"
+        "        return self.w_2(self.dropout(self.w_1(x).relu()))",
+        "        self.net = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), "
+        "nn.Linear(d_ff, d_model))\n\n    def forward(self, x):\n        return self.net(x)"),))
+    diag = diagnose(module)
+    assert diag.proposed.attributes["FeedForwardBlock"] == {"linear_1": "net.0", "dropout": "net.2",
+                                                            "linear_2": "net.3"}
+    assert not diag.unresolved(), [f.line() for f in diag.unresolved()]
+
+
+def test_a_feed_forward_wider_than_d_ff_by_which_linear_reads_d_model(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``width_mult * d_model`` wide (not the probe's d_ff), named ``b`` then ``a``: the one reading d_model is
+    ``linear_1``."""
+    module = _annotated(tmp_path, monkeypatch, "wide_ffn", replace=(
+        ("        self.w_1 = nn.Linear(d_model, d_ff)\n        self.w_2 = nn.Linear(d_ff, d_model)\n",
+         "        self.b = nn.Linear(d_model, 4 * d_model)\n        self.a = nn.Linear(4 * d_model, d_model)\n"),
+        ("self.w_2(self.dropout(self.w_1(x).relu()))", "self.a(self.dropout(self.b(x).relu()))")))
+    diag = diagnose(module)
+    assert {k: diag.proposed.attributes["FeedForwardBlock"][k] for k in ("linear_1", "linear_2")} == {
+        "linear_1": "b", "linear_2": "a"}
+    assert _finding(diag, "FeedForwardBlock", "linear_1", "api.attributes").message.endswith(
+        "its weight [32, 8] is the one that reads d_model (8)")
+
+
+def test_self_and_cross_attention_told_apart_by_the_probes_calls(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attributes ``a`` (the self-attention) and ``b`` (the cross-attention), declared in the other order: the probe's
+    decode calls ``b`` with keys of the source's length."""
+    module = _annotated(tmp_path, monkeypatch, "ab_attention", replace=(
+        ("        self.self_attn = self_attn\n        self.src_attn = src_attn\n",
+         "        self.b = src_attn\n        self.a = self_attn\n"),
+        ("self.self_attn(x, x, x, tgt_mask)", "self.a(x, x, x, tgt_mask)"),
+        ("self.src_attn(x, m, m, src_mask)", "self.b(x, m, m, src_mask)")))
+    diag = diagnose(module)
+    block = diag.proposed.attributes["DecoderBlock"]
+    assert (block["self_attention_block"], block["cross_attention_block"]) == ("a", "b")
+    assert _finding(diag, "DecoderBlock", "cross_attention_block", "api.attributes").message.endswith(
+        "the probe's decode called it with keys of the source's length and queries of the target's")
+
+
+def test_parts_in_a_module_dict_and_a_method_that_is_not_project(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """nanoGPT's ``self.transformer = nn.ModuleDict(...)``: ``encoder = "parts.enc"``; an ``init_params`` method does
+    not answer the contract's ``project`` call, the generator does."""
+    module = _annotated(tmp_path, monkeypatch, "module_dict", replace=(
+        ("        self.encoder, self.decoder = encoder, decoder\n",
+         "        self.parts = nn.ModuleDict(dict(enc=encoder, dec=decoder))\n"),
+        ("return self.encoder(self.src_embed(src), src_mask)", "return self.parts.enc(self.src_embed(src), src_mask)"),
+        ("return self.decoder(self.tgt_embed(tgt), memory, src_mask, tgt_mask)",
+         "return self.parts.dec(self.tgt_embed(tgt), memory, src_mask, tgt_mask)\n\n"
+         "    def init_params(self, default_initialization=False):\n"
+         "        if not default_initialization:\n"
+         "            for p in self.parameters():\n"
+         "                if p.dim() > 1:\n"
+         "                    nn.init.xavier_uniform_(p)")))
+    diag = diagnose(module)
+    transformer = diag.proposed.attributes["Transformer"]
+    assert (transformer["encoder"], transformer["decoder"], transformer["project"]) == (
+        "parts.enc", "parts.dec", "generator")
+    assert not diag.unresolved(), [f.line() for f in diag.unresolved()]
+
+
+def test_weights_a_forward_leaves_none_and_no_size_taken_for_another(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block that never keeps its weights in its ``attn`` (left None): proposed, the finding says the forward did
+    not set it. ``Embeddings`` holds only ``d_model`` (8): it is not proposed as ``vocab_size`` (11)."""
+    module = _annotated(tmp_path, monkeypatch, "unset_weights", replace=(
+        ("x, self.attn = attention(query, key, value, mask=mask, dropout=self.dropout)",
+         "x, _ = attention(query, key, value, mask=mask, dropout=self.dropout)"),))
+    diag = diagnose(module)
+    scores = _finding(diag, "MultiHeadAttentionBlock", "attention_scores")
+    assert (scores.clause, scores.found, scores.blocking) == ("mha.static-attention", "attn", False)
+    assert scores.message == ("`MultiHeadedAttention` has no `attention_scores`; its `attn` is named for the attention "
+                              "weights but is None after the probe's forward (the forward did not keep them there)")
+    assert "vocab_size" not in diag.proposed.attributes.get("InputEmbeddings", {})

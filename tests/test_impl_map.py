@@ -177,11 +177,14 @@ def test_the_proposed_map_never_pairs_arguments_of_different_kinds() -> None:
 def test_argument_kinds_by_name() -> None:
     """Every contract argument has a kind; common spellings of each kind are told apart."""
     assert all(_contract_kind(c, a) for c, args in SIGNATURES.items() for a in args)
-    kinds = {"width": ("d_model", "features", "size", "hidden_size", "dim", "d_ff", "n_embd", "head_dim"),
-             "count": ("N", "h", "num_layers", "n_layers", "layers", "depth", "heads", "num_heads", "n_head"),
-             "rate": ("dropout", "p", "attn_pdrop"), "epsilon": ("eps", "layer_norm_eps"),
-             "vocabulary size": ("vocab_size", "src_vocab", "ntoken"),
-             "sequence length": ("seq_len", "max_len", "block_size")}
+    kinds = {"width": ("d_model", "features", "size", "hidden_size", "dim", "d_ff", "n_embd", "head_dim", "ndim",
+                       "normalized_shape", "model_dimension"),
+             "count": ("N", "h", "num_layers", "n_layers", "layers", "depth", "heads", "num_heads", "n_head",
+                       "n_layer", "number_of_heads", "number_of_layers"),
+             "rate": ("dropout", "p", "attn_pdrop", "dropout_probability"), "epsilon": ("eps", "layer_norm_eps"),
+             "vocabulary size": ("vocab_size", "src_vocab", "ntoken", "trg_vocab_size"),
+             "sequence length": ("seq_len", "max_len", "block_size", "src_block_size", "tgt_block_size"),
+             "factor": ("width_mult", "mlp_ratio", "expansion_factor")}
     assert {k: [argument_kind(n) for n in names] for k, names in kinds.items()} == {
         k: [k] * len(names) for k, names in kinds.items()}
     assert [argument_kind(n) for n in ("layer", "self_attn", "src_embed", "generator")] == [None] * 4
@@ -208,3 +211,50 @@ def test_report_cli_with_a_faulty_map_exits_4(tmp_path: Path, capsys: pytest.Cap
     assert report.main(["--impl", IMPL, "--impl-map", str(path), "--no-progress", "--component", "layer_norm"]) == 4
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}:") and "'gama' (closest: 'gamma')" in err, err
+
+
+def test_arguments_paired_by_role_side_and_kind_and_flags_receive_nothing() -> None:
+    """nanoGPT's and gordicaleksa's constructors: two counts told apart by their words (``n_layer`` is ``N``,
+    ``number_of_heads`` is ``h``), two sequence lengths by their side, a width by being the one left; ``bias=True``
+    and ``log_attention_weights=False`` are flags; a contract argument with only optional ones of another kind left
+    is left out (``d_ff`` beside ``width_mult=4``), never given to them."""
+    def build_model(src_vocab_size, tgt_vocab_size, src_block_size, tgt_block_size, n_embd=512, n_layer=6,
+                    n_head=8, dropout=0.1, n_ff=2048, bias=True):
+        pass
+
+    def build_transformer_model(model_dimension, src_vocab_size, trg_vocab_size, number_of_heads, number_of_layers,
+                                dropout_probability, log_attention_weights=False):
+        pass
+
+    class Attention(nn.Module):
+        def __init__(self, n_embd, n_head, dropout, bias=True):
+            super().__init__()
+
+    class PositionwiseFeedForwardNet(nn.Module):
+        def __init__(self, model_dimension, dropout_probability, width_mult=4):
+            super().__init__()
+
+    class LayerNorm(nn.Module):
+        def __init__(self, ndim, bias=True, eps=1e-6):
+            super().__init__()
+
+    module = types.ModuleType("walkthroughs")
+    module.Attention, module.PositionwiseFeedForwardNet, module.LayerNorm = Attention, PositionwiseFeedForwardNet, \
+        LayerNorm
+    module.build_model, module.build_transformer_model = build_model, build_transformer_model
+    classes = {"MultiHeadAttentionBlock": "Attention", "FeedForwardBlock": "PositionwiseFeedForwardNet",
+               "LayerNormalization": "LayerNorm"}
+    findings, proposed = _signatures(module, ImplMap(classes={**classes, "build_transformer": "build_model"}))
+    assert proposed["build_transformer"] == {"src_seq_len": "src_block_size", "tgt_seq_len": "tgt_block_size",
+                                             "d_model": "n_embd", "N": "n_layer", "h": "n_head", "d_ff": "n_ff"}
+    assert proposed["MultiHeadAttentionBlock"] == {"d_model": "n_embd", "h": "n_head"}
+    assert proposed["LayerNormalization"] == {"features": "ndim"}
+    assert proposed["FeedForwardBlock"] == {"d_model": "model_dimension", "d_ff": False,
+                                            "dropout": "dropout_probability"}
+    [d_ff] = [f for f in findings if (f.where, f.contract) == ("FeedForwardBlock", "d_ff")]
+    assert d_ff.message.endswith("(the kit leaves it out); yours left are optional and of another kind: "
+                                 "`width_mult` (a factor)")
+    _, proposed = _signatures(module, ImplMap(classes={**classes, "build_transformer": "build_transformer_model"}))
+    assert {k: proposed["build_transformer"][k] for k in ("d_model", "N", "h", "dropout", "d_ff")} == {
+        "d_model": "model_dimension", "N": "number_of_layers", "h": "number_of_heads",
+        "dropout": "dropout_probability", "d_ff": False}

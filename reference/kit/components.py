@@ -45,7 +45,10 @@ class ComponentInfo:
     parameters: tuple[str, ...] = ()  # leaf components: ``named_parameters()`` the oracle needs
     optional_parameters: tuple[str, ...] = ()  # may be absent (absent = zero)
     probe_path: str | None = None  # where the API diagnosis finds one in a built model ("" = the model)
-    synonyms: tuple[str, ...] = ()  # other walkthroughs' names, lower case without underscores
+    #: other walkthroughs' names, lower case without underscores: the Annotated Transformer's (SublayerConnection,
+    #: Generator), nanoGPT's (MLP, LMHead), gordicaleksa's (PositionwiseFeedForwardNet, SublayerLogic,
+    #: DecoderGenerator), the paper's "Add & Norm" (AddNorm), Hugging Face's, the acronyms
+    synonyms: tuple[str, ...] = ()
     clauses: tuple[str, ...] = ()  # the contract clauses its behaviour is judged under
     report: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # report row -> its clauses
     required: bool = True  # False: an extra beyond the blog's API (tests that need it skip without it)
@@ -143,7 +146,8 @@ _RECORDS = (
         {"linear_1": "Linear", "dropout": "Dropout", "linear_2": "Linear"},
         ("linear_1.weight", "linear_1.bias", "linear_2.weight", "linear_2.bias"),
         probe_path="encoder.layers[0].feed_forward_block",
-        synonyms=("positionwisefeedforward", "feedforward", "ffn", "mlp", "ff", "feedforwardnetwork"),
+        synonyms=("positionwisefeedforward", "feedforward", "ffn", "mlp", "ff", "feedforwardnetwork",
+                  "positionwisefeedforwardnet"),
         clauses=("ffn.formula",), report={"feed_forward": ("ffn.formula",), "grad/feed_forward": ("ffn.formula",)},
         build=_leaf("FeedForwardBlock", "d_model", "d_ff", "dropout"), oracle=numpy_ref.feed_forward,
         torch_reference=torch_ref.feed_forward, apply=lambda R, xs, w, h, eps: R.feed_forward(xs[0], w)),
@@ -163,7 +167,8 @@ _RECORDS = (
     ComponentInfo(
         "residual", "ResidualConnection", ("features", "dropout"),
         {"dropout": "Dropout", "norm": "LayerNormalization"}, probe_path="encoder.layers[0].residual_connections[0]",
-        synonyms=("sublayerconnection", "residual", "skipconnection", "residualblock"),
+        synonyms=("sublayerconnection", "residual", "skipconnection", "residualblock", "addnorm", "addandnorm",
+                  "sublayerlogic"),
         clauses=_RESIDUAL, build=_leaf("ResidualConnection", "d_model", "dropout"),
         oracle=numpy_ref.residual),
     ComponentInfo(
@@ -195,7 +200,7 @@ _RECORDS = (
     ComponentInfo(
         "projection", "ProjectionLayer", ("d_model", "vocab_size"), {"proj": "Linear"}, ("proj.weight", "proj.bias"),
         probe_path="projection_layer",
-        synonyms=("generator", "outputhead", "projection", "lmhead", "head", "outputprojection"),
+        synonyms=("generator", "outputhead", "projection", "lmhead", "head", "outputprojection", "decodergenerator"),
         clauses=("projection.logits",), build=_leaf("ProjectionLayer", "d_model", "tgt_vocab_size"),
         oracle=numpy_ref.projection, torch_reference=torch_ref.projection,
         apply=lambda R, xs, w, h, eps: R.projection(xs[0], w)),

@@ -12,6 +12,12 @@ a module-level ``attention`` function, embeddings in a ``Sequential`` (``src_pos
 for ``project``, ``Encoder(layer, N)`` (``layers = {clone = "layer", count = "N"}``), a builder without sequence
 lengths, masks without the head dimension (``masks = "no-head-dim"``). The map in effect holds them only once the
 adapter applies them (``adapter_applies_structure``).
+
+Other walkthroughs' names are told by what they say, not by a list of files: argument kinds and roles
+(``ARGUMENT_KINDS``, ``ARGUMENT_ROLES``: nanoGPT's ``n_embd``/``n_layer``/``n_head``/``block_size``, gordicaleksa's
+``model_dimension``/``number_of_heads``; a bool default is a flag), the registry's class synonyms, and on the probe
+model types, shapes, values, the children of containers (``net.0``, ``transformer.enc``) and how the probe's forward
+calls each attention (the cross-attention gets the source's keys).
 """
 
 from __future__ import annotations
@@ -89,13 +95,18 @@ def _names(module: ModuleType, user: ImplMap) -> tuple[list[Finding], dict[str, 
 
 
 # ------------------------------------------------------------------------------------------------ signatures
-def _positional(obj: Any) -> list[str]:
+def _parameters(obj: Any) -> dict[str, inspect.Parameter]:
+    """The positional parameters of a class's constructor or of a function, by name, in order."""
     target = obj.__init__ if isinstance(obj, type) else obj
     try:
         params = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):
-        return []
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
+        return {}
+    return {p.name: p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
+
+
+def _positional(obj: Any) -> list[str]:
+    return list(_parameters(obj))
 
 
 def _abbreviates(short: str, name: str) -> bool:
@@ -113,31 +124,70 @@ def _abbreviates(short: str, name: str) -> bool:
 
 #: What a constructor argument means, told by its name: (kind, whole names, words that say it anywhere in a name
 #: split at ``_`` and digits). Checked in order, so ``vocab_size`` is a vocabulary size before ``size`` makes it a
-#: width, and ``num_heads`` a count before ``head_dim`` is a width. A proposed map never pairs a contract argument
-#: with one of yours of another kind (``features``, a width, with ``N``, a count).
+#: width, ``num_heads`` a count before ``head_dim`` is a width, and ``width_mult`` a factor before ``width`` makes it
+#: a width. A whole name may carry a side prefix (``src_block_size`` is a ``block_size``). A proposed map never pairs
+#: a contract argument with one of yours of another kind (``features``, a width, with ``N``, a count).
+#: The whole names are other walkthroughs' spellings: nanoGPT's ``n_embd``/``ndim``/``block_size``, torch's
+#: ``normalized_shape``/``num_embeddings``, gordicaleksa's ``model_dimension``, Hugging Face's ``n_positions``.
 ARGUMENT_KINDS = (
     ("vocabulary size", {"ntoken", "ntokens", "num_embeddings"}, {"vocab", "vocabulary"}),
     ("sequence length", {"block_size", "n_positions", "n_ctx"}, {"seq", "len", "length", "positions", "context"}),
     ("epsilon", set(), {"eps", "epsilon"}),
     ("rate", {"p"}, {"dropout", "drop", "pdrop", "rate", "prob"}),
     ("count", {"n", "h", "layers", "depth", "heads", "nhead", "nheads", "nlayers", "nlayer"}, set()),
-    ("width", {"d_model", "d_ff", "dmodel", "dff", "d_k", "d_embed", "n_embd", "emb_size"},
-     {"dim", "hidden", "size", "width", "features", "units", "channels", "inner"}),
+    ("factor", set(), {"mult", "multiplier", "ratio", "factor", "expansion"}),
+    ("width", {"d_model", "d_ff", "dmodel", "dff", "d_k", "d_embed", "n_embd", "emb_size", "ndim", "normalized_shape"},
+     {"dim", "dimension", "hidden", "size", "width", "features", "units", "channels", "inner"}),
 )
 #: ``num_layers``, ``n_heads``, ``number_of_blocks``: a count word after a count prefix.
 _COUNT_WORDS = ({"n", "num", "number", "nb"}, {"layers", "layer", "heads", "head", "blocks", "block"})
+#: Words that say which side of the model a name belongs to (``src_vocab``, ``trg_vocab_size``, ``tgt_pos``).
+SIDES = {"src": {"src", "source", "enc", "encoder", "input"}, "tgt": {"tgt", "trg", "target", "dec", "decoder",
+                                                                   "output"}}
+#: Words that say what an argument is for, where several of one kind compete (``N`` and ``h`` are both counts:
+#: ``n_layer``/``number_of_layers`` is the one, ``n_head``/``number_of_heads`` the other; ``d_model`` and ``d_ff``
+#: both widths: ``model_dimension`` is the one; ``pointwise_net`` is the feed-forward block, ``enc_dec_attn`` the
+#: cross-attention).
+ARGUMENT_ROLES = {
+    "d_model": {"model", "dmodel", "embd", "embed", "emb", "ndim"},
+    "d_ff": {"ff", "ffn", "dff", "inner", "intermediate"},
+    "N": {"layer", "layers", "nlayer", "nlayers", "depth", "block", "blocks", "stack"},
+    "h": {"head", "heads", "nhead", "nheads"},
+    "feed_forward_block": {"ff", "ffn", "feedforward", "feed", "mlp", "pointwise", "positionwise", "fc"},
+    "cross_attention_block": {"cross", "src", "source", "enc", "encdec", "memory", "context"},
+    "self_attention_block": {"self", "masked", "causal"},
+}
+
+
+def _words(name: str) -> set[str]:
+    return {w for w in re.split(r"[_\d]+", name.lower()) if w}
+
+
+def _side(name: str) -> str | None:
+    """``src`` or ``tgt`` where ``name``'s words say so (``SIDES``), else None."""
+    hits = [s for s, words in SIDES.items() if _words(name) & words]
+    return hits[0] if len(hits) == 1 else None
 
 
 def argument_kind(name: str) -> str | None:
     """The kind of a constructor argument by its name (``ARGUMENT_KINDS``), or None when its name does not say."""
     lowered = name.lower()
     words = [w for w in re.split(r"[_\d]+", lowered) if w]
+    core = re.sub(r"^(src|tgt|trg|source|target)_", "", lowered)
     for kind, names, anywhere in ARGUMENT_KINDS:
-        if lowered in names or set(words) & anywhere:
+        if lowered in names or core in names or set(words) & anywhere:
             return kind
         if kind == "count" and len(words) > 1 and words[0] in _COUNT_WORDS[0] and set(words[1:]) & _COUNT_WORDS[1]:
             return kind
     return None
+
+
+def _your_kind(parameter: inspect.Parameter) -> str | None:
+    """The kind of one of your parameters: by its name, or a flag where its default is a bool (``bias=True``,
+    ``log_attention_weights=False``), which no size, rate or module is."""
+    if isinstance(parameter.default, bool):
+        return "flag"
+    return argument_kind(parameter.name)
 
 
 def _contract_kind(contract: str, argument: str) -> str | None:
@@ -149,20 +199,32 @@ def _contract_kind(contract: str, argument: str) -> str | None:
     return argument_kind(argument)
 
 
-def _same_kind(contract: str, wanted: str, yours: str) -> bool:
-    """Whether ``yours`` may receive the contract's ``wanted``: their kinds agree, or one of them is unknown."""
-    a, b = _contract_kind(contract, wanted), argument_kind(yours)
-    return a is None or b is None or a == b
+def _kinds_of(theirs: list[str] | dict[str, inspect.Parameter]) -> dict[str, str | None]:
+    if isinstance(theirs, dict):
+        return {n: _your_kind(p) for n, p in theirs.items()}
+    return {n: argument_kind(n) for n in theirs}
+
+
+def _same_kind(contract: str, wanted: str, yours: str, kinds: dict[str, str | None] | None = None) -> bool:
+    """Whether ``yours`` may receive the contract's ``wanted``: their kinds agree, or one of them is unknown (a flag
+    receives nothing)."""
+    a = _contract_kind(contract, wanted)
+    b = kinds.get(yours) if kinds is not None and yours in kinds else argument_kind(yours)
+    return b != "flag" and (a is None or b is None or a == b)
 
 
 def _match_arguments(contract: str, wanted: tuple[str, ...], theirs: list[str], missing: list[str],
-                     spare: list[str]) -> tuple[dict[str, str | bool], dict[str, str]]:
-    """Pair the contract's untaken arguments with yours: by name, then by abbreviation, then by position, then the
-    last one left, never across kinds (``argument_kind``); a contract argument with nothing of yours left gets
-    ``False`` (the kit leaves it out)."""
+                     spare: list[str], params: dict[str, inspect.Parameter] | None = None
+                     ) -> tuple[dict[str, str | bool], dict[str, str]]:
+    """Pair the contract's untaken arguments with yours: by name, then by abbreviation, then by the words that say
+    what it is for (``ARGUMENT_ROLES``), then the one of yours of its kind (and side), then by position, then the
+    last one left, never across kinds (``argument_kind``; a flag takes nothing); a contract argument with nothing of
+    yours left to receive it gets ``False`` (the kit leaves it out): none left, or only optional ones of another
+    kind."""
     assigned: dict[str, str | bool] = {}
     how: dict[str, str] = {}
     pending = list(missing)
+    kinds = _kinds_of(params if params is not None else theirs)
 
     def take(w: str, found: str, reason: str) -> None:
         assigned[w], how[w] = found, reason
@@ -170,7 +232,7 @@ def _match_arguments(contract: str, wanted: tuple[str, ...], theirs: list[str], 
         pending.remove(w)
 
     def fits(w: str) -> list[str]:
-        return [c for c in spare if _same_kind(contract, w, c)]
+        return [c for c in spare if _same_kind(contract, w, c, kinds)]
 
     for w in list(pending):
         found = _closest(w, fits(w), cutoff=0.5)
@@ -180,6 +242,19 @@ def _match_arguments(contract: str, wanted: tuple[str, ...], theirs: list[str], 
         hits = [c for c in fits(w) if _abbreviates(c, w)]
         if len(hits) == 1:
             take(w, hits[0], "its abbreviation")
+    for w in list(pending):
+        role = ARGUMENT_ROLES.get(w, set())
+        hits = [c for c in fits(w) if (_words(c) | {c.lower().replace("_", "")}) & role]
+        if len(hits) == 1:
+            take(w, hits[0], "its name says it")
+    for w in list(pending):
+        kind = _contract_kind(contract, w)
+        if kind in (None, "module"):
+            continue
+        rivals = [o for o in pending if _contract_kind(contract, o) == kind and _side(o) == _side(w)]
+        hits = [c for c in spare if kinds.get(c) == kind and _side(c) in (_side(w), None)]
+        if len(rivals) == 1 and len(hits) == 1:
+            take(w, hits[0], f"the one {kind} of yours left" + (f" on the {_side(w)} side" if _side(w) else ""))
     if len(pending) == len(spare):
         for w in list(pending):
             position = wanted.index(w)
@@ -187,8 +262,10 @@ def _match_arguments(contract: str, wanted: tuple[str, ...], theirs: list[str], 
                 take(w, theirs[position], "yours at the same place")
     if len(pending) == 1 and len(spare) == 1 and fits(pending[0]):
         take(pending[0], spare[0], "the one argument of yours left")
-    if not spare:
-        assigned.update({w: False for w in pending})
+    optional = params is not None and all(params[c].default is not inspect.Parameter.empty for c in spare)
+    for w in list(pending):
+        if not spare or (optional and not fits(w)):
+            assigned[w] = False
     return assigned, how
 
 
@@ -196,13 +273,15 @@ def _a(kind: str | None) -> str:
     return f"{'an' if str(kind)[:1] in 'aeiou' else 'a'} {kind}"
 
 
-def _unmatched(contract: str, w: str, theirs: list[str], spare: list[str]) -> str:
+def _unmatched(contract: str, w: str, theirs: list[str], spare: list[str],
+               kinds: dict[str, str | None] | None = None) -> str:
     """The finding's message for a contract argument left unmatched: what of yours is left, and why not it."""
-    other = [c for c in spare if not _same_kind(contract, w, c)]
+    kinds = kinds if kinds is not None else _kinds_of(theirs)
+    other = [c for c in spare if not _same_kind(contract, w, c, kinds)]
     head = f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}`"
     if other:
-        kinds = ", ".join(f"`{c}` ({_a(argument_kind(c))})" for c in other)
-        return (f"{head} ({_a(_contract_kind(contract, w))}); not mapped to {kinds}: another kind (map it yourself "
+        shown = ", ".join(f"`{c}` ({_a(kinds.get(c))})" for c in other)
+        return (f"{head} ({_a(_contract_kind(contract, w))}); not mapped to {shown}: another kind (map it yourself "
                 "if it is one)")
     return f"{head}; none of {spare} is close to it"
 
@@ -224,12 +303,13 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
         obj = getattr(module, m.classes.get(contract, contract), None)
         if obj is None:
             continue
-        theirs = _positional(obj)
+        params = _parameters(obj)
+        theirs = list(params)
         given = m.arguments.get(contract, {})
         mapped = [given.get(w, w) for w in wanted]
         missing = [w for w, y in zip(wanted, mapped) if y is not False and not set(_takes(y)) <= set(theirs)]
         spare = [t for t in theirs if t not in {n for y in mapped for n in _takes(y)}]
-        assigned, how = _match_arguments(contract, wanted, theirs, missing, spare)
+        assigned, how = _match_arguments(contract, wanted, theirs, missing, spare, params)
         for w in missing:
             found = assigned.get(w)
             if found:
@@ -238,10 +318,12 @@ def _signatures(module: ModuleType, m: ImplMap) -> tuple[list[Finding], dict[str
                            f"`{found}`")
             elif found is False:  # nothing of yours is left to receive it: the kit leaves it out
                 proposed.setdefault(contract, {})[w] = False
+                rest = ("" if not spare else "; yours left are optional and of another kind: " + ", ".join(
+                    f"`{c}` ({_a(_your_kind(params[c]))})" for c in spare))
                 message = (f"`{contract}{tuple(theirs)}` takes no argument for the contract's `{w}` (the kit leaves "
-                           "it out)")
+                           f"it out){rest}")
             else:
-                message = _unmatched(contract, w, theirs, spare)
+                message = _unmatched(contract, w, theirs, spare, _kinds_of(params))
             findings.append(Finding("api.signatures", contract, w, found or None, message))
         order = [(_takes(y) or [None])[0] for y in (given.get(w, proposed.get(contract, {}).get(w, w)) for w in wanted)]
         if [t for t in theirs if t in order] != [o for o in order if o in theirs]:
@@ -289,7 +371,7 @@ def _members(owner: nn.Module) -> dict[str, Any]:
 def _pick_vector(contract: str, candidates: list[str], owner: nn.Module) -> str | None:
     """LayerNorm's gain and shift told apart by their initial values: ones for ``alpha``, zeros for ``bias``."""
     want = 1.0 if contract == "alpha" else 0.0
-    hits = [c for c in candidates if torch.all(getattr(owner, c).detach() == want)]
+    hits = [c for c in candidates if torch.all(_walk(owner, c).detach() == want)]
     return hits[0] if len(hits) == 1 else None
 
 
@@ -297,6 +379,11 @@ def _pick_vector(contract: str, candidates: list[str], owner: nn.Module) -> str 
 SHAPES = {("FeedForwardBlock", "linear_1"): (16, 8), ("FeedForwardBlock", "linear_2"): (8, 16),
           ("ProjectionLayer", "proj"): (13, 8), **{("MultiHeadAttentionBlock", w): (8, 8)
                                                     for w in ("w_q", "w_k", "w_v", "w_o")}}
+#: Where no child has the exact shape (a feed-forward whose width is not the probe's d_ff, ``4 * d_model``): the
+#: one that reads d_model into another width is ``linear_1``, the one that writes d_model from another ``linear_2``
+#: (weight shape [out, in]).
+LOOSE_SHAPES = {("FeedForwardBlock", "linear_1"): lambda out, inp, d: inp == d != out,
+                ("FeedForwardBlock", "linear_2"): lambda out, inp, d: out == d != inp}
 #: Name tokens that tell the four attention projections apart (``q_proj``, ``query``, ``wq``, ``out_proj``, ...).
 HINTS = {"w_q": ("q", "query", "queries"), "w_k": ("k", "key", "keys"), "w_v": ("v", "value", "values"),
          "w_o": ("o", "out", "output", "proj_out")}
@@ -309,29 +396,63 @@ VALUES = {"d_model": PROBE["d_model"], "h": PROBE["h"], "d_k": PROBE["d_model"] 
 #: Kinds of attribute the oracles and tests never need in order to run: a finding about one is reported (and fails
 #: the API diagnosis test) but stops no other test.
 NON_BLOCKING_KINDS = ("int", "float", "Dropout", "weights")
+#: A decoder block's two attentions, told apart by how the probe's decode called them: queries of the target's
+#: length (4) and keys of the source's (5) make the cross-attention (``_forward``'s record of every call).
+ATTENTION_ROLES = {"self_attention_block": False, "cross_attention_block": True}
 
 
-def _pick(contract: str, attr: str, kind: str, pool: list[str], owner: nn.Module) -> str | None:
-    """The one candidate of the right kind; else the one of the right shape, value, initial value or name token.
-    A candidate of the wrong weight shape (a fused ``qkv`` for ``w_q``) is never picked."""
+def _weight_shape(owner: nn.Module, path: str) -> tuple[int, ...]:
+    return tuple(getattr(_walk(owner, path), "weight", torch.empty(0)).shape)
+
+
+def _pick(contract: str, attr: str, kind: str, pool: list[str], owner: nn.Module,
+          calls: dict[int, list[tuple[int, int]]] | None = None) -> tuple[str | None, str]:
+    """The one candidate of the right kind; else the one of the right shape, value, initial value, role in the
+    probe's forward (``ATTENTION_ROLES``), side (``src_``/``tgt_``) or name token; and how it was told apart (empty
+    where the message needs no more). A candidate of the wrong weight shape (a fused ``qkv`` for ``w_q``) is never
+    picked."""
     shape = SHAPES.get((contract, attr))
     if shape:
-        pool = [n for n in pool if tuple(getattr(getattr(owner, n), "weight", torch.empty(0)).shape) == shape]
+        exact = [n for n in pool if _weight_shape(owner, n) == shape]
+        loose = LOOSE_SHAPES.get((contract, attr))
+        if not exact and loose:
+            d = PROBE["d_model"]
+            fit = [n for n in pool if len(_weight_shape(owner, n)) == 2 and loose(*_weight_shape(owner, n), d)]
+            if len(fit) == 1:
+                out, inp = _weight_shape(owner, fit[0])
+                return fit[0], (f"its weight [{out}, {inp}] is the one that "
+                                + (f"reads d_model ({d})" if attr == "linear_1" else f"writes d_model ({d})"))
+        pool = exact
+    if kind == "int" and attr in VALUES:  # every probe size is distinct: one that holds another's value is that one
+        pool = [n for n in pool if _walk(owner, n) == VALUES[attr] or _walk(owner, n) not in VALUES.values()]
     if len(pool) == 1:
-        return pool[0]
+        return pool[0], ""
     if kind == "int" and attr in VALUES:
-        hits = [n for n in pool if getattr(owner, n) == VALUES[attr]]
+        hits = [n for n in pool if _walk(owner, n) == VALUES[attr]]
         if len(hits) == 1:
-            return hits[0]
+            return hits[0], ""
     if kind == "vector":
-        return _pick_vector(attr, pool, owner)
+        return _pick_vector(attr, pool, owner), ""
+    if attr in ATTENTION_ROLES and calls:
+        def crossed(n: str) -> bool | None:
+            seen = calls.get(id(_walk(owner, n)))
+            return None if not seen else any(q != k for q, k in seen)
+        hits = [n for n in pool if crossed(n) is ATTENTION_ROLES[attr]]
+        if len(hits) == 1:
+            return hits[0], ("the probe's decode called it with keys of the source's length and queries of the "
+                             "target's" if ATTENTION_ROLES[attr] else
+                             "the probe's decode called it with queries and keys of the target's length")
+    if _side(attr):
+        hits = [n for n in pool if _side(n.rsplit(".", 1)[-1]) == _side(attr)]
+        if len(hits) == 1:
+            return hits[0], ""
     hint = HINTS.get(attr)
     if hint:
         hits = [n for n in pool if set(re.split(r"[_\d]+", n.lower())) & set(hint)
                 or (len(n) <= 3 and n.lower().endswith(hint[0]))]
         if len(hits) == 1:
-            return hits[0]
-    return _closest(attr, pool, cutoff=0.5)
+            return hits[0], ""
+    return _closest(attr, pool, cutoff=0.5), ""
 
 
 def _walk(node: Any, path: str) -> Any:
@@ -390,13 +511,16 @@ CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap, *, forwarded: bool = True,
-                module: ModuleType | None = None, call_timeout: float | None = guard.CALL_TIMEOUT
-                ) -> tuple[list[Finding], dict]:
+                module: ModuleType | None = None, call_timeout: float | None = guard.CALL_TIMEOUT,
+                calls: dict[int, list[tuple[int, int]]] | None = None) -> tuple[list[Finding], dict]:
     """Findings and proposed entries for the contract's attributes on the built ``model``. An attribute only a forward
     sets (``attention_scores``) is not judged when the probe's forward raised (``forwarded`` false): its absence then
     says nothing about the API, and the tests name the broken forward under its own clause. The structural forms
     (``_structure``: a ModuleList of projections, a fused one, a Sequential of embedding and positions, a module-level
-    attention function of ``module``, a submodule for a method) come before a match by kind and name."""
+    attention function of ``module``, a submodule for a method) come before a match by kind and name; where the
+    instance holds no candidate itself, the children of its containers are candidates (``net.0`` of a Sequential,
+    ``transformer.enc`` of a ModuleDict); a Transformer's method candidate must answer the contract's call on the
+    probe (``_answers``). ``calls``: the probe forward's record (``_forward``)."""
     contract_types = {c: {t for t in (getattr(adapted, c, None), getattr(getattr(adapted, c, None), "__mro__",
                                                                           (None, None))[1]) if isinstance(t, type)}
                       for c in ATTRIBUTES}
@@ -422,19 +546,26 @@ def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap, *, for
                 continue
             others = set(ATTRIBUTES[contract]) | set(mapped.values()) | claimed
             pool = [n for n, v in members.items() if n not in others and _kind_ok(v, kind, owner, n, contract_types)]
-            found = _pick(contract, attr, kind, pool, owner)
+            if contract == "Transformer" and kind == "method" and attr in ANSWERS:
+                pool = [n for n in pool if _answers(owner, n, attr, call_timeout)]
+            if not pool and kind not in ("int", "float", "vector", "buffer", "method", "weights"):
+                inner = _contained(members, others)
+                pool = [n for n, v in inner.items() if _kind_ok(v, kind, owner, n.rsplit(".", 1)[-1], contract_types)]
+            found, reason = _pick(contract, attr, kind, pool, owner, calls)
             what = {"vector": "1-D parameter", "buffer": "buffer", "method": "method", "int": "int attribute",
                     "float": "number attribute",
                     "weights": "4-D weights tensor"}.get(kind, f"`{kind}`")
             message = None
             if not found and contract == "Transformer" and attr == "project":  # a submodule in its place
                 found, message = _project(owner, mapped, proposed.get(contract, {}))
+            if not found and kind == "weights" and not pool:
+                found, message = _unset_weights(owner, attr, members, others)
             if message:
                 pass
             elif found:
                 alone = " the only one" if len(pool) == 1 else ""
                 message = (f"`{contract}` has no `{attr}`; its {what}{alone} `{found}` looks like it "
-                           f"(of {sorted(pool)})")
+                           f"(of {sorted(pool)})" + (f": {reason}" if reason else ""))
             elif hasattr(owner, attr):  # there, but of another kind: say so, not "no candidate among [.., attr, ..]"
                 value = getattr(owner, attr)
                 shown = f"a {type(value).__name__}" + (f" of shape {tuple(value.shape)}"
@@ -452,6 +583,58 @@ def _attributes(model: nn.Module, adapted: ModuleType, impl_map: ImplMap, *, for
             clause = "mha.static-attention" if kind == "weights" else "api.attributes"
             findings.append(Finding(clause, contract, attr, found, message, blocking=blocking))
     return findings, proposed
+
+
+def _contained(members: dict[str, Any], others: set[str]) -> dict[str, nn.Module]:
+    """The children of the instance's containers (``Sequential``, ``ModuleList``, ``ModuleDict``) by their paths
+    below it: ``net.0``, ``transformer.enc``."""
+    out: dict[str, nn.Module] = {}
+    for name, value in members.items():
+        if isinstance(value, CONTAINERS) and name not in others:
+            out.update({f"{name}.{key}": child for key, child in value.named_children()})
+    return out
+
+
+#: The contract's call of each Transformer method on the probe (src [2, 5], tgt [2, 4]) and the shape it returns.
+ANSWERS = {"encode": (lambda d: (torch.zeros(2, 5, dtype=torch.long), None), (2, 5, PROBE["d_model"])),
+           "decode": (lambda d: (torch.zeros(2, 5, d), None, torch.zeros(2, 4, dtype=torch.long), None),
+                      (2, 4, PROBE["d_model"])),
+           "project": (lambda d: (torch.zeros(2, 4, d),), (2, 4, PROBE["tgt_vocab_size"]))}
+
+
+def _answers(owner: nn.Module, name: str, attr: str, call_timeout: float | None) -> bool:
+    """Whether your method ``name`` takes the contract's call of ``attr`` and returns the contract's shape on the
+    probe (``init_params`` is not ``project``)."""
+    fn = getattr(owner, name, None)
+    make, shape = ANSWERS[attr]
+    args = make(PROBE["d_model"])
+    try:
+        inspect.signature(fn).bind(*args)
+    except (TypeError, ValueError):
+        return False
+    modes = [(m, m.training) for m in owner.modules()]
+    try:
+        owner.eval()
+        return _failed(_call(fn, args, call_timeout, f"{type(owner).__name__}.{name} on the probe"), shape) is None
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+#: Words of an attribute's name that say it holds the attention weights (``attention_weights``, ``attn_probs``).
+WEIGHT_WORDS = {"weights", "scores", "probs", "attn", "att", "attention"}
+
+
+def _unset_weights(owner: nn.Module, attr: str, members: dict[str, Any], others: set[str]
+                   ) -> tuple[str | None, str | None]:
+    """No 4-D tensor after the probe's forward: the one attribute left ``None`` whose name says it holds the
+    attention weights (a block that keeps them only under a flag), with a message that says the forward did not set
+    it."""
+    hits = [n for n, v in members.items() if v is None and n not in others and _words(n) & WEIGHT_WORDS]
+    if len(hits) != 1:
+        return None, None
+    return hits[0], (f"`{type(owner).__name__}` has no `{attr}`; its `{hits[0]}` is named for the attention "
+                     "weights but is None after the probe's forward (the forward did not keep them there)")
 
 
 # ------------------------------------------------------------------------------------------------ structure
@@ -912,14 +1095,26 @@ def _mask_layout(model: nn.Module, m: ImplMap, call_timeout: float | None, modul
     return None, None
 
 
-def _forward(model: nn.Module, call_timeout: float | None) -> tuple[bool, Finding | None]:
+def _forward(model: nn.Module, call_timeout: float | None, calls: dict[int, list[tuple[int, int]]] | None = None
+             ) -> tuple[bool, Finding | None]:
     """One small eval forward, so attributes a forward sets (``attention_scores``) exist: whether it ran, and the
     finding when it did not return or over-allocated (module.bounded, blocking); any other failure is left to the
-    tests, which name it against its clause."""
+    tests, which name it against its clause. With ``calls``, each submodule's calls are recorded there (by ``id``):
+    the lengths of the first two [B, L, d] tensors it received, which tell a cross-attention (queries of the
+    target's length 4, keys of the source's 5) from a self-attention."""
     gen = torch.Generator().manual_seed(0)
     src = torch.randint(0, PROBE["src_vocab_size"], (2, 5), generator=gen)
     tgt = torch.randint(0, PROBE["tgt_vocab_size"], (2, 4), generator=gen)
     call = "Transformer.encode/decode on the probe model (src [2, 5], tgt [2, 4], eval mode)"
+
+    def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        seqs = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor) and t.dim() == 3
+                and t.shape[-1] == PROBE["d_model"]]  # [B, L, d]: not a [B, 1, L] mask
+        if len(seqs) >= 2:
+            calls.setdefault(id(module), []).append((seqs[0].shape[1], seqs[1].shape[1]))
+
+    hooks = [m.register_forward_pre_hook(record, with_kwargs=True) for m in model.modules()] if calls is not None \
+        else []
     try:
         with torch.no_grad(), guard.watchdog().limit(call_timeout, call), guard.memory_cap():
             model.eval().decode(model.encode(src, None), None, tgt, None)
@@ -933,6 +1128,8 @@ def _forward(model: nn.Module, call_timeout: float | None) -> tuple[bool, Findin
         return False, None
     finally:
         model.train()
+        for hook in hooks:
+            hook.remove()
     return True, None
 
 
@@ -1094,12 +1291,13 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
         if stop is not None:
             diag.findings.append(stop)
             break
-        forwarded, hung = _forward(model, call_timeout)
+        calls: dict[int, list[tuple[int, int]]] = {}
+        forwarded, hung = _forward(model, call_timeout, calls)
         if hung is not None:
             diag.findings.append(hung)
             break
         found, new = _attributes(model, adapted, effective, forwarded=forwarded, module=module,
-                                 call_timeout=call_timeout)
+                                 call_timeout=call_timeout, calls=calls)
         for f in found:
             attr_findings.setdefault((f.where, f.contract), f)
         if not new:
