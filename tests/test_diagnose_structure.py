@@ -19,7 +19,7 @@ import pytest
 from torch import nn
 
 from reference.kit.adapter import ImplMap
-from reference.kit.diagnose import _structural_signatures, adapter_applies_structure, diagnose
+from reference.kit.diagnose import _structural_signatures, diagnose
 from reference.kit.findings import Diagnosis, Finding
 
 pytestmark = pytest.mark.clause("kit")
@@ -344,8 +344,7 @@ def test_annotated_transformer_gets_the_structural_map(tmp_path: Path, monkeypat
                                                   "tgt_embed": "tgt_embed.0", "tgt_pos": "tgt_embed.1",
                                                   "projection_layer": "generator", "project": "generator"}
     assert proposed.attributes["InputEmbeddings"]["embedding"] == "lut"  # reached through `src_embed.0`
-    if adapter_applies_structure():
-        assert not diag.unresolved(), [f.line() for f in diag.unresolved()]
+    assert not diag.unresolved(), [f.line() for f in diag.unresolved()]
     printed = "\n".join(diag.lines())
     assert printed.index('masks = "no-head-dim"') < printed.index("[classes]")
     assert 'layers = {clone = "layer", count = "N"}' in printed
@@ -360,7 +359,7 @@ def test_four_linears_in_a_module_list_are_q_k_v_o(tmp_path: Path, monkeypatch: 
         assert f.message.startswith(f"`MultiHeadedAttention` has no `{w}`; its `linears` is a ModuleList of 4 "
                                     "nn.Linear(8, 8) (the Annotated Transformer's `linears`), in the order q, k, v, o")
         assert f.message.endswith("(checked: the probe's forward equals the contract's formula with these weights)")
-        assert _applied(diag, "attributes", "MultiHeadAttentionBlock", w) == adapter_applies_structure()
+        assert _applied(diag, "attributes", "MultiHeadAttentionBlock", w)
 
 
 def test_three_linears_in_a_list_and_an_output_linear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -553,7 +552,7 @@ def test_masks_without_the_head_dimension_by_probe(tmp_path: Path, monkeypatch: 
         "contract's key-padding mask [3, 1, 1, 6] (hiding the last 2 keys) its forward returns shape (3, 15, 8), not "
         "(3, 5, 8); with the same mask as [3, 1, 6] its output equals its output without those keys (it unsqueezes "
         "the head dimension itself; its source has `mask.unsqueeze(1)`)")
-    assert (diag.effective.masks == "no-head-dim") == adapter_applies_structure()
+    assert diag.effective.masks == "no-head-dim"
     assert f in diag.unaccepted()  # the user's map does not say it
     user = ImplMap.from_dict({"masks": "no-head-dim"})
     assert user.masks == "no-head-dim"
@@ -580,22 +579,18 @@ def test_a_mask_layout_neither_way_is_left_to_the_mask_tests(tmp_path: Path, mon
 
 
 # ------------------------------------------------------------------------------------------------ the map in effect
-def test_the_map_in_effect_holds_only_what_the_adapter_applies(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until the adapter applies the structural forms, they are proposed (and printed) but not used: the tests
-    that need them are not reached, never broken. Plain entries are used either way."""
+def test_the_map_in_effect_holds_every_proposed_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proposed structural forms are in the map the run uses (the adapter applies them), plain entries too;
+    nothing is left unresolved."""
     diag = diagnose(_annotated(tmp_path, monkeypatch))
-    structural = [("attributes", "MultiHeadAttentionBlock", "w_q"), ("attributes", "MultiHeadAttentionBlock",
-                                                                     "attention"),
-                  ("attributes", "Transformer", "src_embed"), ("attributes", "Transformer", "project"),
-                  ("arguments", "Encoder", "layers"), ("arguments", "Transformer", "src_pos")]
-    assert [_applied(diag, *e) for e in structural] == [adapter_applies_structure()] * len(structural)
-    plain = [("attributes", "MultiHeadAttentionBlock", "attention_scores"), ("attributes", "Transformer",
-                                                                             "projection_layer"),
-             ("arguments", "Transformer", "projection_layer"), ("arguments", "build_transformer", "src_seq_len")]
-    assert all(_applied(diag, *e) for e in plain)
-    if not adapter_applies_structure():
-        assert _finding(diag, "MultiHeadAttentionBlock", "w_q") in diag.unresolved()
+    used = [("attributes", "MultiHeadAttentionBlock", "w_q"), ("attributes", "MultiHeadAttentionBlock", "attention"),
+            ("attributes", "Transformer", "src_embed"), ("attributes", "Transformer", "project"),
+            ("arguments", "Encoder", "layers"), ("arguments", "Transformer", "src_pos"),
+            ("attributes", "MultiHeadAttentionBlock", "attention_scores"),
+            ("attributes", "Transformer", "projection_layer"), ("arguments", "Transformer", "projection_layer"),
+            ("arguments", "build_transformer", "src_seq_len")]
+    assert all(_applied(diag, *e) for e in used), [e for e in used if not _applied(diag, *e)]
+    assert not diag.unresolved(), [f.line() for f in diag.unresolved()]
 
 
 # ------------------------------------------------------------------------------------------------ other walkthroughs

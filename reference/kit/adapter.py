@@ -260,7 +260,7 @@ def _argument_names(yours: str | bool | dict) -> list[str]:
     return [item.group("name") if item else yours]
 
 
-def _rows(yours: str) -> tuple[str, int, int] | None:
+def fused_rows(yours: str) -> tuple[str, int, int] | None:
     """``qkv[d:2d]`` -> ("qkv", 1, 2): the fused Linear's path and its row blocks, in units of ``d``."""
     m = _SLICE.match(yours)
     if not m:
@@ -274,7 +274,7 @@ def _check_slices(where: _Where, owner: str, entries: dict[str, str]) -> None:
     """The row blocks of each fused Linear are disjoint, non-empty and cover blocks 0..k-1 (k = the last stop)."""
     fused: dict[str, list[tuple[int, int, str]]] = {}
     for name, yours in entries.items():
-        rows = _rows(yours)
+        rows = fused_rows(yours)
         if rows is None:
             continue
         if ATTRIBUTES[owner].get(name) != "Linear":
@@ -317,7 +317,7 @@ def _resolve_path(owner: nn.Module, path: str) -> Any:
 def _path_problem(owner: nn.Module, yours: str, kind: str = "") -> str | None:
     """Why ``yours`` (a path or rows of a fused Linear) reaches nothing usable on ``owner`` for an attribute of
     ``kind`` (``ATTRIBUTES``: a number only for "int"/"float"), or None."""
-    rows = _rows(yours)
+    rows = fused_rows(yours)
     path = rows[0] if rows else yours
     try:
         target = _resolve_path(owner, path)
@@ -401,7 +401,7 @@ def _restructure(owner: nn.Module, attributes: dict[str, str]) -> None:
     for name, yours in attributes.items():
         if _is_plain(yours):
             continue
-        rows = _rows(yours)
+        rows = fused_rows(yours)
         if rows:
             fused.setdefault(rows[0], []).append((rows[1], rows[2], name))
             continue
@@ -450,7 +450,7 @@ def _restructure(owner: nn.Module, attributes: dict[str, str]) -> None:
 
 
 def _head(yours: str) -> str:
-    rows = _rows(yours)
+    rows = fused_rows(yours)
     return (rows[0] if rows else yours).split(".")[0]
 
 
@@ -623,7 +623,7 @@ def _adapted_class(contract: str, yours: type, attributes: dict[str, str], modul
     to_contract = {y: c for c, y in attributes.items() if _is_plain(y) and kinds.get(c) != "method"}
     paths = {c: y for c, y in attributes.items() if not _is_plain(y)}
     shared = {_head(y) for y in paths.values()} & set(attributes)
-    unsliced = {c: y for c, y in paths.items() if not _rows(y)}
+    unsliced = {c: y for c, y in paths.items() if not fused_rows(y)}
 
     def __getattr__(self, name: str) -> Any:  # only reached when normal lookup fails
         hidden = self.__dict__.get("_kit_hidden")

@@ -10,8 +10,7 @@ Structural differences (issue 33) are proposed in the map's structural forms, ea
 it can be: the Annotated Transformer's ``linears`` (``w_q = "linears.0"``), a fused ``qkv`` (``w_q = "qkv[0:d]"``),
 a module-level ``attention`` function, embeddings in a ``Sequential`` (``src_pos = "src_embed.1"``), a ``generator``
 for ``project``, ``Encoder(layer, N)`` (``layers = {clone = "layer", count = "N"}``), a builder without sequence
-lengths, masks without the head dimension (``masks = "no-head-dim"``). The map in effect holds them only once the
-adapter applies them (``adapter_applies_structure``).
+lengths, masks without the head dimension (``masks = "no-head-dim"``). The adapter applies them all.
 
 Other walkthroughs' names are told by what they say, not by a list of files: argument kinds and roles
 (``ARGUMENT_KINDS``, ``ARGUMENT_ROLES``: nanoGPT's ``n_embd``/``n_layer``/``n_head``/``block_size``, gordicaleksa's
@@ -22,10 +21,7 @@ calls each attention (the cross-attention gets the source's keys).
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import difflib
-import functools
 import inspect
 import itertools
 import re
@@ -36,7 +32,7 @@ import torch
 from torch import nn
 
 from reference.kit import guard
-from reference.kit.adapter import ImplMap, adapt
+from reference.kit.adapter import ImplMap, adapt, fused_rows
 from reference.kit.findings import Diagnosis, Finding
 from reference.kit.components import BY_CONTRACT, COMPONENTS
 from reference.kit.components import ATTRIBUTES, REQUIRED_NAMES, SIGNATURES, contract_class
@@ -471,22 +467,15 @@ def _walk(node: Any, path: str) -> Any:
     return node
 
 
-#: A fused projection's rows in a map: ``qkv[0:d]``, ``qkv[d:2d]``, ``c_attn[2d:3d]``.
-FUSED = re.compile(r"^(?P<name>[A-Za-z_]\w*)\[(?P<start>0|\d*d):(?P<stop>\d*d)\]$")
-
-
 def _structural(value: Any) -> bool:
     """Whether an ``[attributes.X]`` value is a path below the instance (``linears.0``) or a fused slice."""
     return isinstance(value, str) and bool(re.search(r"[.\[]", value))
 
 
 def _rows(value: str, d: int) -> tuple[str, int, int] | None:
-    """``qkv[d:2d]`` -> ("qkv", d, 2d)."""
-    match = FUSED.match(value)
-    if not match:
-        return None
-    bound = {b: 0 if b == "0" else int(b[:-1] or 1) * d for b in (match["start"], match["stop"])}
-    return match["name"], bound[match["start"]], bound[match["stop"]]
+    """``qkv[d:2d]`` -> ("qkv", d, 2d) (``adapter.fused_rows`` in rows, not blocks)."""
+    rows = fused_rows(value)
+    return None if rows is None else (rows[0], rows[1] * d, rows[2] * d)
 
 
 def _resolve(root: nn.Module, path: str, impl_map: ImplMap | None = None) -> nn.Module | None:
@@ -497,7 +486,7 @@ def _resolve(root: nn.Module, path: str, impl_map: ImplMap | None = None) -> nn.
         step = None
         if impl_map is not None and not part.startswith("["):
             value = impl_map.attributes.get(contract_class(node), {}).get(part)
-            if _structural(value) and not FUSED.match(value):
+            if _structural(value) and fused_rows(value) is None:
                 step = _walk(node, value)
         node = step if step is not None else _walk(node, part)
         if node is None:
@@ -1199,63 +1188,6 @@ def _plain(m: ImplMap) -> ImplMap:
                                for c, e in m.arguments.items()}, m.attributes)
 
 
-def _merged(user: ImplMap, proposed: ImplMap) -> ImplMap:
-    """``user.merged(proposed)``, the user's mask layout and variant kept, else the proposed ones."""
-    merged = user.merged(proposed)
-    return dataclasses.replace(merged, masks=user.masks if user.masks != "head-dim" else proposed.masks,
-                               variant=user.variant or proposed.variant)
-
-
-@functools.lru_cache(maxsize=None)
-def adapter_applies_structure() -> bool:
-    """Whether ``reference.kit.adapter`` applies the structural forms (a path below the instance, a layer cloned N
-    times, masks without the head dimension), tried once on a two-class module. Until it does, the diagnosis still
-    proposes them (its findings, the printed map) but leaves them out of the map in effect (``_applicable``), so the
-    tests that need them are not reached rather than broken."""
-    class MultiHeadAttentionBlock(nn.Module):
-        def __init__(self, d_model: int, h: int, dropout: float) -> None:
-            super().__init__()
-            self.linears = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(4))
-            self.seen: int | None = None
-
-        def forward(self, q: Any, k: Any, v: Any, mask: Any) -> Any:
-            self.seen = mask.dim()
-            return q
-
-    class Encoder(nn.Module):
-        def __init__(self, layer: nn.Module, N: int) -> None:
-            super().__init__()
-            self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(N))
-
-    probe = ModuleType("structure_probe")
-    probe.MultiHeadAttentionBlock, probe.Encoder = MultiHeadAttentionBlock, Encoder
-    m = ImplMap(arguments={"Encoder": {"features": False, "layers": {"clone": "layer", "count": "N"}}},
-                attributes={"MultiHeadAttentionBlock": {"w_q": "linears.0"}}, masks="no-head-dim")
-    try:
-        with torch.random.fork_rng(devices=[]):
-            adapted = adapt(probe, m, register=False)
-            mha = adapted.MultiHeadAttentionBlock(4, 2, 0.0)
-            encoder = adapted.Encoder(None, nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)]))
-            x = torch.zeros(1, 3, 4)
-            mha(x, x, x, torch.ones(1, 1, 1, 3))
-        return isinstance(getattr(mha, "w_q", None), nn.Linear) and len(encoder.layers) == 2 and mha.seen == 3
-    except Exception:  # noqa: BLE001: an adapter without the structural forms fails somewhere in here
-        return False
-
-
-def _applicable(module: ModuleType, m: ImplMap) -> ImplMap:
-    """``m`` without what the adapter cannot apply (``adapter_applies_structure``): structural arguments and
-    attributes, a method mapped to a module-level function or a submodule, the mask layout."""
-    if adapter_applies_structure():
-        return m
-    attributes = {}
-    for contract, entries in m.attributes.items():
-        yours = getattr(module, m.classes.get(contract, contract), None)
-        attributes[contract] = {k: v for k, v in entries.items() if not _structural(v) and not (
-            ATTRIBUTES[contract].get(k) == "method" and not callable(inspect.getattr_static(yours, v, None)))}
-    return ImplMap(m.classes, _plain(m).arguments, attributes)
-
-
 def _replaced(findings: list[Finding], new: list[Finding]) -> list[Finding]:
     """``findings`` with those about the same clause, class and name as one of ``new`` replaced by it."""
     keys = {(f.clause, f.where, f.contract) for f in new}
@@ -1318,11 +1250,11 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
             diag.findings += [finding] if finding else []
             masks = layout or masks
         proposed = ImplMap(classes=classes, arguments=arguments, attributes=attributes, masks=masks)
-        effective = _merged(user_map, _applicable(module, proposed))
+        effective = user_map.merged(proposed)
         _check_attributes(module, user_map, effective)
         diag.findings += _affine_shapes(model, PROBE["d_model"])
     else:
-        effective = _merged(user_map, _applicable(module, proposed))
+        effective = user_map.merged(proposed)
     diag.proposed, diag.effective = proposed, effective
     return diag
 
