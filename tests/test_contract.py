@@ -86,6 +86,31 @@ REACH_SIZES = [pytest.param(1, 2, 7, 10, id="1-7"), pytest.param(2, 4, 16, 12, i
                pytest.param(3, 7, 5, 14, id="3-5")]
 
 
+#: Sizes at which every kind of sharing is possible: equal vocabularies and lengths (tied embeddings, one table),
+#: two layers of each kind, d_ff != d_model.
+SHARING_CFG = ModelConfig(src_vocab_size=17, tgt_vocab_size=17, src_seq_len=9, tgt_seq_len=9, d_model=8, N=2, h=2,
+                          dropout=0.0, d_ff=12)
+
+
+@pytest.mark.smoke
+@pytest.mark.clause("build.structure")
+def test_build_transformer_shares_no_parameter_between_contract_paths(impl) -> None:
+    """The structure is really there: N distinct layers of each kind, separate source and target embeddings, every
+    residual its own norm, every attention block its own projections. No parameter of the built model is reachable
+    under two paths (``named_parameters(remove_duplicate=False)``), at sizes where any sharing would fit (equal
+    vocabularies). The contract (the blog's builder) ties nothing; sharing a parameterless module (a Dropout)
+    changes no computation and is allowed."""
+    model = build_model(impl, SHARING_CFG)
+    paths: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        paths.setdefault(id(p), []).append(name)
+    shared = [names for names in paths.values() if len(names) > 1]
+    assert not shared, (f"build_transformer{SHARING_CFG.kwargs()} built a model whose parameters are shared between "
+                        "contract paths (each must be its own): "
+                        + "; ".join(" is ".join(names) for names in shared[:6])
+                        + (f"; and {len(shared) - 6} more" if len(shared) > 6 else ""))
+
+
 @pytest.mark.clause("build.structure")
 @pytest.mark.parametrize("N, h, d_ff, d_model", REACH_SIZES)
 def test_build_transformer_builds_the_asked_layers_and_width(impl, N: int, h: int, d_ff: int, d_model: int) -> None:
