@@ -99,6 +99,16 @@ def test_an_argument_mapped_to_a_parameter_the_constructor_lacks(tmp_path: Path)
      "[attributes.MultiHeadAttentionBlock] w_q = \"qkv[0:q]\": expected your attribute's name, a dotted path"),
     ('[arguments.Encoder]\nlayers = {clone = "layer"}\n', 2,
      "[arguments.Encoder] layers = {clone = \"layer\"}: expected your parameter's name"),
+    ('[attributes.MultiHeadAttentionBlock]\nw_q = "qkv[0:d]"\nw_k = "qkv[0:d]"\n', 3,
+     "[attributes.MultiHeadAttentionBlock] w_k = \"qkv[0:d]\": the rows of 'qkv' must be mapped without gaps or "
+     "overlaps (rows 0:d are mapped twice)"),
+    ('[arguments.FeedForwardBlock]\nd_ff = {clone = "a", count = "b"}\n', 2,
+     "[arguments.FeedForwardBlock] d_ff = {clone = \"a\", count = \"b\"}: {clone, count} stands only for the "
+     "`layers` of an Encoder or a Decoder"),
+    ('[arguments.Transformer]\nsrc_embed = "src_embed.0"\nsrc_pos = "src_embed.0"\n', 3,
+     "[arguments.Transformer] src_pos = \"src_embed.0\": item 0 of your 'src_embed' is already `src_embed`"),
+    ('[arguments.Transformer]\nsrc_embed = "src_embed.0"\nsrc_pos = "src_embed.7"\n', 3,
+     "[arguments.Transformer] src_pos = \"src_embed.7\": the items of your 'src_embed' must be numbered 0 to 1"),
     ('[classes]\nInputEmbeddings = "A"\nMultiHeadAttnBlock = "B"\n', 3,
      "[classes] MultiHeadAttnBlock = \"B\": 'MultiHeadAttnBlock' is not a contract class or function"),
     ('[arguments.Encoder]\nfeatures = "d"\n[arguments.Encoder.x]\n', 3,
@@ -119,8 +129,9 @@ def test_wrong_types_and_unknown_keys_name_the_file_and_line(tmp_path: Path, tex
 
 
 def test_names_that_exist_are_accepted_however_they_exist() -> None:
-    """A constructor with ``**kwargs`` takes any argument; a method or a plain attribute is an attribute; a contract
-    class with no instance in the probe model, and a forward's tensor when the forward failed, are not checked."""
+    """A constructor with ``**kwargs`` takes any argument; a plain attribute is an attribute, of the kind the contract
+    wants (a number for ``eps``, not a method for ``alpha``); a contract class with no instance in the probe model,
+    and a forward's tensor when the forward failed, are not checked."""
     class Norm(nn.Module):
         def __init__(self, **kwargs) -> None:
             super().__init__()
@@ -133,7 +144,9 @@ def test_names_that_exist_are_accepted_however_they_exist() -> None:
     ImplMap(classes={"LayerNormalization": "Norm"},
             arguments={"LayerNormalization": {"features": "anything"}}).check_module(module)
     norm = _answering_to("LayerNormalization", Norm)
-    ImplMap(attributes={"LayerNormalization": {"eps": "epsilon", "alpha": "scale"}}).check_attributes(norm)
+    ImplMap(attributes={"LayerNormalization": {"eps": "epsilon"}}).check_attributes(norm)
+    with pytest.raises(MapError, match="'scale' is a method; this attribute needs a parameter"):  # of the wrong kind
+        ImplMap(attributes={"LayerNormalization": {"alpha": "scale"}}).check_attributes(norm)
     with pytest.raises(MapError, match="has no attribute, parameter, buffer, submodule or method 'gain'"):
         ImplMap(attributes={"LayerNormalization": {"alpha": "gain"}}).check_attributes(norm)
     ImplMap(attributes={"LayerNormalization": {"alpha": "gain"}}).check_attributes(nn.Linear(2, 2))  # no instance

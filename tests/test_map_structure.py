@@ -169,6 +169,28 @@ def test_a_path_that_reaches_nothing_usable_names_its_line(tmp_path: Path, entry
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize(("name", "old", "new", "message"), [
+    ("annotated_shape", 'w_o = "linears.3"', 'w_o = "d_k"', "'d_k' is a int; this attribute needs a submodule (a Linear)"),
+    ("annotated_shape", 'w_k = "linears.1"', 'w_k = "linears.0"',
+     "your 'linears.0' already stands for `MultiHeadAttentionBlock.w_q`"),
+    ("annotated_shape", 'projection_layer = "generator"\nproject', 'projection_layer = "encoder"\nproject',
+     "'encoder' is your Encoder, the contract's `Encoder`, not a `ProjectionLayer`"),
+    ("fused_qkv_gpt", 'w_o = "c_proj"', 'w_o = "attn_dropout[0:d]"',
+     "'attn_dropout' is a Dropout, not the nn.Linear whose rows"),
+])
+def test_a_map_entry_of_the_wrong_kind_is_an_error_before_any_test(tmp_path: Path, name: str, old: str, new: str,
+                                                                    message: str) -> None:
+    """An entry that reaches something of the wrong kind (a number for a Linear, a Linear already mapped, another
+    contract class, rows of a Dropout) is the map's error, named by its line, not a FAIL of the model."""
+    text = (FIELD / f"{name}.map.toml").read_text()
+    assert old in text, old
+    path = tmp_path / "m.toml"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(MapError) as info:
+        open_impl(f"tests.field.{name}", path)
+    assert message in str(info.value) and str(info.value).startswith(f"{path}:"), str(info.value)
+
+
 def test_rows_beyond_the_fused_linear_are_an_error(tmp_path: Path) -> None:
     text = (FIELD / "fused_qkv_gpt.map.toml").read_text()
     assert 'w_v = "c_attn[2d:3d]"' in text

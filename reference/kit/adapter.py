@@ -99,6 +99,8 @@ class ImplMap:
                               "(\"qkv[0:d]\")")
         for owner, entries in attributes.items():
             _check_slices(where, owner, entries)
+        for owner, entries in arguments.items():
+            _check_structural_arguments(where, owner, entries)
         return cls(dict(classes), arguments, attributes, source, text, masks, variant)
 
     @classmethod
@@ -165,16 +167,29 @@ class ImplMap:
             owners = [m for m in model.modules() if contract_class(m) == contract]
             if not owners:
                 continue
+            taken: dict[str, str] = {}
             for name, yours in entries.items():
+                kind = ATTRIBUTES[contract][name]
+                if kind not in ("method", "weights"):  # one of yours stands for one contract name
+                    if yours in taken:
+                        where.fail(("attributes", contract, name), f"your {yours!r} already stands for "
+                                   f"`{contract}.{taken[yours]}`; each contract attribute needs its own", value=yours)
+                    taken[yours] = name
                 if not _is_plain(yours):
-                    kind = ATTRIBUTES[contract][name]
                     problem = next((p for p in (_path_problem(m, yours, kind) for m in owners) if p), None)
                     if problem:
                         where.fail(("attributes", contract, name), problem, value=yours)
                     continue
-                if any(_has(m, yours) for m in owners) or (not forwarded and ATTRIBUTES[contract][name] == "weights"):
+                if name == "attention" and not any(_has(m, yours) for m in owners) and module is not None \
+                        and callable(getattr(module, yours, None)):
                     continue
-                if name == "attention" and module is not None and callable(getattr(module, yours, None)):
+                if any(_has(m, yours) for m in owners):
+                    problem = next((p for p in (_kind_problem(_value(m, yours), kind, yours) for m in owners) if p),
+                                   None)
+                    if problem:
+                        where.fail(("attributes", contract, name), problem, value=yours)
+                    continue
+                if not forwarded and kind == "weights":
                     continue
                 known = sorted({n for m in owners for n in _member_names(m) if _has(m, n)})
                 yours_is = type(owners[0]).__name__
@@ -272,8 +287,8 @@ def fused_rows(yours: str) -> tuple[str, int, int] | None:
 
 def _check_slices(where: _Where, owner: str, entries: dict[str, str]) -> None:
     """The row blocks of each fused Linear are disjoint, non-empty and cover blocks 0..k-1 (k = the last stop)."""
-    fused: dict[str, list[tuple[int, int, str]]] = {}
-    for name, yours in entries.items():
+    fused: dict[str, list[tuple[int, int, int, str]]] = {}
+    for order, (name, yours) in enumerate(entries.items()):
         rows = fused_rows(yours)
         if rows is None:
             continue
@@ -282,16 +297,44 @@ def _check_slices(where: _Where, owner: str, entries: dict[str, str]) -> None:
                        f"is a {ATTRIBUTES[owner].get(name)}", value=yours)
         if rows[2] <= rows[1]:
             where.fail(("attributes", owner, name), "an empty or reversed row range", value=yours)
-        fused.setdefault(rows[0], []).append((rows[1], rows[2], name))
+        fused.setdefault(rows[0], []).append((rows[1], rows[2], order, name))
     for path, blocks in fused.items():
-        blocks.sort()
+        blocks.sort()  # by rows, then by the map's order: the later entry is the one named
         covered = 0
-        for start, stop, name in blocks:
-            if start != covered:
+        for start, stop, _, name in blocks:
+            if start > covered:
                 where.fail(("attributes", owner, name), f"the rows of {path!r} must be mapped without gaps or "
                            f"overlaps from 0 to its last row (rows {_d(covered)}:{_d(start)} are not)",
                            value=entries[name])
+            if start < covered:
+                where.fail(("attributes", owner, name), f"the rows of {path!r} must be mapped without gaps or "
+                           f"overlaps (rows {_d(start)}:{_d(min(stop, covered))} are mapped twice)",
+                           value=entries[name])
             covered = stop
+
+
+def _check_structural_arguments(where: _Where, owner: str, entries: dict[str, Any]) -> None:
+    """``{clone, count}`` only for an Encoder's or Decoder's ``layers``; the items ``name.i`` of one Sequential
+    numbered 0, 1, ... once each."""
+    items: dict[str, dict[int, str]] = {}
+    for name, yours in entries.items():
+        if isinstance(yours, dict) and not (owner in ("Encoder", "Decoder") and name == "layers"):
+            where.fail(("arguments", owner, name), "{clone, count} stands only for the `layers` of an Encoder or "
+                       "a Decoder", value=yours)
+        item = _ITEM.match(yours) if isinstance(yours, str) else None
+        if item:
+            slots = items.setdefault(item.group("name"), {})
+            index = int(item.group("index"))
+            if index in slots:
+                where.fail(("arguments", owner, name), f"item {index} of your {item.group('name')!r} is already "
+                           f"`{slots[index]}`", value=yours)
+            slots[index] = name
+    for yours, slots in items.items():
+        if sorted(slots) != list(range(len(slots))):
+            last = slots[max(slots)]
+            where.fail(("arguments", owner, last), f"the items of your {yours!r} must be numbered 0 to "
+                       f"{len(slots) - 1} (the Sequential the kit builds), got {sorted(slots)}",
+                       value=entries[last])
 
 
 def _d(k: int) -> str:
@@ -333,11 +376,50 @@ def _path_problem(owner: nn.Module, yours: str, kind: str = "") -> str | None:
         if target.out_features < rows[2] * target.in_features:
             return (f"{path!r} is Linear({target.in_features}, {target.out_features}): it has no rows "
                     f"{_d(rows[1])}:{_d(rows[2])} (d = {target.in_features})")
-    elif kind in ("int", "float"):
-        if not isinstance(target, (int, float)) or isinstance(target, bool):
-            return f"{path!r} is a {type(target).__name__}; an {kind} attribute needs a number (`lut.num_embeddings`)"
-    elif not isinstance(target, (nn.Module, torch.Tensor)):
+    elif kind not in ("int", "float") and not isinstance(target, (nn.Module, torch.Tensor)):
         return f"{path!r} is a {type(target).__name__}; a path must reach a submodule, parameter or buffer"
+    else:
+        return _kind_problem(target, kind, path)
+    return None
+
+
+#: What each kind of contract attribute (``ATTRIBUTES``) must be, and how the message says it.
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a number (an int)"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "vector": (lambda v: isinstance(v, torch.Tensor), "a parameter (a tensor)"),
+    "buffer": (lambda v: isinstance(v, torch.Tensor), "a buffer (a tensor)"),
+    "method": (callable, "something callable"),
+    # a rate stands for a Dropout module where the code calls F.dropout(x, p) itself
+    "Dropout": (lambda v: isinstance(v, nn.Module) or (isinstance(v, float) and not isinstance(v, bool)),
+                "a submodule (a Dropout) or the rate your code drops with"),
+}
+
+
+def _value(owner: nn.Module, yours: str) -> Any:
+    try:
+        return getattr(owner, yours)
+    except Exception:  # noqa: BLE001: a property that raises exists; its kind cannot be told
+        return _UNKNOWN
+
+
+_UNKNOWN = object()
+
+
+def _kind_problem(value: Any, kind: str, yours: str) -> str | None:
+    """Why ``value`` (what your ``yours`` is on the probe model) cannot stand for a contract attribute of ``kind``:
+    a number for an int, a tensor for a parameter or buffer, a submodule for a Linear, an Embedding, a Dropout, a
+    ModuleList or a contract class (and, when it is one of the contract's classes seen through the map, that class),
+    or None."""
+    if value is _UNKNOWN or kind == "weights":
+        return None
+    if kind in _KINDS:
+        ok, wanted = _KINDS[kind]
+        return None if ok(value) else f"{yours!r} is a {type(value).__name__}; this attribute needs {wanted}"
+    if not isinstance(value, nn.Module):
+        return f"{yours!r} is a {type(value).__name__}; this attribute needs a submodule (a {kind})"
+    if kind in SIGNATURES and contract_class(value) in SIGNATURES and contract_class(value) != kind:
+        return f"{yours!r} is your {type(value).__name__}, the contract's `{contract_class(value)}`, not a `{kind}`"
     return None
 
 
@@ -416,6 +498,8 @@ def _restructure(owner: nn.Module, attributes: dict[str, str]) -> None:
             linear = _resolve_path(owner, path)
         except (AttributeError, IndexError, TypeError):
             continue
+        if not isinstance(linear, nn.Linear) or linear.out_features < max(b[1] for b in blocks) * linear.in_features:
+            continue  # the map's check names it (``check_attributes``)
         parts = {name: _part(linear, start, stop) for start, stop, name in sorted(blocks)}
         targets.update(parts)
         proxy = _FusedLinear(list(parts.values()), linear)
