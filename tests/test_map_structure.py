@@ -191,6 +191,16 @@ def test_a_map_entry_of_the_wrong_kind_is_an_error_before_any_test(tmp_path: Pat
     assert message in str(info.value) and str(info.value).startswith(f"{path}:"), str(info.value)
 
 
+def test_masks_without_the_head_dimension_on_a_model_that_takes_it_is_an_error(tmp_path: Path) -> None:
+    """``masks = "no-head-dim"`` on this package's model (its attention takes the contract's [B, 1, 1, Lk]): the
+    map's line is named before any test, never a run of FAILs of mha.formula and masking."""
+    path = tmp_path / "m.toml"
+    path.write_text('masks = "no-head-dim"\n')
+    with pytest.raises(MapError, match=r'm.toml:1: masks = "no-head-dim": your `MultiHeadAttentionBlock` takes the '
+                                       r"contract's masks, with the head dimension"):
+        open_impl("scratch_transformer", path)
+
+
 def test_rows_beyond_the_fused_linear_are_an_error(tmp_path: Path) -> None:
     text = (FIELD / "fused_qkv_gpt.map.toml").read_text()
     assert 'w_v = "c_attn[2d:3d]"' in text

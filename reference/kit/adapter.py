@@ -156,6 +156,14 @@ class ImplMap:
                         where.fail(("arguments", contract, name), f"{_called(target)}({', '.join(taken)}) takes no "
                                    f"parameter {param!r}", param, taken, yours)
 
+    def fail(self, path: tuple[str, ...], problem: str) -> None:
+        """Raise ``MapError`` for the entry at ``path`` (``("masks",)``, ``("attributes", "Encoder", "norm")``),
+        naming its line: a check the diagnosis makes on the probe model."""
+        value: Any = self
+        for part in path:
+            value = getattr(value, part, None) if value is self else (value or {}).get(part)
+        _Where(self.source, self.text).fail(path, problem, value=value)
+
     def check_attributes(self, model: nn.Module, *, forwarded: bool = True, module: ModuleType | None = None
                          ) -> None:
         """``MapError`` unless every attribute is found on the probe ``model``'s instances of its class (a

@@ -1023,16 +1023,14 @@ MASK_PROBE = {"batch": 3, "len_q": 5, "len_k": 6, "kept": 4}
 UNSQUEEZES = re.compile(r"mask\w*\s*\.\s*unsqueeze\(\s*1\s*\)|mask\w*\s*\[\s*:\s*,\s*None")
 
 
-def _mask_layout(model: nn.Module, m: ImplMap, call_timeout: float | None, module: ModuleType | None
-                 ) -> tuple[Finding | None, str | None]:
-    """The mask layout the attention block takes, by probing it: a key-padding mask hiding the last keys, in the
-    contract's layout [B, 1, 1, Lk] and without the head dimension [B, 1, Lk]; the layout whose output equals the
-    block's output with those keys left out is yours. ("no-head-dim" and its finding) when only the one without the
-    head dimension works; (None, None) when the contract's works, when neither does, or when the unmasked forward
-    itself fails (the tests name each under its clause)."""
+def _mask_outcomes(model: nn.Module, m: ImplMap, call_timeout: float | None
+                   ) -> tuple[nn.Module, dict[str, str | None]] | None:
+    """The attention block of ``model`` and, per layout ("head-dim": the contract's [B, 1, 1, Lk]; "no-head-dim":
+    [B, 1, Lk]), None when a key-padding mask in that layout gives the block's output without those keys, else what
+    went wrong; None when there is no block or its unmasked forward fails."""
     mha = _resolve(model, PATHS["MultiHeadAttentionBlock"], m)
     if mha is None:
-        return None, None
+        return None
     yours = type(mha).__name__
     B, Lq, Lk, kept = (MASK_PROBE[k] for k in ("batch", "len_q", "len_k", "kept"))
     d = PROBE["d_model"]
@@ -1046,7 +1044,7 @@ def _mask_layout(model: nn.Module, m: ImplMap, call_timeout: float | None, modul
 
     reference = run(q, k[:, :kept], v[:, :kept], None)
     if _failed(reference, shape) or _failed(run(q, k, v, None), shape):
-        return None, None
+        return None
     keys = torch.ones(B, Lk, dtype=torch.int64)
     keys[:, kept:] = 0
     outcome = {}
@@ -1058,6 +1056,22 @@ def _mask_layout(model: nn.Module, m: ImplMap, call_timeout: float | None, modul
             problem = None if err <= 1e-5 else (f"runs, but its output differs from its output without those keys "
                                                 f"by {err:.2g}")
         outcome[layout] = problem
+    return mha, outcome
+
+
+def _mask_layout(model: nn.Module, m: ImplMap, call_timeout: float | None, module: ModuleType | None
+                 ) -> tuple[Finding | None, str | None]:
+    """The mask layout the attention block takes, by probing it: a key-padding mask hiding the last keys, in the
+    contract's layout [B, 1, 1, Lk] and without the head dimension [B, 1, Lk]; the layout whose output equals the
+    block's output with those keys left out is yours. ("no-head-dim" and its finding) when only the one without the
+    head dimension works; (None, None) when the contract's works, when neither does, or when the unmasked forward
+    itself fails (the tests name each under its clause)."""
+    probed = _mask_outcomes(model, m, call_timeout)
+    if probed is None:
+        return None, None
+    mha, outcome = probed
+    yours = type(mha).__name__
+    B, Lk, kept = (MASK_PROBE[k] for k in ("batch", "len_k", "kept"))
     if outcome["head-dim"] is None:
         return None, None
     sources = []
@@ -1180,6 +1194,26 @@ def _check_attributes(module: ModuleType, user_map: ImplMap, effective: ImplMap)
     user_map.check_attributes(model, forwarded=forwarded, module=module)
 
 
+def _check_masks(module: ModuleType, user_map: ImplMap, effective: ImplMap, call_timeout: float | None) -> None:
+    """``MapError`` for ``masks = "no-head-dim"`` on a model whose attention takes the contract's layout (a
+    key-padding mask [B, 1, 1, Lk] does what it should, one without the head dimension does not), probed on a model
+    built without the map's mask conversion."""
+    if user_map.masks != "no-head-dim":
+        return
+    with torch.random.fork_rng(devices=[]):
+        try:
+            raw = adapt(module, ImplMap(effective.classes, _plain(effective).arguments, effective.attributes),
+                        register=False)
+            probed = _mask_outcomes(raw.build_transformer(*PROBE.values()), effective, call_timeout)
+        except Exception:  # noqa: BLE001: it built through the whole map; this probe is only a check
+            return
+    if probed is not None and probed[1]["head-dim"] is None and probed[1]["no-head-dim"] is not None:
+        user_map.fail(("masks",), f"your `{type(probed[0]).__name__}` takes the contract's masks, with the head "
+                      f"dimension: a key-padding mask [{MASK_PROBE['batch']}, 1, 1, {MASK_PROBE['len_k']}] hides its "
+                      f"keys, the same mask as [{MASK_PROBE['batch']}, 1, {MASK_PROBE['len_k']}] "
+                      f"{probed[1]['no-head-dim']}; leave `masks` out")
+
+
 def _plain(m: ImplMap) -> ImplMap:
     """``m`` without its structural arguments (``{clone = ...}``, ``"src_embed.0"``) and mask layout: the map the
     diagnosis builds its probe through. The probe is built by your own builder, which calls your constructors
@@ -1252,6 +1286,7 @@ def diagnose(module: ModuleType, user_map: ImplMap | None = None, *, impl: str |
         proposed = ImplMap(classes=classes, arguments=arguments, attributes=attributes, masks=masks)
         effective = user_map.merged(proposed)
         _check_attributes(module, user_map, effective)
+        _check_masks(module, user_map, effective, call_timeout)
         diag.findings += _affine_shapes(model, PROBE["d_model"])
     else:
         effective = user_map.merged(proposed)
