@@ -167,6 +167,9 @@ GUARD = pytest.StashKey["guard.CallGuard"]()
 HUNG = pytest.StashKey[str]()
 DIAGNOSIS = pytest.StashKey[Diagnosis]()
 CARD = pytest.StashKey[Card]()
+#: The run settings before this session set its own (variant, per-head masks, compile backend): restored when it
+#: ends, so a session run inside another (``pytest.main`` in a test) leaves the outer one's as they were.
+OUTER_SETTINGS = pytest.StashKey[tuple]()
 
 
 def _check_options(config: pytest.Config) -> None:
@@ -273,6 +276,14 @@ FILTERWARNINGS = (
 )
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if OUTER_SETTINGS in config.stash:
+        variant, per_head, backend = config.stash[OUTER_SETTINGS]
+        variants.use_variant(variant)
+        contract.use_per_head_masks(per_head)
+        contract.use_compile(backend)
+
+
 @pytest.hookimpl(trylast=True)  # after Hypothesis' own plugin has read --hypothesis-seed
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
@@ -280,6 +291,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in FILTERWARNINGS:
         config.addinivalue_line("filterwarnings", line)
     _check_options(config)
+    config.stash[OUTER_SETTINGS] = (variants.variant(), contract.per_head_masks(), contract.compile_backend())
     # before the card, and before collection imports the tests; the map's line may declare it (``load.use_declared``).
     # Set every session: one process may run several (tests/field/_cards.py)
     variants.use_variant(config.getoption("--variant") or os.environ.get(variants.VARIANT_ENV) or None)
