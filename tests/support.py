@@ -24,7 +24,7 @@ from hypothesis import note
 from hypothesis import strategies as st
 from torch import nn
 
-from reference.kit import components
+from reference.kit import components, guard
 from reference.oracles import masks
 from reference.judge import tolerances
 from reference.judge.compare import WrongOutput, assert_close, check_output, describe, describe_value, to_f64
@@ -92,16 +92,24 @@ def assert_float64_close(actual: torch.Tensor, expected: torch.Tensor | np.ndarr
                  sensitivity=sensitivity)
 
 
+class WeightsNotKept(WrongOutput, guard.KitClauseError):
+    """After a forward, ``attention_scores`` holds no tensor: a FAIL of mha.static-attention ("the block keeps the
+    weights in `attention_scores`") whatever test found it; that test's own clauses are not reached because of it
+    (one bug, one root: a block that keeps no weights does not fail the formula, masking or numerics clauses)."""
+
+    clause = "mha.static-attention"
+
+
 def kept_weights(block: nn.Module, shape: tuple[int, ...] | None = None, *, component: str = "MultiHeadAttentionBlock",
                  config: dict | None = None) -> torch.Tensor:
     """The weights an attention block kept in ``attention_scores`` after its forward ([B, h, Lq, Lk]: ``shape``
-    when given); an AssertionError under the test's own clauses when it kept none or something else
-    (mha.static-attention: "the block keeps the weights in `attention_scores`")."""
+    when given). :class:`WeightsNotKept` (a FAIL of mha.static-attention) when it kept none; a tensor of another
+    shape fails the test's own clauses."""
     __tracebackhide__ = True
     weights = getattr(block, "attention_scores", None)
     if not isinstance(weights, torch.Tensor):
         wanted = f", a Tensor of shape {tuple(shape)}" if shape is not None else ""
-        raise WrongOutput(f"{describe(component, config)}: after a forward `attention_scores` holds "
+        raise WeightsNotKept(f"{describe(component, config)}: after a forward `attention_scores` holds "
                           f"{describe_value(weights)}, not the attention weights (mha.static-attention: the block "
                           f"keeps the weights in `attention_scores`{wanted})")
     return check_output(weights, shape, component=f"{component}.attention_scores", config=config)

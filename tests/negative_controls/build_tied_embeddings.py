@@ -4,7 +4,7 @@ paper's weight sharing, which the blog's contract does not do): one nn.Embedding
 from tests.negative_controls._base import install
 
 BUG = "build_transformer reuses the source embedding as the target embedding when the vocabulary sizes are equal"
-COMPONENT = "builder"
+COMPONENT = "embeddings"
 CLAUSES = ("build.structure",)
 
 install(globals(), [

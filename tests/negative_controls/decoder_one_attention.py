@@ -4,7 +4,7 @@ cross-attention: the two share their projections."""
 from tests.negative_controls._base import install
 
 BUG = "build_transformer passes one MultiHeadAttentionBlock as the decoder's self- and cross-attention"
-COMPONENT = "builder"
+COMPONENT = "decoder wiring"
 CLAUSES = ("build.structure",)
 
 install(globals(), [

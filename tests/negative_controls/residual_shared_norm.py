@@ -4,7 +4,7 @@ feed-forward sublayers): both sublayers are normalised with the same gain and sh
 from tests.negative_controls._base import install
 
 BUG = "DecoderBlock's feed-forward residual reuses the cross-attention residual's LayerNorm"
-COMPONENT = "decoder block"
+COMPONENT = "decoder wiring"
 CLAUSES = ("build.structure", "decoder.block")
 
 install(globals(), [
