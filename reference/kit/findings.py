@@ -62,12 +62,18 @@ class Diagnosis:
         advice = " (write an --impl-map)" if first.clause.startswith("api.") else ""
         return f"not reached because of {first.clause}: {first.message}{more}{advice}"
 
+    def _mark(self, f: Finding) -> str:
+        """"  -> mapped" for a blocking finding the map in effect covers, "  -> accepted by your map" for an
+        argument order your map's ``[arguments.X]`` table accepts."""
+        if f.contract == "(order)" and f.where in self.user.arguments:
+            return f"  -> accepted by your map's [arguments.{f.where}]"
+        return "  -> mapped" if f.blocking and covered(f, self.effective) else ""
+
     def lines(self) -> list[str]:
         if not self.findings:
             return [f"API diagnosis of {self.impl}: every contract name, argument and attribute found"]
         out = [f"API diagnosis of {self.impl}: {len(self.findings)} deviation(s) from the contract"]
-        out += ["  " + f.line() + ("" if not f.blocking or not covered(f, self.effective) else "  -> mapped")
-                for f in self.findings]
+        out += ["  " + f.line() + self._mark(f) for f in self.findings]
         text = toml(self.proposed)
         if text:
             out += ["  the kit mapped these names itself; save the map below as a file and pass --impl-map FILE to "
