@@ -395,6 +395,9 @@ FAULTS = {
     "no_weights_kept": ([("model.py", "x, self.attention_scores = MultiHeadAttentionBlock",
                           "x, _ = MultiHeadAttentionBlock")], "after a forward `attention_scores` holds None", 3),
 }
+#: The judge's exception each fault fails with (``WeightsNotKept``: a WrongOutput of mha.static-attention's, the
+#: finding test's own clauses not reached).
+RAISED = {"wrong_shape": "WrongOutput", "tuple_output": "WrongOutput", "no_weights_kept": "WeightsNotKept"}
 #: Attention tests through each of the judge's entry points: a test's own check before the error-ratio rule, the
 #: direct rule after the oracle, a property test on the weights, an invariance under ``assert_close``.
 FAULT_TESTS = ["tests/test_equivalence_torch.py::test_multi_head_attention_block_matches_torch_mha",
@@ -426,5 +429,5 @@ def test_a_faulty_attention_block_fails_its_clauses_with_a_readable_message(tmp_
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED ")]
     assert len(failed) == reached, run.stdout[-4000:] + run.stderr[-2000:]
-    assert all(f"WrongOutput: MultiHeadAttentionBlock" in line and message in line for line in failed), (
+    assert all(f"{RAISED[fault]}: MultiHeadAttentionBlock" in line and message in line for line in failed), (
         "\n".join(failed))
