@@ -278,10 +278,7 @@ FILTERWARNINGS = (
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if OUTER_SETTINGS in config.stash:
-        variant, per_head, backend = config.stash[OUTER_SETTINGS]
-        variants.use_variant(variant)
-        contract.use_per_head_masks(per_head)
-        contract.use_compile(backend)
+        contract.use_run_settings(config.stash[OUTER_SETTINGS])
 
 
 @pytest.hookimpl(trylast=True)  # after Hypothesis' own plugin has read --hypothesis-seed
@@ -291,7 +288,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in FILTERWARNINGS:
         config.addinivalue_line("filterwarnings", line)
     _check_options(config)
-    config.stash[OUTER_SETTINGS] = (variants.variant(), contract.per_head_masks(), contract.compile_backend())
+    config.stash[OUTER_SETTINGS] = contract.run_settings()
     # before the card, and before collection imports the tests; the map's line may declare it (``load.use_declared``).
     # Set every session: one process may run several (tests/field/_cards.py)
     variants.use_variant(config.getoption("--variant") or os.environ.get(variants.VARIANT_ENV) or None)

@@ -477,12 +477,12 @@ def _register(owner: nn.Module, name: str, target: Any) -> None:
         owner._buffers[name] = target
 
 
-def _restructure(owner: nn.Module, attributes: dict[str, str]) -> None:
+def _restructure(owner: nn.Module, attributes: dict[str, str]) -> None:  # attributes: the class's paths
     """Register what the map's paths and fused rows reach under the contract's names on ``owner``; the containers
     they are reached through leave ``owner``'s registries and stay reachable by your names (``_kit_hidden``), a
     fused Linear as a :class:`_FusedLinear` of the new parts; anything in a hidden container that no entry maps
     stays registered, as ``<path>_<i>``. Once per instance."""
-    if vars(owner).get("_kit_restructured") or all(_is_plain(y) for y in attributes.values()):
+    if vars(owner).get("_kit_restructured"):
         return
     object.__setattr__(owner, "_kit_restructured", True)
     hidden: dict[str, Any] = vars(owner).setdefault("_kit_hidden", {})
@@ -712,7 +712,8 @@ def _adapted_class(contract: str, yours: type, attributes: dict[str, str], modul
     """A subclass of ``yours`` that answers to the contract's attribute names and your own (see ``_restructure``
     for paths and fused rows), takes the contract's mask layout, and finds a module-level ``attention``."""
     kinds = ATTRIBUTES.get(contract, {})
-    to_contract = {y: c for c, y in attributes.items() if _is_plain(y) and kinds.get(c) != "method"}
+    renames = {c: y for c, y in attributes.items() if _is_plain(y) and kinds.get(c) != "method"}
+    to_contract = {y: c for c, y in renames.items()}
     paths = {c: y for c, y in attributes.items() if not _is_plain(y)}
     shared = {_head(y) for y in paths.values()} & set(attributes)
     unsliced = {c: y for c, y in paths.items() if not fused_rows(y)}
@@ -738,9 +739,7 @@ def _adapted_class(contract: str, yours: type, attributes: dict[str, str], modul
 
     namespace: dict[str, Any] = {"__getattr__": __getattr__, "__module__": yours.__module__,
                                  "__qualname__": yours.__qualname__, "_contract_name": contract,
-                                 "_contract_renames": {c: y for c, y in attributes.items()
-                                                       if _is_plain(y) and kinds.get(c) != "method"},
-                                 "_contract_paths": {c: y for c, y in attributes.items() if not _is_plain(y)}}
+                                 "_contract_renames": renames, "_contract_paths": paths}
     static = attributes.get("attention") if contract == "MultiHeadAttentionBlock" else None
     if static and isinstance(inspect.getattr_static(yours, static, None), staticmethod):
         namespace["attention"] = inspect.getattr_static(yours, static)

@@ -1185,13 +1185,21 @@ def _check_attributes(module: ModuleType, user_map: ImplMap, effective: ImplMap)
     if not user_map.attributes:
         return
     with torch.random.fork_rng(devices=[]):  # the global RNG as if this probe were never built
-        try:
-            plain = adapt(module, ImplMap(effective.classes, _plain(effective).arguments), register=False)
-            model = plain.build_transformer(*PROBE.values())
-        except Exception:  # noqa: BLE001: it built through the whole map; without the renames it cannot be checked
+        model = _raw_probe(module, ImplMap(effective.classes, _plain(effective).arguments))
+        if model is None:  # it built through the whole map; without the renames it cannot be checked
             return
         forwarded, _ = _forward(model, guard.CALL_TIMEOUT)
     user_map.check_attributes(model, forwarded=forwarded, module=module)
+
+
+def _raw_probe(module: ModuleType, m: ImplMap) -> nn.Module | None:
+    """``build_transformer(*PROBE)`` through ``m`` (a map the checks below build with: without the attribute
+    renames, or without the mask conversion), or None when it does not build that way (it built through the whole
+    map, so the check has nothing to tell)."""
+    try:
+        return adapt(module, m, register=False).build_transformer(*PROBE.values())
+    except Exception:  # noqa: BLE001: see above
+        return None
 
 
 def _check_masks(module: ModuleType, user_map: ImplMap, effective: ImplMap, call_timeout: float | None) -> None:
@@ -1201,12 +1209,8 @@ def _check_masks(module: ModuleType, user_map: ImplMap, effective: ImplMap, call
     if user_map.masks != "no-head-dim":
         return
     with torch.random.fork_rng(devices=[]):
-        try:
-            raw = adapt(module, ImplMap(effective.classes, _plain(effective).arguments, effective.attributes),
-                        register=False)
-            probed = _mask_outcomes(raw.build_transformer(*PROBE.values()), effective, call_timeout)
-        except Exception:  # noqa: BLE001: it built through the whole map; this probe is only a check
-            return
+        model = _raw_probe(module, _plain(effective))
+        probed = None if model is None else _mask_outcomes(model, effective, call_timeout)
     if probed is not None and probed[1]["head-dim"] is None and probed[1]["no-head-dim"] is not None:
         user_map.fail(("masks",), f"your `{type(probed[0]).__name__}` takes the contract's masks, with the head "
                       f"dimension: a key-padding mask [{MASK_PROBE['batch']}, 1, 1, {MASK_PROBE['len_k']}] hides its "

@@ -18,7 +18,7 @@ from reference.kit.adapter import ImplMap, MapError
 from reference.kit.findings import Finding
 from reference.kit.diagnose import reach
 from reference.spec import variants
-from reference.spec.contract import DEFAULT_IMPL, per_head_masks, use_per_head_masks
+from reference.spec.contract import DEFAULT_IMPL, kept_run_settings, use_per_head_masks
 
 _OPENED: dict[tuple[str, str | None], tuple[ModuleType, Any]] = {}
 
@@ -79,13 +79,9 @@ def use_declared(impl: ModuleType, diag: Any, asked_variant: str | None) -> None
 def declared(impl: ModuleType, diag: Any, asked_variant: str | None = None) -> Iterator[None]:
     """``use_declared`` for the block, the run's settings (variant, mask layout) restored after it: a report run
     in-process on another implementation leaves the caller's as they were."""
-    saved = variants.variant(), per_head_masks()
-    try:
+    with kept_run_settings():
         use_declared(impl, diag, asked_variant)
         yield
-    finally:
-        variants.use_variant(saved[0])
-        use_per_head_masks(saved[1])
 
 
 def diagnosis_of(name: str, impl_map: str | os.PathLike | None = None) -> Any:

@@ -65,13 +65,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 all PASS, 1 any FAIL, 2 usage error, 4 a map error).
     The run's settings (variant, mask layout, compile backend) are the caller's again when it returns."""
-    saved = variants.variant(), contract.per_head_masks(), contract.compile_backend()
-    try:
+    with contract.kept_run_settings():
         return _main(argv)
-    finally:
-        variants.use_variant(saved[0])
-        contract.use_per_head_masks(saved[1])
-        contract.use_compile(saved[2])
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -18,6 +18,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from reference.spec import variants
+
 DEFAULT_IMPL = "scratch_transformer"
 
 
@@ -90,6 +92,29 @@ def per_head_masks() -> bool:
 
 def use_per_head_masks(flag: bool) -> None:
     _MASKS["per_head"] = bool(flag)
+
+
+def run_settings() -> tuple[str, bool, str | None]:
+    """The run's settings a session or a report sets for its implementation: (variant, per-head masks, compile
+    backend), to give back with ``use_run_settings``."""
+    return variants.variant(), per_head_masks(), compile_backend()
+
+
+def use_run_settings(settings: tuple[str, bool, str | None]) -> None:
+    variant, per_head, backend = settings
+    variants.use_variant(variant)
+    use_per_head_masks(per_head)
+    use_compile(backend)
+
+
+@contextlib.contextmanager
+def kept_run_settings() -> Iterator[None]:
+    """The run's settings as they were before the block, whatever it set (a report or a session inside another)."""
+    saved = run_settings()
+    try:
+        yield
+    finally:
+        use_run_settings(saved)
 
 def compile_module(module: nn.Module, backend: str) -> nn.Module:
     """Compile ``module`` in place (``nn.Module.compile``), and its direct children, with ``backend``.
