@@ -257,6 +257,9 @@ def _random_profile() -> bool:
 MARKERS = (
     "cuda: needs a CUDA device (skips with a reason where there is none)",
     "clause(*ids): the contract clause(s) a test checks (reference/spec/clauses.py; docs/clauses.md)",
+    "own_evidence(*ids): the test judges these of its clauses (all of them when none is named) on their own evidence: "
+    "its oracle relies on no other clause (a property, or a composite checked against the implementation's own "
+    "children), so its FAIL is a root (reference/spec/clauses.toml [given]; reference.kit.verdict)",
     "dtypes(*names): the dtypes a test runs in when no parameter says so (float16, bfloat16, ...; for --dtypes and "
     "the clauses that judge them)",
     "strict(what): beyond the contract, this package's own choice: always run for scratch_transformer, for another "
