@@ -257,9 +257,10 @@ def _random_profile() -> bool:
 MARKERS = (
     "cuda: needs a CUDA device (skips with a reason where there is none)",
     "clause(*ids): the contract clause(s) a test checks (reference/spec/clauses.py; docs/clauses.md)",
-    "own_evidence(*ids): the test judges these of its clauses (all of them when none is named) on their own evidence: "
-    "its oracle relies on no other clause (a property, or a composite checked against the implementation's own "
-    "children), so its FAIL is a root (reference/spec/clauses.toml [given]; reference.kit.verdict)",
+    "own_evidence(*ids, given=()): the test judges these of its clauses (all of them when none is named) on their own "
+    "evidence: its oracle relies on no other clause but those in given (a property, a composite checked against the "
+    "implementation's own children), so its FAIL is a root unless a given clause FAILs (reference/spec/clauses.toml "
+    "[given]; reference.kit.verdict)",
     "dtypes(*names): the dtypes a test runs in when no parameter says so (float16, bfloat16, ...; for --dtypes and "
     "the clauses that judge them)",
     "strict(what): beyond the contract, this package's own choice: always run for scratch_transformer, for another "
@@ -357,8 +358,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     clause, exc = found
     props = dict(report.user_properties)
     own = tuple(c for c in props.get("clauses", ()) if c != clause)
-    report.user_properties = [(k, v) for k, v in report.user_properties if k not in ("clauses", "blocked")]
-    report.user_properties += [("clauses", (clause,)), ("blocked", own),
+    report.user_properties = [(k, v) for k, v in report.user_properties if k not in ("clauses", "blocked", "own")]
+    report.user_properties += [("clauses", (clause,)), ("own", {clause: ()}), ("blocked", own),
                                ("kit_message", f"{type(exc).__name__}: {exc}")]
     if isinstance(exc, guard.ModelHung) and HUNG not in item.config.stash:
         item.config.stash[HUNG] = str(exc)
@@ -398,13 +399,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if card is None or hasattr(config, "workerinput") or not set(card.records) - {"kit"}:
         return
     terminalreporter.section("conformance card")
-    for line in card.lines():
+    decided = config.stash.get(VERDICT, None) or verdict.decide(card, int(exitstatus))
+    for line in decided.card_lines(card):
         terminalreporter.write_line(line)
-    decided = config.stash.get(VERDICT, None)
-    for line in decided.lines() if decided is not None else ():
+    for line in decided.lines():
         terminalreporter.write_line(line)
     if config.getoption("--card-json"):
-        card.write(config.getoption("--card-json"), **({"verdict": decided.to_json()} if decided else {}))
+        card.write(config.getoption("--card-json"), follows=decided.follows, verdict=decided.to_json())
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -413,21 +414,22 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     card = _CARD_OF_SESSION[0]
     if not clauses or card is None:
         return
+    own = dict(report.user_properties).get("own", ())
     if report.when == "call" and report.passed and not hasattr(report, "wasxfail"):
-        card.add(clauses, report.nodeid, "passed")
+        card.add(clauses, report.nodeid, "passed", own=own)
     elif report.when == "call" and report.passed:  # an accepted failure (--xfails-file) that now passes
-        card.add(clauses, report.nodeid, "xpassed")
+        card.add(clauses, report.nodeid, "xpassed", own=own)
     elif report.failed:
         props = dict(report.user_properties)
-        card.add(clauses, report.nodeid, "failed", props.get("kit_message") or one_line(report.longrepr))
+        card.add(clauses, report.nodeid, "failed", props.get("kit_message") or one_line(report.longrepr), own=own)
         if props.get("blocked"):
             card.add(props["blocked"], report.nodeid, "skipped",
                      f"{NOT_REACHED} {clauses[0]}: {props.get('kit_message', '')}")
     elif report.skipped and hasattr(report, "wasxfail"):
-        card.add(clauses, report.nodeid, "xfailed")
+        card.add(clauses, report.nodeid, "xfailed", own=own)
     elif report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        card.add(clauses, report.nodeid, "skipped", reason.removeprefix("Skipped: "))
+        card.add(clauses, report.nodeid, "skipped", reason.removeprefix("Skipped: "), own=own)
 
 
 _CARD_OF_SESSION: list[Card | None] = [None]
@@ -472,7 +474,8 @@ CUDA_LEFT_OUT = pytest.StashKey[int]()
 
 
 #: Tests in the smoke tier whatever the kill matrix chose: the API diagnosis (one per clause it judges: a model that
-#: cannot be built or hangs FAILs there) and the purity check (module.pure).
+#: cannot be built or hangs FAILs there), the purity check (module.pure) and every own-evidence test
+#: (``@pytest.mark.own_evidence``, cheap properties: the tier's FAILs are attributed on evidence).
 ALWAYS_SMOKE = ("tests/test_contract.py::test_api_diagnosis[", "tests/test_purity.py::")
 
 
@@ -492,7 +495,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     clause_map: dict[str, set[str]] = {}
     bad = []
     for item in items:
-        if item.nodeid in smoke or item.nodeid.startswith(ALWAYS_SMOKE):
+        # own-evidence tests are smoke too: a FAIL of the tier is attributed (reference.kit.verdict) on evidence
+        if item.nodeid in smoke or item.nodeid.startswith(ALWAYS_SMOKE) or item.get_closest_marker("own_evidence"):
             item.add_marker(pytest.mark.smoke)
         named = tuple(dict.fromkeys(c for m in item.iter_markers("clause") for c in m.args))
         judged = clauses.judged_in(named, case_dtypes(item))
@@ -517,6 +521,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ids = item.stash[CASE_CLAUSES]
         if ids:
             item.user_properties.append(("clauses", ids))
+            own = own_evidence(item, ids)
+            if own:
+                item.user_properties.append(("own", own))
         # ``-k layer_norm``: the registry's name of every component the test's clauses judge
         item.extra_keyword_matches.update(name for c in ids for name in components.for_clause(c))
     _apply_xfails(config, items)
@@ -529,6 +536,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 CASE_CLAUSES = pytest.StashKey[tuple]()
+
+
+def own_evidence(item: pytest.Item, ids: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The clauses of ``ids`` the test judges on their own evidence, each with the clauses that evidence still relies
+    on: ``@pytest.mark.own_evidence(*clauses, given=(...))`` on the test or on one of its parameters (no clause
+    named: every one of ``ids``; ``given`` left out: none). ``reference.kit.verdict`` reads them."""
+    own: dict[str, tuple[str, ...]] = {}
+    for m in item.iter_markers("own_evidence"):
+        given = tuple(m.kwargs.get("given", ()))
+        for c in (m.args or ids):
+            if c in ids:
+                own.setdefault(c, given)
+    return own
 
 
 def case_dtypes(item: pytest.Item) -> frozenset[str]:

@@ -41,6 +41,7 @@ def _logits(model: nn.Module, batch: ModelBatch, device: str) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ eval mode
+@pytest.mark.own_evidence
 @pytest.mark.blackbox
 @pytest.mark.clause("dropout.semantics")
 @given(batch=model_batches(), p=dropout_rates(), seed=st.integers(0, 2**31 - 1))
@@ -133,6 +134,7 @@ SITES: dict[str, Callable] = {"positional_encoding": _positional_site, "attentio
                               "feed_forward": _feed_forward_site, "residual": _residual_site}
 
 
+@pytest.mark.own_evidence("dropout.semantics", given=("mha.static-attention",))
 @pytest.mark.clause("dropout.semantics", "numerics.16bit-semantics")
 @pytest.mark.parametrize("dtype", [F32, torch.float16, torch.bfloat16], ids=["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("site", tuple(SITES))
@@ -165,6 +167,7 @@ def test_dropout_zeroes_a_binomial_fraction_and_scales_survivors(impl, device: s
 
 
 # ------------------------------------------------------------------------------------------------ seeds, state
+@pytest.mark.own_evidence
 @pytest.mark.blackbox
 @pytest.mark.clause("dropout.semantics")
 @given(batch=model_batches(max_N=1), p=dropout_rates(), seed=st.integers(0, 2**31 - 1))

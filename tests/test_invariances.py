@@ -85,6 +85,7 @@ def _permutation_tolerances(mha, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
 
 # ------------------------------------------------------------------------------------------------ attention
+@pytest.mark.own_evidence
 @pytest.mark.clause("mha.formula")
 @given(case=permuted_attentions(self_attention=True))
 def test_multi_head_attention_self_attention_is_permutation_equivariant(impl, device: str,
@@ -105,6 +106,7 @@ def test_multi_head_attention_self_attention_is_permutation_equivariant(impl, de
                  config=config, rtol=w_rtol, atol=w_atol)
 
 
+@pytest.mark.own_evidence("mha.formula")
 @pytest.mark.clause("mha.formula", "mask.semantics")
 @given(case=permuted_attentions(self_attention=False), masked=st.booleans())
 def test_multi_head_attention_invariant_to_permuting_key_value_pairs(impl, device: str, case: PermutedAttention,
@@ -131,6 +133,7 @@ def test_multi_head_attention_invariant_to_permuting_key_value_pairs(impl, devic
                  rtol=w_rtol, atol=w_atol)
 
 
+@pytest.mark.own_evidence
 @pytest.mark.clause("mha.static-attention")
 @given(inp=dense_attention_inputs(max_len=10, max_d_model=32, scales=("tiny", "unit")),
        shift_seed=st.integers(0, 2**32 - 1), magnitude=st.sampled_from((1.0, 1e2, 1e4)))

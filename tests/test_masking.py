@@ -53,6 +53,7 @@ def _tokens(array: np.ndarray, device: str) -> torch.Tensor:
     return torch.as_tensor(array, device=device)
 
 
+@pytest.mark.own_evidence(given=("mha.formula", "mha.static-attention"))
 @pytest.mark.blackbox
 @pytest.mark.clause("mask.zero-weight", "decoder.block")
 @given(case=causal_perturbations())
@@ -75,6 +76,7 @@ def test_decoder_is_causal(impl, device: str, case: PerturbedBatch) -> None:
                  component="logits at positions <= t", config=cfg)
 
 
+@pytest.mark.own_evidence(given=("mha.formula", "mha.static-attention"))
 @pytest.mark.blackbox
 @pytest.mark.clause("mask.zero-weight", "encoder.block", "decoder.block")
 @given(case=padding_perturbations())
@@ -112,6 +114,7 @@ def _inputs(cfg: AttentionConfig, seed: int, dtype: torch.dtype, device: str) ->
     return x.to(device), memory.to(device)
 
 
+@pytest.mark.own_evidence("mask.zero-weight", "mask.fully-masked-finite", given=("mha.static-attention",))
 @pytest.mark.clause("mask.zero-weight", "mask.fully-masked-finite")
 @given(inp=dense_attention_inputs(max_len=10, max_d_model=32, allow_fully_masked=True, require_masked_key=True),
        dtype=st.sampled_from((torch.float32, F64)))
@@ -147,6 +150,7 @@ GAINS = {torch.float64: (1.0, 30.0, 1e3), torch.float32: (1.0, 30.0, 1e3), torch
          torch.float16: (1.0, 8.0, 30.0)}
 
 
+@pytest.mark.own_evidence("mask.zero-weight", "mask.fully-masked-finite", given=("mha.static-attention",))
 @pytest.mark.clause("mask.zero-weight", "mask.fully-masked-finite", "numerics.16bit-semantics")
 @pytest.mark.parametrize("dtype", tuple(GAINS), ids=str)
 @given(inp=dense_attention_inputs(max_len=10, max_d_model=32, allow_fully_masked=True, scales=("unit",),
@@ -182,6 +186,7 @@ def test_attention_masked_keys_get_zero_weight_in_every_dtype(impl, device: str,
                  config={**inp.describe(), "gain": gain}, dtype=dtype)
 
 
+@pytest.mark.own_evidence("mask.fully-masked-finite", given=("mha.static-attention",))
 @pytest.mark.clause("mask.fully-masked-finite", "numerics.16bit-range")
 @pytest.mark.parametrize("dtype", tuple(GAINS), ids=str)
 @given(h=st.integers(1, 3), d_k=st.integers(1, 8), Lq=st.integers(1, 4), Lk=st.integers(1, 6),
@@ -239,6 +244,7 @@ def test_attention_fully_masked_rows_are_zero(impl, device: str, dtype: torch.dt
         "static attention: fully masked rows are not all-zero")
 
 
+@pytest.mark.own_evidence
 @pytest.mark.clause("mask.semantics")
 @given(case=int_mask_twins(), seed=st.integers(0, 2**31 - 1))
 def test_multi_head_attention_bool_and_int_masks_identical(impl, device: str, case, seed: int) -> None:
@@ -257,6 +263,7 @@ def test_multi_head_attention_bool_and_int_masks_identical(impl, device: str, ca
     assert torch.equal(weights_int, weights_bool), f"{twin.dtype} mask gives other weights than the bool mask"
 
 
+@pytest.mark.own_evidence
 @pytest.mark.clause("mask.semantics")
 @given(case=mask_forms(), seed=st.integers(0, 2**31 - 1))
 def test_multi_head_attention_mask_broadcast_forms_identical(impl, device: str, case, seed: int) -> None:

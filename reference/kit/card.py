@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 from reference.spec import variants
 from reference.spec.clauses import CLAUSES, DTYPES, KIT, dtypes_judged
@@ -33,6 +33,11 @@ class ClauseRecord:
     not_reached: list[str] = field(default_factory=list)  # reasons
     skipped: int = 0
     deviations: list[str] = field(default_factory=list)
+    #: Outcomes of the tests that judge this clause on its own evidence (``@pytest.mark.own_evidence``).
+    own_seen: int = 0
+    own_passed: int = 0
+    #: node id of each failed own-evidence test -> the clauses it still relies on (``own_evidence(given=...)``)
+    own_failed: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,10 +51,19 @@ class Card:
     #: The declared variant the run judged (``--variant``): its header says so; another variant's clause is "not run".
     variant: str = field(default_factory=variants.variant)
 
-    def add(self, clauses: Iterable[str], nodeid: str, outcome: str, message: str = "") -> None:
-        """One test's outcome ("passed", "failed", "xfailed", "xpassed", "skipped") against each clause it names."""
+    def add(self, clauses: Iterable[str], nodeid: str, outcome: str, message: str = "",
+            own: Mapping[str, Sequence[str]] | Iterable[str] = ()) -> None:
+        """One test's outcome ("passed", "failed", "xfailed", "xpassed", "skipped") against each clause it names;
+        ``own``: those of them it judges on their own evidence, each with the clauses its evidence still relies on
+        (a mapping; a plain list relies on none). ``reference.kit.verdict`` reads them."""
+        own = dict(own) if isinstance(own, Mapping) else {c: () for c in own}
         for c in clauses:
             rec = self.records.setdefault(c, ClauseRecord())
+            if c in own:
+                rec.own_seen += 1
+                rec.own_passed += outcome in ("passed", "xpassed")
+                if outcome == "failed":
+                    rec.own_failed[nodeid] = tuple(own[c])
             if outcome == "passed":
                 rec.passed += 1
             elif outcome == "failed":
@@ -96,23 +110,44 @@ class Card:
             return "pass", f"{rec.passed} test(s)" + (f", {rec.skipped} skipped" if rec.skipped else "") + xpass
         return "skipped", f"{rec.skipped} test(s) skipped"
 
-    def rows(self) -> list[dict[str, Any]]:
-        return [{"clause": c.id, "tier": c.tier, "status": s, "detail": d}
+    def rows(self, follows: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
+        """The card's rows in the README's order; with ``follows`` (``reference.kit.verdict.follows``) each FAIL row
+        gets ``follows_from``: the root clauses it follows from, empty for a root."""
+        rows = [{"clause": c.id, "tier": c.tier, "status": s, "detail": d}
                 for c in CLAUSES.values() if c.tier != KIT for s, d in [self.status(c.id)]]
+        if follows is not None:
+            for r in rows:
+                if r["status"] == "FAIL":
+                    r["follows_from"] = list(follows.get(r["clause"], ()))
+        return rows
 
-    def to_json(self) -> dict[str, Any]:
-        return {"impl": self.impl, "variant": self.variant, "clauses": self.rows()}
+    def to_json(self, follows: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+        return {"impl": self.impl, "variant": self.variant, "clauses": self.rows(follows)}
 
-    def write(self, path: str | Path, **extra: Any) -> None:
-        Path(path).write_text(json.dumps({**self.to_json(), **extra}, indent=1) + "\n")
+    def write(self, path: str | Path, follows: Mapping[str, Sequence[str]] | None = None, **extra: Any) -> None:
+        Path(path).write_text(json.dumps({**self.to_json(follows), **extra}, indent=1) + "\n")
 
-    def lines(self, width: int = 150) -> list[str]:
-        rows = self.rows()
+    def lines(self, width: int = 150, follows: Mapping[str, Sequence[str]] | None = None,
+              notes: Mapping[str, str] | None = None) -> list[str]:
+        """The card as text: the summary line (root FAILs first, then those following from them), the root FAILs,
+        the FAILs that follow (each naming its roots), then every other clause in the README's order."""
+        rows = self.rows(follows)
+        following = [r for r in rows if r.get("follows_from")]
         counts = {s: sum(r["status"] == s for r in rows) for s in ORDER}
-        head = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-        out = [f"conformance card for {self.impl} (variant {self.variant}): {head}"]
-        for r in rows:
-            text = f"  {r['status']:<11} {r['clause']:<26} {r['tier']:<8} {r['detail']}"
+        counts["FAIL"] -= len(following)
+        parts = [f"{n} {s}" for s, n in counts.items() if n]
+        if following:
+            them = "it" if counts["FAIL"] == 1 else "them"
+            parts.insert(1 if counts["FAIL"] else 0, f"{len(following)} following from {them}")
+        out = [f"conformance card for {self.impl} (variant {self.variant}): {', '.join(parts)}"]
+        rank = {id(r): (0 if r["status"] == "FAIL" and not r.get("follows_from") else
+                        1 if r.get("follows_from") else 2) for r in rows}
+        for r in sorted(rows, key=lambda r: rank[id(r)]):  # stable: the README's order within each group
+            detail = r["detail"]
+            if r.get("follows_from"):
+                note = f" ({notes[r['clause']]})" if notes and r["clause"] in notes else ""
+                detail = f"follows from {', '.join(r['follows_from'])}{note}: {detail}"
+            text = f"  {r['status']:<11} {r['clause']:<26} {r['tier']:<8} {detail}"
             # a FAIL line is never cut: its message is what the reader came for (a one-line message, <= 320 chars)
             out.append(text if len(text) <= width or r["status"] == "FAIL" else text[: width - 3] + "...")
         return out

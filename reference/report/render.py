@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from reference.kit import verdict
+
 from .cases import CONFIGS
 from .sweep import Report
 
@@ -65,6 +67,6 @@ def render(report: Report, console: Any) -> None:
         summary += f"; first divergence: {report.first_divergence}"
     console.print(summary, highlight=False, soft_wrap=True)
     card = report.card()
-    lines = card.lines()
+    lines = verdict.decide(card, 0).card_lines(card)
     console.print("\n".join([lines[0]] + [ln for ln in lines[1:] if " not run " not in ln]), markup=False,
                   highlight=False, soft_wrap=True)

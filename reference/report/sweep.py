@@ -26,7 +26,7 @@ from reference.spec.clauses import judged_in
 from reference.spec.variants import DEFAULT_VARIANT, in_variant
 from reference.oracles.numpy_ref import StructureMismatch
 from reference.kit.components import REPORT_CLAUSES
-from reference.kit import guard
+from reference.kit import guard, verdict
 from reference.kit.load import contract_types, declared, diagnosis_of, load_impl
 from reference.kit.findings import Diagnosis
 from reference.report.localize import Localization, jsonable
@@ -266,7 +266,8 @@ class Report:
             "elapsed_s": round(self.elapsed, 3), "rows": rows, "results": [r.to_json() for r in self.results],
             "localization": [{"component": r.component, "config": r.config, **loc.to_json()}
                              for r, loc in self.localizations],
-            "card": [row for row in self.card().rows() if row["status"] != "not run"]})
+            "card": [row for card in [self.card()] for row in card.rows(verdict.follows(card))
+                     if row["status"] != "not run"]})
 
 
 def available_devices() -> list[str]:

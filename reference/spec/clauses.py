@@ -37,6 +37,7 @@ class Clause:
 
 _TABLE = tomlfile.load(Path(__file__).with_name("clauses.toml"))
 _DTYPES = _TABLE.pop("dtypes")
+_GIVEN = _TABLE.pop("given")
 #: The clause table (``clauses.toml``: one TOML table per tier, ``id = "text"``, in the README's order).
 _CLAUSES = [Clause(cid, tier, text) for tier, entries in _TABLE.items() for cid, text in entries.items()]
 
@@ -46,6 +47,24 @@ CLAUSES: dict[str, Clause] = {c.id: c for c in _CLAUSES}
 #: with TF32 matmuls, CUDA only; ``autocast``: float32 modules under ``torch.autocast``).
 DTYPES = ("float64", "float32", "tf32", "bfloat16", "float16", "autocast")
 SIXTEEN_BIT = ("float16", "bfloat16")
+
+
+def _given() -> dict[str, tuple[str, ...]]:
+    """``clauses.toml``'s ``[given]``, with ``@formula`` expanded to every contract clause of the formula families."""
+    formula = tuple(c.id for c in _CLAUSES if c.tier == CONTRACT
+                    and c.id.split(".", 1)[0] in _DTYPES["formula-families"] and c.id != "model.learns")
+    out: dict[str, tuple[str, ...]] = {}
+    for cid, names in _GIVEN.items():
+        expanded = [n for name in names for n in (formula if name == "@formula" else (name,))]
+        unknown = [n for n in [cid, *expanded] if n not in CLAUSES]
+        if unknown:
+            raise ValueError(f"clauses.toml [given]: unknown clause id(s) {unknown} in the entry of {cid!r}")
+        out[cid] = tuple(dict.fromkeys(n for n in expanded if n != cid))
+    return out
+
+
+#: What each clause's non-own evidence relies on (``clauses.toml`` ``[given]``; ``reference.kit.verdict``).
+GIVEN: dict[str, tuple[str, ...]] = _given()
 
 
 def dtypes_judged(clause_id: str) -> frozenset[str]:
