@@ -503,6 +503,90 @@ def smoke_section(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: FAIL rows of each control's smoke card before issue 31 (main f1ce7ed, the tier of that commit):
+#: ``smoke_cards_before.json``, for the document's before/after column.
+CARDS_BEFORE = Path(__file__).with_name("smoke_cards_before.json")
+
+
+def root_groups(name: str) -> list[tuple[str, ...]]:
+    """The clause groups a control's card must show a root in: one per bug (``ROOTS`` of a double-bug control), else
+    its ``CLAUSES`` as one group."""
+    module = load_control(name)
+    return [tuple(g) for g in getattr(module, "ROOTS", (module.CLAUSES,))]
+
+
+def roots_verdict(name: str, roots: list[str]) -> str:
+    """"ok" when the card's roots are non-empty, within the control's clauses and hit every group of
+    :func:`root_groups`; else what is wrong."""
+    groups = root_groups(name)
+    allowed = {c for g in groups for c in g}
+    if not roots:
+        return "no root"
+    extra = sorted(set(roots) - allowed)
+    missed = [g for g in groups if not set(g) & set(roots)]
+    return "ok" if not extra and not missed else "; ".join(
+        ([f"roots outside its clauses: {', '.join(extra)}"] if extra else [])
+        + [f"no root among {', '.join(g)}" for g in missed])
+
+
+def smoke_cards(names: list[str], root: Path, *, jobs: int, timeout: float, console: Console) -> dict[str, Any]:
+    """Each control's smoke card (``pytest -m smoke --card-json``, as users run the tier): its FAIL rows, roots and
+    the FAILs that follow from them (``reference.kit.verdict``)."""
+    def one(name: str) -> tuple[str, dict[str, Any]]:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "card.json"
+            cmd = [sys.executable, "-m", "pytest", "-m", "smoke", "-p", "no:cacheprovider", "-q",
+                   "--impl", dotted(name), f"--card-json={path}", *tier_args(name)]
+            try:
+                subprocess.run(cmd, cwd=root, env={**child_env(root), "CI": "true"}, capture_output=True,
+                               timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return name, {"error": f"timed out after {timeout:.0f} s"}
+            if not path.exists():
+                return name, {"error": "no card written"}
+            rows = [r for r in json.loads(path.read_text())["clauses"] if r["status"] == "FAIL"]
+        roots = [r["clause"] for r in rows if not r.get("follows_from")]
+        return name, {"fail_rows": len(rows), "roots": roots,
+                      "following": {r["clause"]: r["follows_from"] for r in rows if r.get("follows_from")},
+                      "verdict": roots_verdict(name, roots)}
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        cards = dict(pool.map(one, names))
+    bad = sorted(n for n, c in cards.items() if c.get("verdict") != "ok")
+    console.log(f"smoke cards: {len(cards) - len(bad)}/{len(cards)} controls with their roots within their clauses"
+                + (f"; not: {', '.join(bad)}" if bad else ""))
+    return cards
+
+
+def roots_section(record: dict[str, Any]) -> str:
+    """The document's account of the roots on each control's smoke card (issue 31, "one bug, one root")."""
+    cards = record["smoke_cards"]
+    before = json.loads(CARDS_BEFORE.read_text()) if CARDS_BEFORE.exists() else {}
+    ok = sum(1 for c in cards.values() if c.get("verdict") == "ok")
+    exact = sum(1 for c in cards.values() if c.get("verdict") == "ok" and c.get("fail_rows") == len(c["roots"]))
+    lines = ["## Roots on the smoke cards (`pytest -m smoke --impl <control> --card-json`)", "",
+             "Each control's smoke card, run as users run the tier. A FAIL row is a **root** or names the roots it "
+             "follows from (`reference.kit.verdict`: a FAIL follows when every failing test of its clause relies on "
+             "a clause that FAILs, by `clauses.toml` `[given]` or the test's `own_evidence(given=...)`; see "
+             "docs/clauses.md, \"Roots\"). Goal: roots non-empty and within the control's `CLAUSES`; a double-bug "
+             "control (`ROOTS`) shows a root for each bug. *FAIL rows before*: the same tier's card before roots "
+             f"were decided (`{CARDS_BEFORE.name}`, main f1ce7ed), every FAIL row then read as a finding.", "",
+             f"**{ok} of {len(cards)} controls: roots within their clauses"
+             f"{' and one per bug' if any(hasattr(load_control(n), 'ROOTS') for n in cards) else ''}; "
+             f"{exact} with no FAIL row but their roots.**", "",
+             "| control | its clauses | FAIL rows before | FAIL rows now | roots | following | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for name, card in sorted(cards.items()):
+        groups = " + ".join(", ".join(f"`{c}`" for c in g) for g in root_groups(name))
+        if "error" in card:
+            lines.append(f"| `{name}` | {groups} | {before.get(name, '-')} | - | - | - | {card['error']} |")
+            continue
+        lines.append(f"| `{name}` | {groups} | {before.get(name, '-')} | {card['fail_rows']} | "
+                     + ", ".join(f"`{c}`" for c in card["roots"]) + f" | {len(card['following'])} | "
+                     f"{card['verdict']} |")
+    return "\n".join(lines)
+
+
 def compare_section(record: dict[str, Any], old: dict[str, Any], path: Path) -> str:
     """Before/after, per control: kills then (every failing test counted) and now (by the kill rule), the clauses
     that kill it now, whether the smoke tier catches it then and now; the positive controls' false alarms."""
@@ -632,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
         check = smoke_check(record, names, tree, timeout=args.timeout, console=console)
         record["smoke_check"] = check
         doc = doc.rstrip() + "\n\n" + smoke_section(record) + "\n"
+        record["smoke_cards"] = smoke_cards(names, tree, jobs=args.jobs, timeout=args.timeout, console=console)
+        doc = doc.rstrip() + "\n\n" + roots_section(record) + "\n"
     if args.compare:
         doc = doc.rstrip() + "\n\n" + compare_section(record, json.loads(args.compare.read_text()), args.compare) + "\n"
     table = Table("control", "kills", "modules")
@@ -655,7 +741,10 @@ def main(argv: list[str] | None = None) -> int:
     smoke_missed = record.get("smoke_check", {}).get("missed")
     if smoke_missed:
         console.log(f"[red]the smoke tier misses: {', '.join(smoke_missed)}")
-    return 1 if uncaught or alarms or record["baseline"]["not_passing"] or smoke_missed else 0
+    bad_roots = sorted(n for n, c in record.get("smoke_cards", {}).items() if c.get("verdict") != "ok")
+    if bad_roots:
+        console.log(f"[red]smoke cards whose roots miss their clauses: {', '.join(bad_roots)}")
+    return 1 if uncaught or alarms or record["baseline"]["not_passing"] or smoke_missed or bad_roots else 0
 
 
 if __name__ == "__main__":
