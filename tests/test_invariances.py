@@ -335,8 +335,8 @@ def test_layer_normalization_offset_independent_accuracy(impl, device: str, d: i
     roundoffs of the float64 formula applied to the same float32 input, in every row."""
     offset = math.exp(log_offset)
     rng = np.random.default_rng(seed)
-    x = rng.uniform(-1.0, 1.0, (rows, d))
-    x[::2] += offset
+    x = rng.uniform(-1.0, 1.0, (1, rows, d))  # [B, L, d]: the contract's input shape (any [..., d] is strict)
+    x[:, ::2] += offset
     x32 = _t(x, device, torch.float32)
     note(f"d={d}, rows={rows}, offset={offset:.1f}")
     norm = _layer_norm(impl, d, device, dtype=torch.float32)

@@ -42,7 +42,8 @@ def test_layer_norm_low_precision_within_torch_error_at_every_scale(impl, device
               "features": features, "scale": scale, "seed": seed}
     note(config)
     norm = randomize_parameters_(construct(impl.LayerNormalization, features, device=device, dtype=dtype), seed)
-    x = torch.from_numpy(x64).to(device=device, dtype=dtype)
+    # [1, rows, d]: the contract's [B, L, d] (any [..., d] is strict.any-leading-shape)
+    x = torch.from_numpy(x64[None]).to(device=device, dtype=dtype)
     with torch.no_grad():
         got = norm(x)
         torch_out = torch_ref.layer_norm(x, norm.alpha, norm.bias, CONTRACT_EPS)

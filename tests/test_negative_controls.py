@@ -200,3 +200,40 @@ def test_negative_controls_are_caught_and_the_correct_implementation_is_not(tmp_
             missed.append(f"{name} ({load_control(name).BUG}): its recorded property kill {prop[name]} did not fail "
                           f"{hint.format(result['exit'])}")
     assert not missed, "negative controls not caught:\n" + "\n".join(missed)
+
+
+def test_kill_matrix_records_every_smoke_card_rooted_in_the_controls_clauses() -> None:
+    """One bug, one root (issue 31): on every control's smoke card, as the kill matrix ran it, the roots are
+    non-empty and within the control's clauses, and a double-bug control (``ROOTS``) shows a root for each bug."""
+    cards = expected_kills().get("smoke_cards")
+    assert cards, f"expected_kills.json has no smoke cards: run `{COMMAND}`"
+    missing = sorted(set(control_names()) - set(cards))
+    assert not missing, f"no recorded smoke card for {missing}: run `{COMMAND}`"
+    bad = {n: (c.get("error") or c["verdict"], c.get("roots")) for n, c in cards.items() if c.get("verdict") != "ok"}
+    assert not bad, f"smoke cards whose roots miss their controls' clauses: {bad}"
+
+
+#: Controls whose smoke card CI re-runs to check its roots live: a single bug that once lit ten rows, and the two
+#: double-bug controls (a wrong child under a wrong wiring: two roots).
+LIVE_ROOT_CONTROLS = ("attn_no_scale", "double_no_scale_cross_self_kv", "double_no_relu_no_final_norm")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LIVE_ROOT_CONTROLS)
+def test_smoke_card_roots_are_the_bugs_clauses(name: str, tmp_path: Path) -> None:
+    """The smoke tier on the control, as users run it (``pytest -m smoke --card-json``): its roots are within its
+    clauses and hit each bug (``kill_matrix.roots_verdict``); every other FAIL names the roots it follows from."""
+    import subprocess
+    import sys
+
+    from tests.negative_controls.kill_matrix import child_env, roots_verdict
+
+    card = tmp_path / "card.json"
+    run = subprocess.run([sys.executable, "-m", "pytest", "-m", "smoke", "-q", "-p", "no:cacheprovider",
+                          "--impl", dotted(name), f"--card-json={card}", *tier_args(name)],
+                         cwd=ROOT, env={**child_env(ROOT), "CI": "true"}, capture_output=True, text=True, timeout=600)
+    assert card.exists(), f"no card written (exit {run.returncode}): {run.stdout[-2000:]}"
+    rows = [r for r in json.loads(card.read_text())["clauses"] if r["status"] == "FAIL"]
+    roots = [r["clause"] for r in rows if not r["follows_from"]]
+    assert run.returncode == 1, f"a control's smoke run must exit 1, got {run.returncode}"
+    assert roots_verdict(name, roots) == "ok", f"{name}: roots {roots}: {roots_verdict(name, roots)}"
