@@ -122,7 +122,8 @@ class Recorder:
         entry = self.outcomes.setdefault(report.nodeid, {"outcome": "passed", "phase": "call", "duration": 0.0,
                                                          "exception": "", "message": "", "origin": "",
                                                          "clauses": list(dict(report.user_properties)
-                                                                         .get("clauses", ()))})
+                                                                         .get("clauses", ())),
+                                                         "own": sorted(dict(report.user_properties).get("own", {}))})
         if report.when == "call":
             entry["duration"] = round(report.duration, 3)
         if hasattr(report, "wasxfail"):
