@@ -22,7 +22,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference.judge.compare import assert_close, check_output
+from reference.judge.mistakes import naming
 from reference.kit.weights import extract_weights, to_numpy
+from reference.oracles import mistakes as M
 from reference.oracles import numpy_ref as R
 from reference.spec.contract import construct, randomize_parameters_
 from tests.strategies import AttentionInputs, dense_arrays, dense_attention_inputs, heads_and_width
@@ -56,7 +58,9 @@ def test_multi_head_attention_output_matches_oracle_without_a_mask(impl, device,
     out = out[0] if isinstance(out, tuple) else out
     _check(out, lambda: R.multi_head_attention(to_numpy(q), to_numpy(kv), to_numpy(v), None, extract_weights(mha),
                                                cfg.h)[0],
-           component="MultiHeadAttentionBlock (no mask)", config=config, dtype=dtype)
+           component="MultiHeadAttentionBlock (no mask)", config=config, dtype=dtype,
+           mistakes={name: (lambda f=f: f(to_numpy(q), to_numpy(kv), to_numpy(v), None, extract_weights(mha), cfg.h)[0])
+                     for name, f in M.MULTI_HEAD.items()})
 
 
 @st.composite
@@ -96,10 +100,12 @@ def test_attention_weights_are_distributions_the_output_averages_with(impl, devi
     shape = (inp["B"], inp["h"], inp["Lq"], inp["Lk"])
     weights = check_output(weights, shape, component="attention weights", config=config)
     out = check_output(out, (inp["B"], inp["h"], inp["Lq"], inp["d_k"]), component="attention", config=config)
-    assert bool((weights >= 0).all()), f"negative attention weight {float(weights.min()):.3e} {config}"
-    sums = weights.sum(dim=-1)
-    assert_close(sums, torch.ones_like(sums), component="attention weights' row sums over the keys", config=config,
-                 dtype=F64)
+    wrong = {name: (lambda f=f: f(inp["q"], inp["k"], inp["v"], None)[1]) for name, f in M.ATTENTION.items()}
+    with naming(weights, wrong, dtype=F64):  # a known mistake, named (reference.oracles.mistakes)
+        assert bool((weights >= 0).all()), f"negative attention weight {float(weights.min()):.3e} {config}"
+        sums = weights.sum(dim=-1)
+        assert_close(sums, torch.ones_like(sums), component="attention weights' row sums over the keys",
+                     config=config, dtype=F64)
     assert_close(out, weights @ v, component="attention output against weights @ v", config=config, dtype=F64)
     d_model = inp["h"] * inp["d_k"]
     mha = construct(impl.MultiHeadAttentionBlock, d_model, inp["h"], 0.1, device=device, dtype=F64)
@@ -133,11 +139,15 @@ def test_attention_masking_keys_equals_removing_them(impl, device, inp: dict, da
     mask = torch.as_tensor(visible[:, None, None, :], device=device)
     with torch.no_grad():
         out, weights = _static(impl, q, k, v, mask)
+        # a masking mistake, named when the masked output is that mistake's formula (reference.oracles.mistakes)
+        wrong = {name: (lambda f=f: f(inp["q"], inp["k"], inp["v"], visible[:, None, None, :])[0])
+                 for name, f in M.ATTENTION.items() if "mask" in name or "queries" in name}
         for b in range(B):
             keep = torch.as_tensor(np.flatnonzero(visible[b]), device=device)
             alone, alone_weights = _static(impl, q[b:b + 1], k[b:b + 1, :, keep], v[b:b + 1, :, keep], None)
-            assert_close(out[b:b + 1], alone, component="attention with masked keys against the keys removed",
-                         config={**config, "batch": b}, dtype=F64)
+            with naming(out, wrong, dtype=F64):
+                assert_close(out[b:b + 1], alone, component="attention with masked keys against the keys removed",
+                             config={**config, "batch": b}, dtype=F64)
             assert_close(weights[b:b + 1][..., keep], alone_weights,
                          component="visible keys' weights with masked keys against the keys removed",
                          config={**config, "batch": b}, dtype=F64)

@@ -27,6 +27,8 @@ from torch import nn
 from reference.judge import conditioning
 from reference.oracles import numpy_ref as R
 from reference.judge.compare import assert_close, check_output
+from reference.judge.mistakes import naming
+from reference.oracles import mistakes as M
 from reference.spec import variants
 from reference.spec.contract import build_model, construct, randomize_parameters_
 from reference.kit.weights import CONTRACT_EPS, extract_weights, to_numpy
@@ -109,19 +111,22 @@ def _assert_masked_keys_zero(weights: torch.Tensor, mask: np.ndarray | None, row
 
 
 def _check(actual: torch.Tensor, oracle: Callable[[], np.ndarray], *, component: str, config: dict,
-           dtype: torch.dtype, where: np.ndarray | None = None) -> None:
+           dtype: torch.dtype, where: np.ndarray | None = None,
+           mistakes: dict[str, Callable[[], np.ndarray]] | None = None) -> None:
     """``value_tol(dtype)``, widened per element to the conditioning bound in float32/float64: ``oracle`` reads its
     inputs and weights through ``to_numpy``/``extract_weights`` when called, so its sensitivity to one rounding of
-    them can be measured (``reference.judge.conditioning``)."""
+    them can be measured (``reference.judge.conditioning``). ``mistakes``: known-wrong formulas on the same inputs
+    (``reference.oracles.mistakes``); a failure that matches one says so (``reference.judge.mistakes``)."""
     __tracebackhide__ = True
     expected = oracle()
     check_output(actual, expected.shape, component=component, config=config)
-    assert torch.isfinite(actual).all(), f"{component}: non-finite output {config}"
     sensitivity = None
     if dtype in (torch.float32, torch.float64):
         sensitivity = lambda: conditioning.sensitivity(oracle, conditioning.unit_roundoff(dtype))  # noqa: E731
-    assert_close(actual, expected, component=component, config=config, dtype=dtype, where=where,
-                 sensitivity=sensitivity)
+    with naming(actual, mistakes, dtype=dtype, where=where):
+        assert torch.isfinite(actual).all(), f"{component}: non-finite output {config}"
+        assert_close(actual, expected, component=component, config=config, dtype=dtype, where=where,
+                     sensitivity=sensitivity)
 
 
 def _sequence(case: AttentionInputs, device: str, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
@@ -141,7 +146,8 @@ def test_input_embeddings_matches_oracle(impl, device, dtype, vocab, d_model, B,
     tokens = np.random.default_rng(data_seed).integers(0, vocab, (B, L))
     out = emb(_tensor(tokens, device))
     _check(out, lambda: R.embedding(tokens, extract_weights(emb)["embedding.weight"]), component="InputEmbeddings",
-           config=config, dtype=dtype)
+           config=config, dtype=dtype, mistakes={name: (lambda f=f: f(tokens, extract_weights(emb)["embedding.weight"]))
+                                                 for name, f in M.EMBEDDING.items()})
 
 
 @pytest.mark.clause("pe.add", "pe.formula", "numerics.float64", "numerics.float32")
@@ -154,8 +160,9 @@ def test_positional_encoding_matches_oracle(impl, device, dtype, case: Attention
     pe = construct(impl.PositionalEncoding, case.cfg.d_model, case.cfg.Lq + extra, mode.p, device=device,
                    dtype=dtype).train(mode.train)
     x, _ = _sequence(case, device, dtype)
+    L, d = case.cfg.Lq, case.cfg.d_model
     _check(pe(x), lambda: R.positional_encoding(to_numpy(x)), component="PositionalEncoding", config=config,
-           dtype=dtype)
+           dtype=dtype, mistakes={name: (lambda f=f: to_numpy(x) + f(L, d)) for name, f in M.PE_TABLE.items()})
 
 
 # ------------------------------------------------------------------------------------------------ norm, FFN
@@ -173,7 +180,11 @@ def test_layer_normalization_matches_oracle(impl, device, dtype, case: Attention
         w = extract_weights(norm)
         return R.layer_norm(to_numpy(x), w["alpha"], w["bias"], CONTRACT_EPS)
 
-    _check(norm(x), oracle, component="LayerNormalization", config=config, dtype=dtype)
+    def wrong(f: Callable[..., np.ndarray]) -> Callable[[], np.ndarray]:
+        return lambda: f(to_numpy(x), extract_weights(norm)["alpha"], extract_weights(norm)["bias"], CONTRACT_EPS)
+
+    _check(norm(x), oracle, component="LayerNormalization", config=config, dtype=dtype,
+           mistakes={name: wrong(f) for name, f in M.LAYER_NORM.items()})
 
 
 @pytest.mark.clause("ffn.formula", "numerics.float64", "numerics.float32")
@@ -187,7 +198,8 @@ def test_feed_forward_block_matches_oracle(impl, device, dtype, case: AttentionI
                 seed=seed)
     x, _ = _sequence(case, device, dtype)
     _check(ff(x), lambda: R.feed_forward(to_numpy(x), extract_weights(ff)), component="FeedForwardBlock",
-           config=config, dtype=dtype)
+           config=config, dtype=dtype,
+           mistakes={name: (lambda f=f: f(to_numpy(x), extract_weights(ff))) for name, f in M.FEED_FORWARD.items()})
 
 
 # ------------------------------------------------------------------------------------------------ attention
@@ -212,12 +224,15 @@ def test_multi_head_attention_block_matches_oracle(impl, device, dtype, case: At
                                       cfg.h)
 
     rows = _rows_with_a_key(case.mask, (cfg.B, cfg.h, cfg.Lq, cfg.Lk))
+    wrong = {name: (lambda f=f: f(to_numpy(q), to_numpy(kv), to_numpy(kv), case.mask, extract_weights(mha), cfg.h))
+             for name, f in M.MULTI_HEAD.items()}
     _check(out, lambda: oracle()[0], component="MultiHeadAttentionBlock", config=config, dtype=dtype,
+           mistakes={name: (lambda f=f: f()[0]) for name, f in wrong.items()},
            where=_all_heads(rows))
     scores = kept_weights(mha, (cfg.B, cfg.h, cfg.Lq, cfg.Lk), config=config)
     assert torch.isfinite(scores).all()
     _check(scores, lambda: oracle()[1], component="MultiHeadAttentionBlock.attention_scores", config=config,
-           dtype=dtype, where=rows)
+           dtype=dtype, where=rows, mistakes={name: (lambda f=f: f()[1]) for name, f in wrong.items()})
     _assert_masked_keys_zero(scores, case.mask, rows)
 
 
@@ -242,8 +257,11 @@ def test_attention_static_matches_oracle(impl, device, dtype, case: AttentionInp
         return R.scaled_dot_product_attention(to_numpy(q), to_numpy(k), to_numpy(v), case.mask)
 
     rows = _rows_with_a_key(case.mask, (cfg.B, cfg.h, cfg.Lq, cfg.Lk))
-    _check(out, lambda: oracle()[0], component="attention", config=config, dtype=dtype, where=rows)
-    _check(weights, lambda: oracle()[1], component="attention weights", config=config, dtype=dtype, where=rows)
+    wrong = {name: (lambda f=f: f(to_numpy(q), to_numpy(k), to_numpy(v), case.mask)) for name, f in M.ATTENTION.items()}
+    _check(out, lambda: oracle()[0], component="attention", config=config, dtype=dtype, where=rows,
+           mistakes={name: (lambda f=f: f()[0]) for name, f in wrong.items()})
+    _check(weights, lambda: oracle()[1], component="attention weights", config=config, dtype=dtype, where=rows,
+           mistakes={name: (lambda f=f: f()[1]) for name, f in wrong.items()})
     _assert_masked_keys_zero(weights, case.mask, rows)
 
 
@@ -266,7 +284,12 @@ def test_residual_connection_matches_oracle(impl, device, dtype, case: Attention
         w_ff = extract_weights(ff)
         return R.residual(to_numpy(x), lambda y: R.feed_forward(y, w_ff), extract_weights(res), CONTRACT_EPS)
 
-    _check(res(x, ff), oracle, component="ResidualConnection", config=config, dtype=dtype)
+    def wrong(f: Callable[..., np.ndarray]) -> Callable[[], np.ndarray]:
+        w_ff = extract_weights(ff)
+        return lambda: f(to_numpy(x), lambda y: R.feed_forward(y, w_ff), extract_weights(res), CONTRACT_EPS)
+
+    _check(res(x, ff), oracle, component="ResidualConnection", config=config, dtype=dtype,
+           mistakes={name: wrong(f) for name, f in M.RESIDUAL.items()})
 
 
 def _encoder_block(impl, d: int, h: int, d_ff: int, *, device, dtype, mode: DropoutMode, seed: int) -> nn.Module:
@@ -375,7 +398,8 @@ def test_projection_layer_matches_oracle(impl, device, dtype, case: AttentionInp
                   mode=DropoutMode(False, 0.0), seed=seed)
     x, _ = _sequence(case, device, dtype)
     _check(proj(x), lambda: R.projection(to_numpy(x), extract_weights(proj)), component="ProjectionLayer",
-           config=config, dtype=dtype)
+           config=config, dtype=dtype,
+           mistakes={name: (lambda f=f: f(to_numpy(x), extract_weights(proj))) for name, f in M.PROJECTION.items()})
 
 
 # ------------------------------------------------------------------------------------------------ full model
