@@ -80,3 +80,27 @@ def test_a_fail_nothing_explains_is_a_root_and_nothing_turns_into_a_pass(tmp_pat
     assert rows["ffn.formula"]["status"] == "FAIL" and rows["ffn.formula"]["follows_from"] == []
     assert "follows_from" not in rows["mha.formula"]  # only FAIL rows carry it
     assert json.loads(path.read_text())["verdict"]["roots"] == ["ffn.formula", "build.xavier"]
+
+
+def test_a_non_finite_value_is_attributed_to_whoever_produced_it() -> None:
+    """The implementation's own NaN used as the expected value (eager vs compiled, masked vs removed keys) or held
+    in a parameter is its finding (``NonFiniteOutput``, an assertion of the test's clause); a NaN of the paper's
+    oracle stays a test error (``NonFiniteReference``)."""
+    import torch
+    from torch import nn
+
+    from reference.judge.compare import NonFiniteOutput, NonFiniteReference, assert_close
+    from reference.kit.weights import extract_weights
+
+    nan = torch.tensor([1.0, float("nan")], dtype=torch.float64)
+    ok = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    with pytest.raises(NonFiniteOutput, match="implementation's own expected value is non-finite"):
+        assert_close(ok, nan, component="compiled block", expected_from_impl=True)
+    with pytest.raises(NonFiniteReference):
+        assert_close(ok, nan, component="block against the oracle")
+    assert not issubclass(NonFiniteOutput, NonFiniteReference) and issubclass(NonFiniteOutput, AssertionError)
+    lin = nn.Linear(2, 2)
+    with torch.no_grad():
+        lin.weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteOutput, match="parameter 'weight' is non-finite"):
+        extract_weights(lin)

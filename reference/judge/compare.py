@@ -24,7 +24,7 @@ from reference.judge import conditioning, tolerances
 from reference.judge.errors import (ArrayLike, ErrorStats, describe_value, error_stats, keep_mask, output_problem,
                                     to_f64)
 
-__all__ = ["ArrayLike", "ErrorStats", "NonFiniteReference", "Verdict", "WrongOutput", "assert_close",
+__all__ = ["ArrayLike", "ErrorStats", "NonFiniteOutput", "NonFiniteReference", "Verdict", "WrongOutput", "assert_close",
            "assert_error_ratio", "assert_l2_error_ratio", "check_output", "check_reference_finite", "describe",
            "describe_value", "error_stats", "judge", "judge_l2", "keep_mask", "output_problem", "relative_l2_error",
            "to_f64"]
@@ -35,14 +35,23 @@ class NonFiniteReference(AssertionError):
     undefined there, so it is a test error, never an allowance (restrict ``where`` to the elements it defines)."""
 
 
+class NonFiniteOutput(AssertionError):
+    """The implementation produced NaN/inf where a finite value was due: its own output used as the expected value
+    (compiled against eager, masked against removed keys, float32 against its own float64) or one of its parameters.
+    A finding of the implementation, attributed like any assertion of the test's clauses, never "the reference is
+    non-finite"."""
+
+
 class WrongOutput(AssertionError):
     """An implementation returned no Tensor, or one of another shape than the contract's: no number can be compared,
     so the message says what came back (a failure of the implementation, under the test's own clauses)."""
 
 
 def check_reference_finite(reference: ArrayLike, *, what: str, component: str,
-                           config: Mapping[str, Any] | None = None, where: ArrayLike | None = None) -> None:
-    """Raise :class:`NonFiniteReference` when ``reference`` holds NaN/inf at a compared element."""
+                           config: Mapping[str, Any] | None = None, where: ArrayLike | None = None,
+                           from_impl: bool = False) -> None:
+    """Raise :class:`NonFiniteReference` when ``reference`` holds NaN/inf at a compared element, or
+    :class:`NonFiniteOutput` when ``from_impl`` (the expected value is the implementation's own)."""
     __tracebackhide__ = True
     r = to_f64(reference)
     bad = ~torch.isfinite(r)
@@ -50,6 +59,11 @@ def check_reference_finite(reference: ArrayLike, *, what: str, component: str,
         bad = bad & keep_mask(where, bad)
     if bool(bad.any()):
         first = tuple(int(i) for i in bad.nonzero()[0])
+        if from_impl:
+            raise NonFiniteOutput(
+                f"{describe(component, config)}: the implementation's own {what} is non-finite at {int(bad.sum())} "
+                f"compared element(s) (first at index {first}: {float(r[first])}): a finding of the implementation, "
+                "not of the reference")
         raise NonFiniteReference(
             f"{describe(component, config)}: the {what} is non-finite at {int(bad.sum())} compared element(s) "
             f"(first at index {first}: {float(r[first])}); a non-finite reference is a test error, not an allowance")
@@ -326,11 +340,13 @@ def judge_l2(actual: Mapping[str, ArrayLike], torch_out: Mapping[str, ArrayLike]
 def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
                  config: Mapping[str, Any] | None = None, rtol: float | None = None, atol: float | None = None,
                  dtype: torch.dtype | None = None, grad: bool = False, where: ArrayLike | None = None,
-                 sensitivity: Callable[[], ArrayLike] | None = None) -> None:
+                 sensitivity: Callable[[], ArrayLike] | None = None, expected_from_impl: bool = False) -> None:
     """The direct rule (:func:`judge` with ``rule="direct"``) in float64 with the tolerance of ``dtype`` (default
     ``actual``'s) or the given rtol/atol; raises the verdict's message, followed by
     ``torch.testing.assert_close``'s own mismatch report (:class:`WrongOutput` for an ``actual`` that is no tensor or
-    array, or has another shape).
+    array, or has another shape). ``expected_from_impl``: ``expected`` is the implementation's own output (eager
+    against compiled, its own float64, its own children composed), so a NaN/inf in it is the implementation's
+    finding (:class:`NonFiniteOutput`), not a non-finite reference.
 
     ``where`` selects the elements to compare (others are ignored). ``sensitivity`` widens each element's
     allowance to ``COND_FACTOR * sensitivity`` where that is larger (``reference.judge.conditioning``).
@@ -345,7 +361,8 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, component: str,
     if rtol is None or atol is None:
         rtol, atol = (tolerances.grad_tol if grad else tolerances.value_tol)(dtype)
     a, e = to_f64(actual), to_f64(expected)
-    check_reference_finite(e, what="expected value", component=component, config=config, where=where)
+    check_reference_finite(e, what="expected value", component=component, config=config, where=where,
+                           from_impl=expected_from_impl)
     v = judge(a, e, dtype=dtype, rule="direct", grad=grad, where=where, sensitivity=sensitivity, rtol=rtol,
               atol=atol, component=component, config=config)
     if v.ok:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from reference.judge import conditioning
+from reference.judge.compare import NonFiniteOutput
 from reference.kit.components import COMPONENTS, contract_class
 from reference.oracles.numpy_ref import CONTRACT_EPS, join
 
@@ -49,8 +50,15 @@ class Weights(dict):
 
 def extract_weights(module: nn.Module) -> Weights:
     """Every parameter of ``module`` by its dotted ``named_parameters()`` name, as a float64 NumPy array (the
-    attention projections' biases included when the module has them)."""
-    return Weights((name, to_numpy(p)) for name, p in module.named_parameters())
+    attention projections' biases included when the module has them). A NaN/inf parameter is the implementation's
+    (:class:`NonFiniteOutput` naming it): an oracle fed it would be a non-finite reference."""
+    weights = Weights((name, to_numpy(p)) for name, p in module.named_parameters())
+    for name, value in weights.items():
+        if value is not None and value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise NonFiniteOutput(f"{type(module).__name__}: the implementation's parameter {name!r} is non-finite "
+                                  f"({int((~np.isfinite(value)).sum())} of {value.size} elements): a finding of the "
+                                  "implementation, not of the reference")
+    return weights
 
 
 #: The parameters the contract gives each leaf component (``named_parameters()`` names relative to it), and those
