@@ -530,7 +530,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     _deselect_dtypes(config, items)
     _deselect_unavailable(config, items)
     _deselect_kit(config, items)
-    _order(items)
+    _order(items, config)
     if not strict_tier(config):
         _skip_strict(config, items)
 
@@ -630,16 +630,33 @@ def _apply_xfails(config: pytest.Config, items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xfail(reason=f"accepted deviation ({path}: {hit})", strict=False))
 
 
-def _order(items: list[pytest.Item]) -> None:
-    """The contract checks first (``-x`` stops at the root cause: a missing class or a wrong signature), then the
-    long-running ``slow`` tests (so ``-n 2`` starts them at once instead of waiting for them at the end), then the
-    rest in pytest's order."""
-    def rank(item: pytest.Item) -> int:
-        if item.nodeid.startswith("tests/test_contract.py"):
-            return 0
-        return 1 if item.get_closest_marker("slow") else 2
+#: The order in which clauses' tests run (issue 34: "a component's own tests run before the tests that merely exercise
+#: it"): the API, then the components, masking, residuals, blocks, stacks, the model, then behaviour and numerics that
+#: exercise all of them. A test runs at the rank of its latest clause; own-evidence tests first within a rank.
+CLAUSE_ORDER = ("api.", "build.", "embed.", "pe.", "ln.", "ffn.", "mha.", "mask.", "residual.", "encoder.block",
+                "decoder.block", "encoder.stack", "decoder.stack", "projection.", "transformer.", "dropout.",
+                "module.state", "numerics.float", "numerics.", "module.", "model.", "extra.", "strict.", "kit")
 
-    items.sort(key=rank)  # stable
+
+def clause_rank(clause: str) -> int:
+    return next((i for i, prefix in enumerate(CLAUSE_ORDER) if clause.startswith(prefix)), len(CLAUSE_ORDER))
+
+
+def _order(items: list[pytest.Item], config: pytest.Config) -> None:
+    """The contract checks first (``-x`` stops at the root cause: a missing class or a wrong signature). Under
+    ``-x``/``--maxfail`` every test then runs by its clauses' rank (``CLAUSE_ORDER``), so the first failure is a
+    component's own before a test that merely exercises it; otherwise the long-running ``slow`` tests come next (so
+    ``-n 2`` starts them at once instead of waiting for them at the end), then the rest by rank."""
+    first_failure = bool(config.getoption("maxfail", 0))
+
+    def rank(item: pytest.Item) -> tuple[int, int, int]:
+        if item.nodeid.startswith("tests/test_contract.py"):
+            return (0, 0, 0)
+        ids = item.stash.get(CASE_CLAUSES, ()) or ("kit",)
+        slow = 0 if first_failure or not item.get_closest_marker("slow") else -1
+        return (1 + slow, max(clause_rank(c) for c in ids), 0 if item.get_closest_marker("own_evidence") else 1)
+
+    items.sort(key=rank)  # stable: pytest's order within a rank
 
 
 def _skip_strict(config: pytest.Config, items: list[pytest.Item]) -> None:
