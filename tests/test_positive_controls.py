@@ -33,7 +33,8 @@ pytestmark = pytest.mark.clause("kit")
 MIN_CONTROLS = 10
 #: Variants the catalogue must keep (each a way real code differs that once raised a false alarm).
 REQUIRED = ("attn_sdpa", "attn_neg_inf_nan_to_num", "attn_blog_fill_dtype_safe", "ln_functional", "ln_textbook",
-            "ln_var_mean", "pe_blog_float64", "attn_heads_einsum", "attn_softmax_float64", "blog_api", "independent")
+            "ln_var_mean", "pe_blog_float64", "attn_heads_einsum", "attn_softmax_float64", "blog_api", "independent",
+            "dropout_functional", "dropout_identity_at_zero", "extra_identity_module")
 
 
 @pytest.fixture(scope="module", autouse=True)
