@@ -23,10 +23,10 @@ inputs. A correctly wired composite therefore agrees bit for bit, except where i
 from a direct call of its child (a matmul blocked otherwise for another call shape, a fused or compiled kernel).
 Reordering a sum of n terms moves it by at most 2 gamma_n sum|terms| ~ 2 n u sum|terms| = n eps sum|terms|
 (Higham, *Accuracy and Stability of Numerical Algorithms*, section 3.1; u = eps / 2). Here n <= 32 (the widest
-reduction: d_ff <= 32; d_model <= 16, lengths <= 6), and a difference passes through at most 10 stages in sequence
-(three decoder layers of three residuals, then the final norm): 32 x 10 = 320 eps of the magnitudes summed. The
+reduction: d_ff <= 32; d_model <= 16, lengths <= 6), and a difference passes through at most 7 stages in sequence
+(two decoder layers of three residuals, then the final norm): 32 x 7 = 224 eps of the magnitudes summed. The
 bound used is the suite's float64 floor, 4096 eps (9.1e-13; ``tolerances.FLOOR_EPS[float64]``) of the largest
-finite magnitude among the expected output and the inputs (at least 1): a factor 12 above that for the gains a
+finite magnitude among the expected output and the inputs (at least 1): a factor 18 above that for the gains a
 difference meets on its way (a LayerNorm's alpha / std on unit-scale rows, Xavier-scaled weights), and still twelve
 orders of magnitude below what a wiring bug moves (a missing skip, norm or mask changes outputs by O(0.1..1)).
 Measured: every difference on this package, the 15 positive controls and the correct field models was exactly 0
@@ -230,7 +230,7 @@ def test_decoder_block_wires_its_own_children(impl, device, case: AttentionInput
 # ------------------------------------------------------------------------------------------------ stacks
 @pytest.mark.clause("encoder.stack")
 @pytest.mark.own_evidence
-@given(case=dense_attention_inputs(cross=False, allow_fully_masked=False, **SIZES), N=st.integers(1, 3),
+@given(case=dense_attention_inputs(cross=False, allow_fully_masked=False, **SIZES), N=st.integers(1, 2),
        d_ff=feed_forward_widths(32), seed=seeds)
 def test_encoder_applies_its_own_layers_in_order_then_its_norm(impl, device, case: AttentionInputs, N: int,
                                                                d_ff: int, seed: int) -> None:
@@ -254,7 +254,7 @@ def test_encoder_applies_its_own_layers_in_order_then_its_norm(impl, device, cas
 
 @pytest.mark.clause("decoder.stack")
 @pytest.mark.own_evidence
-@given(case=_decoder_inputs(), N=st.integers(1, 3), d_ff=feed_forward_widths(32), seed=seeds)
+@given(case=_decoder_inputs(), N=st.integers(1, 2), d_ff=feed_forward_widths(32), seed=seeds)
 def test_decoder_applies_its_own_layers_in_order_then_its_norm(impl, device, case: AttentionInputs, N: int,
                                                                d_ff: int, seed: int) -> None:
     """``Decoder(x, encoder_output, src_mask, tgt_mask)`` is its own ``norm`` of its ``layers`` applied in order,
@@ -289,7 +289,8 @@ assert set(SRC_MASK_KINDS + TGT_MASK_KINDS) <= set(MASK_KINDS)
 def _model_cases(draw) -> tuple[ModelInputs, np.ndarray, np.ndarray]:
     """(a small model with token batches src [B, Ls], tgt [B, Lt], Ls != Lt, and their masks; a float memory
     [B, Ls, d] for ``decode``; a float x [B, Lt, d] for ``project``)."""
-    cfg = draw(model_configs(max_d_model=8, max_N=2, max_len=6, max_vocab=20))
+    # one layer per stack: the stacks' own wiring (layers in order, then the norm) is judged above
+    cfg = draw(model_configs(max_d_model=8, max_N=1, max_len=6, max_vocab=20))
     # an even width (d_k doubled when h * d_k is odd): a table that cannot be built for an odd d_model is
     # pe.formula's question, not the composition's; both tables need room for Ls != Lt
     cfg = replace(cfg, d_model=cfg.d_model * (1 + cfg.d_model % 2), src_seq_len=max(cfg.src_seq_len, 2),
@@ -316,8 +317,8 @@ def test_transformer_composes_its_own_parts(impl, device, drawn: tuple[ModelInpu
     ``decode(memory, src_mask, tgt, tgt_mask)`` its own ``decoder(tgt_pos(tgt_embed(tgt)), memory, src_mask,
     tgt_mask)``; ``project(x)`` its own ``projection_layer(x)`` (whatever that returns: its logits are
     projection.logits' question). Each method is judged on its own inputs (memory and x drawn, not the model's
-    outputs), with Ls != Lt and different vocabularies, so a swapped embedding, position table, mask or argument
-    shows."""
+    outputs), with Ls != Lt and each embedding its own random table, so a swapped embedding, mask or argument
+    shows (the two position tables hold the same formula: a swap of them changes no value and is not a bug)."""
     case, memory_array, x_array = drawn
     config = {**case.describe(), "seed": seed}
     note(config)
