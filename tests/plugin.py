@@ -495,8 +495,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     clause_map: dict[str, set[str]] = {}
     bad = []
     for item in items:
-        # own-evidence tests are smoke too: a FAIL of the tier is attributed (reference.kit.verdict) on evidence
-        if item.nodeid in smoke or item.nodeid.startswith(ALWAYS_SMOKE) or item.get_closest_marker("own_evidence"):
+        if item.nodeid in smoke or item.nodeid.startswith(ALWAYS_SMOKE):
             item.add_marker(pytest.mark.smoke)
         named = tuple(dict.fromkeys(c for m in item.iter_markers("clause") for c in m.args))
         judged = clauses.judged_in(named, case_dtypes(item))
@@ -524,6 +523,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             own = own_evidence(item, ids)
             if own:
                 item.user_properties.append(("own", own))
+                # own evidence is smoke too: a FAIL of the tier is attributed on evidence (reference.kit.verdict)
+                item.add_marker(pytest.mark.smoke)
         # ``-k layer_norm``: the registry's name of every component the test's clauses judge
         item.extra_keyword_matches.update(name for c in ids for name in components.for_clause(c))
     _apply_xfails(config, items)

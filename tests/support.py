@@ -36,6 +36,15 @@ DTYPES = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32,
 SEEDS = st.integers(0, 2**31 - 1)
 LAYERS = st.integers(1, 3)
 
+#: What a model-level property (causality, padding invariance, eval determinism) relies on besides the clause it
+#: judges: the model must run end to end and give finite numbers, so a wrong component, a wrong composition or a
+#: builder that ignores its arguments explains its failure (``@pytest.mark.own_evidence(given=...)``;
+#: ``reference.kit.verdict``). The blocks are added per test: each judges its own block on its own evidence.
+MODEL_GIVEN = ("api.attributes", "build.structure", "embed.scaled-lookup", "pe.formula", "pe.buffer", "pe.add",
+               "ln.biased-variance", "ln.per-feature-affine", "ffn.formula", "mha.formula", "mha.static-attention",
+               "residual.pre-norm", "residual.post-norm", "encoder.stack", "decoder.stack", "projection.logits",
+               "transformer.compose")
+
 
 # --------------------------------------------------------------------------------------------------- conversions
 def as_tensor(a: np.ndarray | None, device: str, dtype: torch.dtype | None = None) -> torch.Tensor | None:

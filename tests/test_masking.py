@@ -29,7 +29,7 @@ from tests.strategies import (
     padding_perturbations,
     token_batches,
 )
-from tests.support import attention_results, skip_unless_extras
+from tests.support import MODEL_GIVEN, attention_results, skip_unless_extras
 
 F64 = torch.float64
 
@@ -54,7 +54,8 @@ def _tokens(array: np.ndarray, device: str) -> torch.Tensor:
     return torch.as_tensor(array, device=device)
 
 
-@pytest.mark.own_evidence(given=("mha.formula", "mha.static-attention"))
+@pytest.mark.own_evidence("mask.zero-weight", given=(*MODEL_GIVEN, "decoder.block"))
+@pytest.mark.own_evidence("decoder.block", given=MODEL_GIVEN)
 @pytest.mark.blackbox
 @pytest.mark.clause("mask.zero-weight", "decoder.block")
 @given(case=causal_perturbations())
@@ -77,7 +78,9 @@ def test_decoder_is_causal(impl, device: str, case: PerturbedBatch) -> None:
                  component="logits at positions <= t", config=cfg)
 
 
-@pytest.mark.own_evidence(given=("mha.formula", "mha.static-attention"))
+@pytest.mark.own_evidence("mask.zero-weight", given=(*MODEL_GIVEN, "encoder.block", "decoder.block"))
+@pytest.mark.own_evidence("encoder.block", given=(*MODEL_GIVEN, "decoder.block"))
+@pytest.mark.own_evidence("decoder.block", given=(*MODEL_GIVEN, "encoder.block"))
 @pytest.mark.blackbox
 @pytest.mark.clause("mask.zero-weight", "encoder.block", "decoder.block")
 @given(case=padding_perturbations())
