@@ -166,7 +166,7 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
           rule: str = "auto", grad: bool = False, where: ArrayLike | None = None,
           sensitivity: Callable[[], ArrayLike] | None = None, rtol: float | None = None, atol: float | None = None,
           k: float = tolerances.K, component: str = "", config: Mapping[str, Any] | None = None,
-          label: str = "torch", cond_factor: float | None = None) -> Verdict:
+          label: str = "torch", cond_factor: float | None = None, spread_note: str | None = None) -> Verdict:
     """Judge ``actual`` (the implementation) against ``expected`` (the float64 reference). A mismatch is a verdict,
     never an exception (an ``actual`` that is no tensor or array, or has another shape, is a "shape" verdict that
     says what came back); a non-finite ``sensitivity`` at a compared element raises :class:`NonFiniteReference` (a
@@ -182,7 +182,10 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
     operation result, ``reference.judge.conditioning``; direct: the larger
     of that and the rule's allowance; ratio: that plus the floor, at least the rule's allowance); the verdict's rule
     is then ``"conditioning"``; ``cond_factor`` replaces ``COND_FACTOR`` for a comparison with its own measured
-    factor (``conditioning.LN_COND_FACTOR``). ``component``/``config``/``label`` only word the message.
+    factor (``conditioning.LN_COND_FACTOR``). ``component``/``config``/``label`` only word the message, and
+    ``spread_note`` the failure's sentence on what the spread is, for a ``sensitivity`` that is not the oracle's
+    Monte Carlo spread (``tests/test_numerics_own.py``: the implementation's own float64 response to rounding-size
+    changes of its data).
     """
     what = describe(component, config)
     if (bad := _output_verdict(actual, expected, what)) is not None:
@@ -223,7 +226,7 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
         return verdict
     if sensitivity is not None:
         conditioned = _conditioning(verdict, diff, base, sensitivity, dtype=dtype, where=where, what=what,
-                                    component=component, config=config, factor=cond_factor)
+                                    component=component, config=config, factor=cond_factor, spread_note=spread_note)
         if conditioned.ok:
             return conditioned
         cond_line = conditioned.explanation
@@ -235,7 +238,8 @@ def judge(actual: ArrayLike, expected: ArrayLike, *, dtype: torch.dtype, torch_o
 
 def _conditioning(verdict: Verdict, diff: torch.Tensor, base: torch.Tensor | float,
                   sensitivity: Callable[[], ArrayLike], *, dtype: torch.dtype, where: ArrayLike | None, what: str,
-                  component: str, config: Mapping[str, Any] | None, factor: float | None = None) -> Verdict:
+                  component: str, config: Mapping[str, Any] | None, factor: float | None = None,
+                  spread_note: str | None = None) -> Verdict:
     """The conditioning bound of a failed verdict: ``ok`` with rule "conditioning", or not ok with the line that
     says where the bound breaks in ``explanation``."""
     sens = to_f64(sensitivity()).expand_as(diff)
@@ -268,9 +272,9 @@ def _conditioning(verdict: Verdict, diff: torch.Tensor, base: torch.Tensor | flo
         f"\n  conditioning bound broken too: at {at} error {err:.3e} > {factor:g} * spread {spread:.3e}{plus} "
         f"= {float(allowance.reshape(-1)[flat]):.3e}; error / spread = {need:.3g} (the factor is "
         f"{conditioning.HEADROOM:g} x the largest error / spread measured on correct algorithms, docs/tolerances.md). "
-        f"Spread: the oracle's largest change over its row "
-        f"in {conditioning.TRIALS} Monte Carlo runs, inputs and every operation's result rounded once at "
-        f"u = {conditioning.unit_roundoff(dtype):.3e} ({dtype})"))
+        + (spread_note if spread_note is not None else
+           f"Spread: the oracle's largest change over its row in {conditioning.TRIALS} Monte Carlo runs, inputs and "
+           f"every operation's result rounded once at u = {conditioning.unit_roundoff(dtype):.3e} ({dtype})")))
 
 
 def _explain(v: Verdict, what: str, *, dtype: torch.dtype, grad: bool, k: float, label: str,
