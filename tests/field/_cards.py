@@ -18,9 +18,11 @@ FIELD = Path(__file__).resolve().parent
 ROOT = FIELD.parent.parent
 #: The modules a card run covers: the API checks, the float64/float32 oracle equivalence of every component,
 #: masking, dropout and state, initialisation (what every catalogued bug breaks; the whole suite's verdicts on
-#: each file are in docs/field.md).
+#: each file are in docs/field.md), and the own-evidence modules (attention's properties, the wiring of each
+#: composite, numerics against the model's own float64, train mode), so the card's FAILs are attributed on evidence.
 CARD_MODULES = ("tests/test_contract.py", "tests/test_equivalence_oracle.py", "tests/test_masking.py",
-                "tests/test_dropout_state.py", "tests/test_init.py")
+                "tests/test_dropout_state.py", "tests/test_init.py", "tests/test_attention_own.py",
+                "tests/test_wiring.py", "tests/test_numerics_own.py", "tests/test_train_mode.py")
 EXAMPLES = 3
 
 
