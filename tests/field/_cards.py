@@ -21,7 +21,8 @@ ROOT = FIELD.parent.parent
 #: each file are in docs/field.md), and the own-evidence modules (attention's properties, the wiring of each
 #: composite, numerics against the model's own float64, train mode), so the card's FAILs are attributed on evidence.
 CARD_MODULES = ("tests/test_contract.py", "tests/test_equivalence_oracle.py", "tests/test_masking.py",
-                "tests/test_dropout_state.py", "tests/test_init.py", "tests/test_attention_own.py",
+                "tests/test_dropout_state.py", "tests/test_init.py", "tests/test_positional.py",
+                "tests/test_attention_own.py",
                 "tests/test_wiring.py", "tests/test_numerics_own.py", "tests/test_train_mode.py")
 EXAMPLES = 3
 
