@@ -541,14 +541,14 @@ CASE_CLAUSES = pytest.StashKey[tuple]()
 
 def own_evidence(item: pytest.Item, ids: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     """The clauses of ``ids`` the test judges on their own evidence, each with the clauses that evidence still relies
-    on: ``@pytest.mark.own_evidence(*clauses, given=(...))`` on the test or on one of its parameters (no clause
-    named: every one of ``ids``; ``given`` left out: none). ``reference.kit.verdict`` reads them."""
+    on: ``@pytest.mark.own_evidence(*clauses, given=(...))`` on the test and on its parameters, their ``given``
+    joined (no clause named: every one of ``ids``; ``given`` left out: none). ``reference.kit.verdict`` reads them."""
     own: dict[str, tuple[str, ...]] = {}
     for m in item.iter_markers("own_evidence"):
         given = tuple(m.kwargs.get("given", ()))
         for c in (m.args or ids):
-            if c in ids:
-                own.setdefault(c, given)
+            if c in ids:  # the markers of the test and of its parameters add up
+                own[c] = tuple(dict.fromkeys(own.get(c, ()) + given))
     return own
 
 

@@ -138,10 +138,18 @@ SITES: dict[str, Callable] = {"positional_encoding": _positional_site, "attentio
                               "feed_forward": _feed_forward_site, "residual": _residual_site}
 
 
-@pytest.mark.own_evidence("dropout.semantics", given=("mha.static-attention", "api.attributes"))
+#: What each site's reading of the dropout relies on besides the constructor and the attributes it sets: the
+#: attention weights are the softmax probabilities (static attention); the residual's dropout sits on the sublayer's
+#: branch, ``x + dropout(sublayer(norm(x)))`` (or before the norm, post-norm).
+SITE_GIVEN: dict[str, tuple[str, ...]] = {"attention_weights": ("mha.static-attention",),
+                                          "residual": ("residual.pre-norm", "residual.post-norm")}
+
+
+@pytest.mark.own_evidence("dropout.semantics", given=("api.attributes",))
 @pytest.mark.clause("dropout.semantics", "numerics.16bit-semantics")
 @pytest.mark.parametrize("dtype", [F32, torch.float16, torch.bfloat16], ids=["float32", "float16", "bfloat16"])
-@pytest.mark.parametrize("site", tuple(SITES))
+@pytest.mark.parametrize("site", [pytest.param(s, marks=pytest.mark.own_evidence(
+    "dropout.semantics", given=SITE_GIVEN.get(s, ()))) for s in SITES])
 @given(p=dropout_rates(), seed=st.integers(0, 2**31 - 1))
 def test_dropout_zeroes_a_binomial_fraction_and_scales_survivors(impl, device: str, site: str, dtype: torch.dtype,
                                                                  p: float, seed: int) -> None:

@@ -111,34 +111,53 @@ def test_multi_head_attention_low_precision_within_torch_error(impl, device, pre
                        dtype=dtype, config=config, label="nn.MultiheadAttention")
 
 
-@pytest.mark.clause("ln.biased-variance", "ffn.formula", "numerics.float32", "numerics.tf32", "numerics.16bit-accuracy")
-@given(cfg=attention_configs(max_len=10, max_d_model=32), seed=st.integers(0, 2**16))
-def test_layer_norm_and_feed_forward_low_precision_within_torch_error(impl, device, precision, cfg, seed) -> None:
-    dtype, tf32 = precision
+def _position_wise_case(impl, precision, cfg, seed: int, device: str) -> tuple[torch.Tensor, dict]:
+    """The input of the position-wise tests, ``x * 3 + 5`` (a common offset: LayerNorm's variance must not cancel in
+    low precision), and the case's config."""
+    dtype, _ = precision
     config = _config(precision, device, B=cfg.B, d_model=cfg.d_model, L=cfg.Lq, seed=seed)
     note(config)
     x, _ = _inputs(cfg, seed, device=device, dtype=dtype)
-    x = x * 3 + 5  # a common offset: the variance must not cancel in low precision
+    return x * 3 + 5, config
+
+
+@pytest.mark.clause("ln.biased-variance", "numerics.float32", "numerics.tf32", "numerics.16bit-accuracy")
+@given(cfg=attention_configs(max_len=10, max_d_model=32), seed=st.integers(0, 2**16))
+def test_layer_norm_low_precision_within_torch_error(impl, device, precision, cfg, seed) -> None:
+    """LayerNormalization in the lane's dtype within the error of ``F.layer_norm`` on the same weights, both
+    against the float64 formula."""
+    dtype, tf32 = precision
+    x, config = _position_wise_case(impl, precision, cfg, seed, device)
     norm = randomize_parameters_(construct(impl.LayerNormalization, cfg.d_model, device=device, dtype=dtype), seed)
+    with torch.no_grad(), tf32_matmuls(tf32):
+        got = norm(x)
+        expected = torch_ref.layer_norm(x, norm.alpha, norm.bias, CONTRACT_EPS)
+    w = extract_weights(norm)
+    oracle = numpy_ref.layer_norm(to_f64(x).numpy(), w["alpha"], w["bias"], CONTRACT_EPS)
+    with explained(dtype, lambda: diagnose(
+            norm, (x,), dtype=dtype, oracle=oracle, torch_out=expected,
+            torch_call=lambda m, a: torch_ref.layer_norm(a, m.alpha, m.bias, CONTRACT_EPS))):
+        assert_error_ratio(got, expected, oracle, component="LayerNormalization", dtype=dtype, config=config,
+                           label="F.layer_norm")
+
+
+@pytest.mark.clause("ffn.formula", "numerics.float32", "numerics.tf32", "numerics.16bit-accuracy")
+@given(cfg=attention_configs(max_len=10, max_d_model=32), seed=st.integers(0, 2**16))
+def test_feed_forward_low_precision_within_torch_error(impl, device, precision, cfg, seed) -> None:
+    """FeedForwardBlock (eval) in the lane's dtype within the error of ``F.linear``/``F.relu`` on the same weights,
+    both against the float64 formula."""
+    dtype, tf32 = precision
+    x, config = _position_wise_case(impl, precision, cfg, seed, device)
     ff = randomize_parameters_(construct(impl.FeedForwardBlock, cfg.d_model, 2 * cfg.d_model, 0.0,
                                          device=device, dtype=dtype), seed).eval()
     with torch.no_grad(), tf32_matmuls(tf32):
-        got_norm = norm(x)
-        torch_norm = torch_ref.layer_norm(x, norm.alpha, norm.bias, CONTRACT_EPS)
-        got_ff = ff(x)
-        torch_ff = torch_ref.feed_forward(x, dict(ff.named_parameters()))
-    w_norm, w_ff, x64 = extract_weights(norm), extract_weights(ff), to_f64(x).numpy()
-    oracle_norm, oracle_ff = numpy_ref.layer_norm(x64, w_norm["alpha"], w_norm["bias"], CONTRACT_EPS), \
-        numpy_ref.feed_forward(x64, w_ff)
+        got = ff(x)
+        expected = torch_ref.feed_forward(x, dict(ff.named_parameters()))
+    oracle = numpy_ref.feed_forward(to_f64(x).numpy(), extract_weights(ff))
     with explained(dtype, lambda: diagnose(
-            norm, (x,), dtype=dtype, oracle=oracle_norm, torch_out=torch_norm,
-            torch_call=lambda m, a: torch_ref.layer_norm(a, m.alpha, m.bias, CONTRACT_EPS))):
-        assert_error_ratio(got_norm, torch_norm, oracle_norm, component="LayerNormalization", dtype=dtype,
-                           config=config, label="F.layer_norm")
-    with explained(dtype, lambda: diagnose(
-            ff, (x,), dtype=dtype, oracle=oracle_ff, torch_out=torch_ff,
+            ff, (x,), dtype=dtype, oracle=oracle, torch_out=expected,
             torch_call=lambda m, a: torch_ref.feed_forward(a, dict(m.named_parameters())))):
-        assert_error_ratio(got_ff, torch_ff, oracle_ff, component="FeedForwardBlock", dtype=dtype, config=config,
+        assert_error_ratio(got, expected, oracle, component="FeedForwardBlock", dtype=dtype, config=config,
                            label="F.linear")
 
 

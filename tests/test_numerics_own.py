@@ -91,7 +91,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, note
+from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -613,10 +613,23 @@ CASES: dict[str, Callable[..., Case]] = {
 }
 
 
+#: What a case's comparison relies on besides the implementation's own float64 run: the attention cases compare the
+#: weights ``attention_scores`` keeps, the softmax probabilities of the static-attention clause (weights that are
+#: the raw scores hold a dtype's own fill at masked keys, a different number in each dtype).
+CASE_GIVEN: dict[str, tuple[str, ...]] = {"multi_head_attention": ("mha.static-attention",),
+                                          "multi_head_attention-masked": ("mha.static-attention",)}
+#: Draws the implementation cannot run in either dtype are rejected (``_without_reference``): its component's
+#: clause judges that, numerics are judged on the draws that run (``MAX_UNRUNNABLE``: none ran, "not reached"). A
+#: component that raises on many draws (one that needs Ls == Lt) must not turn into Hypothesis' filter health check.
+REJECTING = settings(suppress_health_check=[*settings().suppress_health_check, HealthCheck.filter_too_much])
+
+
 @pytest.mark.clause("numerics.float32", "numerics.float64")
 @pytest.mark.own_evidence
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("component", list(CASES))
+@pytest.mark.parametrize("component", [pytest.param(c, marks=pytest.mark.own_evidence(given=CASE_GIVEN.get(c, ())))
+                                       for c in CASES])
+@REJECTING
 @given(data=st.data(), seed=st.integers(0, 2**16))
 def test_component_within_its_own_float64_conditioning(impl, device, dtype, component, data, seed) -> None:
     """float32: every output of each component against its own float64 run, within its own conditioning bound;
@@ -630,6 +643,7 @@ def test_component_within_its_own_float64_conditioning(impl, device, dtype, comp
 @pytest.mark.clause("numerics.float32", "numerics.float64")
 @pytest.mark.own_evidence
 @pytest.mark.parametrize("dtype", DTYPES)
+@REJECTING
 @given(data=st.data(), seed=st.integers(0, 2**16))
 def test_transformer_within_its_own_float64_conditioning(impl, device, dtype, data, seed) -> None:
     """``encode``, ``decode`` (on its own ``encode``'s memory) and ``project`` of a built model (N = 1: the stacks of

@@ -5,6 +5,13 @@ in call order), against the float64 oracle that applies the same masks at the co
 activation, on each residual branch). A dropout missing, extra, at another rate or on a tensor of another shape is a
 ``DropoutSiteError`` naming the site; one moved where the shapes agree changes the output and fails the comparison.
 
+Against torch, with gradients: the implementation's masks are replayed (``reference.kit.replay.DropoutReplayer``)
+into ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer``/``DecoderLayer`` and ``nn.Transformer`` (their dropouts
+set to p), whose sites coincide with the contract's: the attention weights, each residual branch (``dropout1..3``),
+the FFN's hidden. ``nn.Transformer`` has no positional encoding: the contract's dropout after it is added to the
+torch side by the test. Outputs and every gradient (inputs, parameters) are compared like eval mode's
+(``tests/test_gradients.py``'s ``compare_gradients``: float64, ``GRAD_TOL`` widened to the conditioning bound).
+
 Float64 throughout; tolerance: the float64 value table widened to the oracle's conditioning bound, as every oracle
 comparison (``tests/test_equivalence_oracle.py``'s ``_check``). The implementation's own dropout semantics (fraction,
 scaling, eval identity) are ``dropout.semantics``'s (tests/test_dropout_state.py): here the recorder draws them.
@@ -15,17 +22,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from torch import nn
 
-from reference.kit.replay import DropoutRecorder
+from reference.kit.replay import DropoutRecorder, DropoutReplayer
 from reference.kit.weights import extract_weights, to_numpy
 from reference.oracles import replay as RP
+from reference.oracles import torch_adapters as ta
 from reference.spec import variants
-from reference.spec.contract import construct, randomize_parameters_
-from tests.strategies import AttentionInputs, dense_attention_inputs, feed_forward_widths
-from tests.support import decoder_block, encoder_block, noted
+from reference.spec.contract import build_model, construct, randomize_parameters_
+from tests.strategies import AttentionInputs, ModelInputs, dense_attention_inputs, feed_forward_widths, model_inputs
+from tests.support import as_tensor, assert_float64_close, decoder_block, encoder_block, mha_block, noted
 from tests.test_equivalence_oracle import _check
+from tests.test_gradients import Case, compare_gradients, run_decoder, run_encoder, run_self_or_cross, tensors
 
 F64 = torch.float64
 rates = st.sampled_from((0.1, 0.5))
@@ -168,3 +179,100 @@ def test_decoder_block_train_mode_replays_its_dropouts(impl, device, case: Atten
     _judge(out, lambda: RP.decoder_block(to_numpy(x), to_numpy(memory), case.mask, case.self_mask,
                                          extract_weights(block), cfg.h, drop.restart()),
            component="DecoderBlock (train mode)", config=config, drop=drop)
+
+
+# ------------------------------------------------------------------------------------ against torch, with gradients
+def _replayed(run, drawn, component: str):
+    """``run`` with every dropout taking the recorded masks, in order (a fresh replay per call)."""
+    def call(module: nn.Module, **inputs: torch.Tensor) -> torch.Tensor:
+        with DropoutReplayer(drawn, component):
+            return run(module, **inputs)
+    return call
+
+
+def _against_torch(module: nn.Module, twin: nn.Module, case: Case, *, p: float, seed: int, device: str,
+                   component: str, label: str, config: dict) -> None:
+    """Record the implementation's dropouts once, replay them into both (torch's dropouts at p): the outputs, then
+    every gradient, compared as in eval mode."""
+    __tracebackhide__ = True
+    arrays, impl_run, torch_run = case
+    inputs = tensors(arrays, device, F64)
+    module.train(), ta.set_dropout(twin, p).train()
+    with DropoutRecorder(seed) as recorder, torch.no_grad():
+        impl_run(module, **inputs)
+    ours, theirs = _replayed(impl_run, recorder.drawn, component), _replayed(torch_run, recorder.drawn, label)
+    with torch.no_grad():
+        out, expected = ours(module, **inputs), theirs(twin, **inputs)
+    assert_float64_close(out, expected, component=f"{component} (train mode) vs {label}", config=config)
+    compare_gradients(module, twin, ours, theirs, inputs, dtype=F64, component=f"{component} (train mode)",
+                      config=config, label=label, seed=seed)
+
+
+TORCH_CASES = {"max_len": 10, "max_d_model": 32, "allow_fully_masked": False, "scales": ("unit",)}
+
+
+@pytest.mark.clause("mha.formula")
+@given(case=dense_attention_inputs(mask_kinds=("none", "causal", "key_padding"), **TORCH_CASES), p=rates, seed=seeds)
+def test_multi_head_attention_train_mode_matches_torch_replayed(impl, device, case: AttentionInputs, p: float,
+                                                                seed: int) -> None:
+    """nn.MultiheadAttention with the implementation's attention-weight dropout replayed: outputs and gradients."""
+    config = noted(case, p=p, mode="train")
+    block = randomize_parameters_(mha_block(impl, case.cfg.d_model, case.cfg.h, p, device, F64), seed)
+    _against_torch(block, ta.to_multihead_attention(block, h=case.cfg.h), run_self_or_cross(case), p=p, seed=seed,
+                   device=device, component="MultiHeadAttentionBlock", label="nn.MultiheadAttention", config=config)
+
+
+@pytest.mark.clause("encoder.block")
+@given(case=dense_attention_inputs(cross=False, mask_kinds=("none", "key_padding"), **TORCH_CASES),
+       d_ff=feed_forward_widths(32), p=rates, seed=seeds)
+def test_encoder_block_train_mode_matches_torch_replayed(impl, device, case: AttentionInputs, d_ff: int, p: float,
+                                                         seed: int) -> None:
+    """nn.TransformerEncoderLayer with the implementation's four dropouts replayed: outputs and gradients."""
+    config = noted(case, d_ff=d_ff, p=p, mode="train")
+    cfg = case.cfg
+    block = randomize_parameters_(encoder_block(impl, cfg.d_model, cfg.h, d_ff, p, device=device, dtype=F64), seed)
+    _against_torch(block, ta.to_encoder_layer(block, h=cfg.h), run_encoder(case), p=p, seed=seed, device=device,
+                   component="EncoderBlock", label="nn.TransformerEncoderLayer", config=config)
+
+
+@pytest.mark.clause("decoder.block")
+@given(case=dense_attention_inputs(decoder=True, mask_kinds=("none", "causal", "key_padding"), **TORCH_CASES),
+       d_ff=feed_forward_widths(32), p=rates, seed=seeds)
+def test_decoder_block_train_mode_matches_torch_replayed(impl, device, case: AttentionInputs, d_ff: int, p: float,
+                                                         seed: int) -> None:
+    """nn.TransformerDecoderLayer with the implementation's six dropouts replayed: outputs and gradients."""
+    config = noted(case, d_ff=d_ff, p=p, mode="train")
+    cfg = case.cfg
+    block = randomize_parameters_(decoder_block(impl, cfg.d_model, cfg.h, d_ff, p, device=device, dtype=F64), seed)
+    _against_torch(block, ta.to_decoder_layer(block, h=cfg.h), run_decoder(case), p=p, seed=seed, device=device,
+                   component="DecoderBlock", label="nn.TransformerDecoderLayer", config=config)
+
+
+@pytest.mark.clause("transformer.compose")
+@given(case=model_inputs(max_d_model=32, max_N=2, max_len=10), p=rates, seed=seeds)
+def test_transformer_train_mode_replays_its_dropouts(impl, device, case: ModelInputs, p: float, seed: int) -> None:
+    """The whole model, ``project(decode(encode(src), tgt))`` in train mode: against the float64 oracle with its
+    dropouts replayed (2 + 4N + 6N sites, in call order), then against nn.Transformer (plus the contract's dropout
+    after each positional encoding) with them replayed, outputs and the gradient of every parameter."""
+    cfg = type(case.cfg)(**{**case.cfg.kwargs(), "dropout": p})
+    config = noted(case, p=p, mode="train")
+    model = randomize_parameters_(build_model(impl, cfg, device=device, dtype=F64), seed).train()
+    src, tgt = as_tensor(case.src, device), as_tensor(case.tgt, device)
+    src_mask, tgt_mask = as_tensor(case.src_mask, device), as_tensor(case.tgt_mask, device)
+
+    def run(m: nn.Module) -> torch.Tensor:
+        return m.project(m.decode(m.encode(src, src_mask), src_mask, tgt, tgt_mask))
+
+    def torch_run(m: ta.TorchTransformerModel) -> torch.Tensor:
+        memory = ta.encoder_forward(m.transformer.encoder, F.dropout(m.embed_src(src), p), case.src_mask)
+        return m.project(ta.decoder_forward(m.transformer.decoder, F.dropout(m.embed_tgt(tgt), p), memory,
+                                            case.src_mask, case.tgt_mask))
+
+    out, drawn = _recorded(seed, lambda: run(model))
+    drop = RP.Replay(drawn, p, "Transformer")
+    _judge(out, lambda: RP.transformer(case.src, case.tgt, case.src_mask, case.tgt_mask, extract_weights(model),
+                                       cfg.h, drop.restart(), N=cfg.N),
+           component="Transformer (train mode)", config=config, drop=drop)
+    twin = ta.TorchTransformerModel(model, h=cfg.h, N=cfg.N, d_ff=cfg.d_ff)
+    _against_torch(model, twin, ({}, lambda m: run(m), lambda m: torch_run(m)), p=p, seed=seed, device=device,
+                   component="Transformer", label="nn.Transformer", config=config)

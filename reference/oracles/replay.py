@@ -25,7 +25,7 @@ from reference.oracles.numpy_ref import CONTRACT_EPS, Mask, Weights
 from reference.spec import variants
 
 __all__ = ["DropoutSiteError", "Replay", "positional_encoding", "feed_forward", "multi_head_attention", "residual",
-           "encoder_block", "decoder_block"]
+           "encoder_block", "decoder_block", "transformer"]
 
 
 class DropoutSiteError(AssertionError):
@@ -130,3 +130,24 @@ def decoder_block(x: np.ndarray, memory: np.ndarray, src_mask: Mask, tgt_mask: M
     ffn = R.sub(w, "feed_forward_block")
     return residual(x, lambda y: feed_forward(y, ffn, drop), R.sub(w, "residual_connections.2"), drop, eps=eps,
                     variant=variant)
+
+
+def _stack(x: np.ndarray, w: Weights, block: Callable[[np.ndarray, Weights], np.ndarray], N: int | None, where: str,
+           eps: float) -> np.ndarray:
+    for i in range(R._num_layers(w, N, where)):
+        x = block(x, R.sub(w, f"layers.{i}"))
+    return R.layer_norm(x, w["norm.alpha"], w["norm.bias"], eps)
+
+
+def transformer(src: np.ndarray, tgt: np.ndarray, src_mask: Mask, tgt_mask: Mask, w: Weights, h: int, drop: Replay,
+                *, N: int | None = None, eps: float = CONTRACT_EPS, variant: str | None = None) -> np.ndarray:
+    """``project(decode(encode(src, src_mask), src_mask, tgt, tgt_mask))`` in train mode, the dropouts in the order
+    that call draws them: the source's positional encoding, each encoder block's four, the target's positional
+    encoding, each decoder block's six; src [B, Ls], tgt [B, Lt] -> logits [B, Lt, vocab]."""
+    x = positional_encoding(R.embedding(src, w["src_embed.embedding.weight"]), drop)
+    memory = _stack(x, R.sub(w, "encoder"), lambda y, wl: encoder_block(y, src_mask, wl, h, drop, eps=eps,
+                                                                         variant=variant), N, "encoder", eps)
+    y = positional_encoding(R.embedding(tgt, w["tgt_embed.embedding.weight"]), drop)
+    y = _stack(y, R.sub(w, "decoder"), lambda z, wl: decoder_block(z, memory, src_mask, tgt_mask, wl, h, drop,
+                                                                    eps=eps, variant=variant), N, "decoder", eps)
+    return R.project(y, w)

@@ -378,3 +378,14 @@ class TorchTransformerModel(nn.Module):
                                memory_mask=_on(mem_attn, x), src_key_padding_mask=_on(src_kpm, x),
                                tgt_key_padding_mask=_on(tgt_kpm, x), memory_key_padding_mask=_on(mem_kpm, x))
         return self.project(out)
+
+
+def set_dropout(module: nn.Module, p: float) -> nn.Module:
+    """Every dropout of torch's ``module`` at rate p (the adapters build them at 0): its ``nn.Dropout`` modules and
+    each ``nn.MultiheadAttention``'s dropout on the attention weights. Returns ``module``."""
+    for m in module.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = float(p)
+        elif isinstance(m, nn.MultiheadAttention):
+            m.dropout = float(p)
+    return module
