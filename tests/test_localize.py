@@ -244,6 +244,47 @@ def test_localize_names_the_negative_controls_component(control: str) -> None:
     assert (loc.first_divergence, loc.local.culprit if loc.local else None) == (first, culprit), loc.summary()
 
 
+#: Roots the differential check narrows below the local check's culprit: the block is wired right, its residual
+#: connection (every one, the same class) is not.
+NARROWED = {"residual_post_norm": "encoder.layers.0.residual_connections.0"}
+#: Controls whose culprit has no reference to swap in: a module that lacks a contract parameter.
+NOT_SWAPPABLE = ("ffn_no_bias",)
+
+
+@pytest.mark.parametrize("control", [c for c in CONTROLS if c not in NOT_SWAPPABLE])
+def test_localize_differential_check_confirms_the_controls_one_root(control: str) -> None:
+    """Swapping the culprit's class for the reference makes the whole model agree: one root, the culprit's."""
+    _controls_are_pre_norm()
+    model = _model(load_control(control), CFG, "cpu", torch.float64, 2)
+    loc = _run(model, _padded_case("cpu"), torch.float64)
+    assert loc.swaps and loc.swaps[-1].agrees and loc.roots == [NARROWED.get(control, CONTROLS[control][1])], \
+        loc.summary()
+
+
+@pytest.mark.parametrize("control, roots", [
+    ("double_no_scale_cross_self_kv", ["encoder.layers.0.self_attention_block", "decoder.layers.0"]),
+    ("double_no_relu_no_final_norm", ["encoder.layers.0.feed_forward_block", "encoder"]),
+])
+def test_localize_differential_check_finds_both_roots_of_a_double_bug(control: str, roots: list[str]) -> None:
+    """Two independent bugs: after the first culprit's swap the model still diverges, at the second; swapping both
+    makes it agree. A correct model has no differential check at all."""
+    _controls_are_pre_norm()
+    model = _model(load_control(control), CFG, "cpu", torch.float64, 2)
+    loc = _run(model, _padded_case("cpu"), torch.float64)
+    assert [c.agrees for c in loc.swaps] == [False, True] and loc.roots == roots, loc.summary()
+    assert loc.to_json()["roots"] == roots
+
+
+def test_localize_differential_check_is_not_a_pass_for_an_unswappable_culprit() -> None:
+    """A culprit whose reference cannot run on its parameters: the check says it stops, the root stays the
+    culprit, and the localisation still diverges."""
+    _controls_are_pre_norm()
+    model = _model(load_control("ffn_no_bias"), CFG, "cpu", torch.float64, 2)
+    loc = _run(model, _padded_case("cpu"), torch.float64)
+    assert not loc.ok and not loc.swaps[-1].agrees and "stops" in loc.swaps[-1].verdict, loc.summary()
+    assert loc.roots == ["encoder.layers.0.feed_forward_block"]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_localize_judges_attention_projection_biases(dtype) -> None:
     """Projection biases (optional in the contract) are used by the oracle and the twin, not flagged as beyond the

@@ -25,6 +25,12 @@ called it (its parent's ``forward``); otherwise the submodule itself is wrong. I
 visible key per query row: the contract leaves the values of fully masked rows open, so a divergence there is
 reported with a note, not explained.
 
+A **differential check** then confirms the attribution: the culprit is swapped for the reference (its torch
+formula on its own weights, ``swapped_for_reference``) and the whole model re-run. If the model then agrees with
+the oracle, every later divergence followed from the culprit (one root); if it still diverges, the next first
+divergence is localised and swapped in turn (up to ``MAX_SWAPS``): each culprit the chain swaps is a root of its own
+(two independent bugs, two roots).
+
 Hyper-parameters are the caller's (``localize(..., h=..., eps=...)``: what the model was built with, ``eps``
 defaulting to the contract's ``CONTRACT_EPS``), never read back from the model: a norm that stored a wrong ``eps``
 is a divergence at that norm, not the yardstick.
@@ -34,9 +40,10 @@ Shapes: B batch, Ls / Lt source / target lengths, d = d_model, h heads.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -48,6 +55,7 @@ from reference.kit.components import BY_CONTRACT
 from reference.report.hooks import Call, main_output, record_calls
 from reference.oracles.masks import has_fully_masked_row
 from reference.oracles.numpy_ref import CONTRACT_EPS
+from reference.spec import variants
 from reference.kit.weights import contract_weights, to_numpy
 
 
@@ -184,6 +192,139 @@ def _local_check_raised(call: Call, calls: Sequence[Call], hp: HParams) -> Local
                       culprit=call.path)
 
 
+# --------------------------------------------------------------------------------------------------- differential
+#: How many culprits the differential check swaps in a row before it stops (each one a root).
+MAX_SWAPS = 3
+
+
+def _reference_forward(module: nn.Module, kind: str, hp: HParams) -> Any:
+    """A forward computing ``kind``'s reference (torch's kernels, ``module``'s own weights, ``hp``), or None. An
+    attention block keeps the reference weights in ``attention_scores``, as the contract's does."""
+    weights = {name: p.detach() for name, p in module.named_parameters()}
+    if kind == "ResidualConnection":
+        norm = numpy_ref.sub(weights, "norm")
+        if "alpha" not in norm or "bias" not in norm:
+            return None
+
+        def residual(x: torch.Tensor, sublayer: Any) -> torch.Tensor:
+            if variants.variant() == variants.POST_NORM:
+                return torch_ref.layer_norm(x + sublayer(x), norm["alpha"], norm["bias"], hp.eps)
+            return x + sublayer(torch_ref.layer_norm(x, norm["alpha"], norm["bias"], hp.eps))
+        return residual
+    if kind == "MultiHeadAttentionBlock":
+        def attention(*inputs: Any) -> torch.Tensor:
+            out, module.attention_scores = torch_ref.multi_head_attention(*(list(inputs) + [None] * 4)[:4],
+                                                                          weights, hp.h)
+            return out
+        return attention
+    info = BY_CONTRACT.get(kind)
+    if info is None or info.apply is None:
+        return None
+    return lambda *inputs: info.apply(torch_ref, tuple(inputs), weights, hp.h, hp.eps)
+
+
+def same_code(model: nn.Module, path: str) -> list[str]:
+    """The paths of every submodule of ``model`` of the same class as the one at ``path`` (its code: a wrong
+    formula is wrong in every instance)."""
+    cls = type(dict(model.named_modules())[path])
+    return [p for p, m in model.named_modules() if p and type(m) is cls]
+
+
+@contextlib.contextmanager
+def swapped_for_reference(model: nn.Module, paths: Sequence[str], hp: HParams) -> Iterator[None]:
+    """Within the block, each submodule of ``model`` at ``paths`` computes its reference instead of its own
+    ``forward`` (hooks still see it). ValueError when one has no reference to swap in."""
+    from reference.report.hooks import contract_class
+
+    modules = dict(model.named_modules())
+    done: list[nn.Module] = []
+    try:
+        for path in paths:
+            kind = contract_class(modules[path])
+            forward = _reference_forward(modules[path], kind, hp)
+            if forward is None:
+                raise ValueError(f"no reference to swap in for {kind} at {path}")
+            modules[path].forward = forward
+            done.append(modules[path])
+        yield
+    finally:
+        for module in done:
+            del module.forward
+
+
+@dataclass(frozen=True)
+class SwapCheck:
+    """The model re-run with the classes of ``swapped`` (culprits, in the order found; every instance of each)
+    computing their reference."""
+
+    swapped: tuple[str, ...]
+    agrees: bool  # the model agrees with the oracle everywhere
+    first_divergence: str | None  # else: where it still diverges first
+    verdict: str
+
+
+def _narrowed(model: nn.Module, culprit: str, args: tuple, kwargs: dict, swapped: list[str], hp: HParams) -> str:
+    """A composite culprit (a block wrong on its own inputs) narrowed to the first class of contract submodule
+    inside it whose swap for the reference makes the culprit right (a residual that puts its norm after the sum:
+    the block's wiring is right, its ResidualConnection is not); the culprit itself when none does."""
+    from reference.report.hooks import CONTRACT_CLASSES, contract_class
+
+    inside = [(p, m) for p, m in model.named_modules() if p.startswith(culprit + ".")
+              and contract_class(m) in CONTRACT_CLASSES and p not in swapped]
+    tried: set[type] = set()
+    for path, module in inside:
+        if type(module) in tried:
+            continue
+        tried.add(type(module))
+        try:
+            with swapped_for_reference(model, swapped + same_code(model, path), hp):
+                again = localize(*args, **kwargs, _swapped=tuple(swapped + same_code(model, path)))
+        except Exception:  # noqa: BLE001 (no reference for it, or the swapped model does not run: not this one)
+            continue
+        first = again.first_divergence
+        if first is None or not (first == culprit or first.startswith(culprit + ".")):
+            return path
+    return culprit
+
+
+def _differential(model: nn.Module, args: tuple, kwargs: dict, local: LocalCheck | None, hp: HParams
+                  ) -> list[SwapCheck]:
+    """Swap the culprit's class for its reference and re-run, then the next culprit's, until the model agrees."""
+    checks: list[SwapCheck] = []
+    culprits: list[str] = []
+    paths: list[str] = []
+    while local is not None and len(culprits) < MAX_SWAPS:
+        culprit = local.culprit
+        if not culprit or culprit in paths:
+            why = (f"{culprit}, swapped for the reference, still diverges ({local.verdict})" if culprit else
+                   "the model's encode/decode/project has no reference to swap in")
+            checks.append(SwapCheck(tuple(culprits), False, local.path, f"differential check stops: {why}"))
+            break
+        culprit = _narrowed(model, culprit, args, kwargs, paths, hp)
+        culprits.append(culprit)
+        paths += same_code(model, culprit)
+        named = ", ".join(culprits) + (" and every module of the same class" if len(paths) > len(culprits) else "")
+        try:
+            with swapped_for_reference(model, paths, hp):
+                again = localize(*args, **kwargs, _swapped=tuple(paths))
+        except Exception as exc:  # no reference for this kind, or the swapped model does not run
+            checks.append(SwapCheck(tuple(culprits), False, None,
+                                    f"differential check not possible with {named} swapped ({type(exc).__name__}: "
+                                    f"{exc})"))
+            break
+        if again.ok:
+            checks.append(SwapCheck(tuple(culprits), True, None,
+                                    f"with {named} swapped for the reference the model agrees with the oracle: every "
+                                    "divergence follows from " + ("it" if len(culprits) == 1 else "them")))
+            break
+        checks.append(SwapCheck(tuple(culprits), False, again.first_divergence,
+                                f"with {named} swapped for the reference the model still diverges, first at "
+                                f"{again.first_divergence}: another root"
+                                + (f" ({again.local.verdict})" if again.local else "")))
+        local = again.local
+    return checks
+
+
 # --------------------------------------------------------------------------------------------------- localize
 @dataclass(frozen=True)
 class PathRow:
@@ -226,10 +367,21 @@ class Localization:
     notes: list[str] = field(default_factory=list)
     impl_outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     oracle_outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    swaps: list[SwapCheck] = field(default_factory=list)  # the differential check, culprit by culprit
 
     @property
     def ok(self) -> bool:
         return self.first_divergence is None
+
+    @property
+    def roots(self) -> list[str]:
+        """The culprits the differential check swapped, when swapping them made the model agree (else the first
+        culprit alone, unconfirmed; empty when nothing diverges)."""
+        if self.ok:
+            return []
+        if self.swaps and self.swaps[-1].agrees:
+            return list(self.swaps[-1].swapped)
+        return [self.local.culprit] if self.local and self.local.culprit else []
 
     def row(self, path: str) -> PathRow | None:
         return next((r for r in self.rows if r.path == path), None)
@@ -237,7 +389,9 @@ class Localization:
     def to_json(self) -> dict[str, Any]:
         """Plain, strict JSON data (non-finite numbers written as the strings "inf", "-inf", "nan")."""
         return jsonable({"dtype": self.dtype, "device": self.device, "first_divergence": self.first_divergence,
-                         "local_check": asdict(self.local) if self.local else None, "missing": list(self.missing),
+                         "local_check": asdict(self.local) if self.local else None,
+                         "differential": [asdict(c) for c in self.swaps], "roots": self.roots,
+                         "missing": list(self.missing),
                          "notes": list(self.notes), "paths": [asdict(r) for r in self.rows]})
 
     def summary(self, *, all_rows: bool = False) -> str:
@@ -249,6 +403,7 @@ class Localization:
         lines = [head]
         if self.local is not None:
             lines.append(f"  local check: {self.local.verdict}")
+        lines += [f"  differential check: {c.verdict}" for c in self.swaps]
         lines += [f"  note: {n}" for n in self.notes]
         if self.missing:
             lines.append(f"  never executed by the implementation: {', '.join(self.missing)}")
@@ -272,7 +427,8 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
 
 def localize(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, src_mask: torch.Tensor | None = None,
              tgt_mask: torch.Tensor | None = None, *, h: int, eps: float = CONTRACT_EPS,
-             dtype: torch.dtype | None = None, N: int | None = None, d_ff: int | None = None) -> Localization:
+             dtype: torch.dtype | None = None, N: int | None = None, d_ff: int | None = None,
+             differential: bool = True, _swapped: tuple[str, ...] = ()) -> Localization:
     """Judge every contract submodule of ``model`` on ``project(decode(encode(src, src_mask), ...))``.
 
     src Long[B, Ls], tgt Long[B, Lt]; masks None or bool broadcastable to [B, h, Lq, Lk] (True = may attend), on
@@ -280,7 +436,8 @@ def localize(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, src_mask: t
     its norms' (the contract's default unless built otherwise); neither is read from the model, nor are ``N`` and
     ``d_ff`` when given (the oracle raises ``numpy_ref.StructureMismatch`` if the model holds others). ``dtype``
     sets the tolerance (default: the model's parameter dtype). Dropout is switched off for the run (``eval()``) and the
-    model's mode restored afterwards.
+    model's mode restored afterwards. ``differential``: confirm the culprit by swapping it for its reference and
+    re-running (``Localization.swaps``, ``roots``).
     """
     hp = HParams(h, eps)
     model_dtype, device = _model_dtype_device(model)
@@ -341,7 +498,9 @@ def localize(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, src_mask: t
                                 v.allowed, v.margin, v.ok, v.note))
 
     raised = any(c.error for c in calls)
-    missing = [] if raised else [p for p in oracle if not p.endswith(WEIGHTS_SUFFIX) and p not in seen]
+    inside_swapped = tuple(p + "." for p in _swapped)  # a swapped module's reference runs none of its children
+    missing = [] if raised else [p for p in oracle if not p.endswith(WEIGHTS_SUFFIX) and p not in seen
+                                 and not p.startswith(inside_swapped)]
     first = next((r for r in rows if not r.ok), None)
     first_path = first.path if first else (missing[0] if missing else None)
     local = None
@@ -359,5 +518,9 @@ def localize(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, src_mask: t
         notes.append(f"no attention_scores after {', '.join(no_scores)}: attention weights not judged")
     if has_fully_masked_row(src_mask) or has_fully_masked_row(tgt_mask):
         notes.append("the masks fully mask some query rows, whose values the contract leaves open")
+    swaps = []
+    if differential and not _swapped and first_path is not None:
+        swaps = _differential(model, (model, src, tgt, src_mask, tgt_mask),
+                              {"h": h, "eps": eps, "dtype": dtype, "N": N, "d_ff": d_ff}, local, hp)
     return Localization(str(dtype).replace("torch.", ""), str(device), rows, first_path, local, missing, notes,
-                        impl_outputs, oracle)
+                        impl_outputs, oracle, swaps)
