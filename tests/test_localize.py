@@ -62,10 +62,11 @@ def _padded_case(device: str) -> Case:
     return Case(case.src, case.tgt, src_mask, case.tgt_mask)
 
 
-def _run(model: nn.Module, case: Case, dtype: torch.dtype) -> Localization:
-    """Localise a model built from ``CFG`` (its h; the norms at the contract's default eps)."""
+def _run(model: nn.Module, case: Case, dtype: torch.dtype, *, differential: bool = False) -> Localization:
+    """Localise a model built from ``CFG`` (its h; the norms at the contract's default eps); the differential check
+    only where a test judges it."""
     return localize(model, case.src, case.tgt, case.src_mask, case.tgt_mask, h=CFG.h, dtype=dtype, N=CFG.N,
-                    d_ff=CFG.d_ff)
+                    d_ff=CFG.d_ff, differential=differential)
 
 
 # --------------------------------------------------------------------------------------------------- silent
@@ -256,7 +257,7 @@ def test_localize_differential_check_confirms_the_controls_one_root(control: str
     """Swapping the culprit's class for the reference makes the whole model agree: one root, the culprit's."""
     _controls_are_pre_norm()
     model = _model(load_control(control), CFG, "cpu", torch.float64, 2)
-    loc = _run(model, _padded_case("cpu"), torch.float64)
+    loc = _run(model, _padded_case("cpu"), torch.float64, differential=True)
     assert loc.swaps and loc.swaps[-1].agrees and loc.roots == [NARROWED.get(control, CONTROLS[control][1])], \
         loc.summary()
 
@@ -270,7 +271,7 @@ def test_localize_differential_check_finds_both_roots_of_a_double_bug(control: s
     makes it agree. A correct model has no differential check at all."""
     _controls_are_pre_norm()
     model = _model(load_control(control), CFG, "cpu", torch.float64, 2)
-    loc = _run(model, _padded_case("cpu"), torch.float64)
+    loc = _run(model, _padded_case("cpu"), torch.float64, differential=True)
     assert [c.agrees for c in loc.swaps] == [False, True] and loc.roots == roots, loc.summary()
     assert loc.to_json()["roots"] == roots
 
@@ -280,7 +281,7 @@ def test_localize_differential_check_is_not_a_pass_for_an_unswappable_culprit() 
     culprit, and the localisation still diverges."""
     _controls_are_pre_norm()
     model = _model(load_control("ffn_no_bias"), CFG, "cpu", torch.float64, 2)
-    loc = _run(model, _padded_case("cpu"), torch.float64)
+    loc = _run(model, _padded_case("cpu"), torch.float64, differential=True)
     assert not loc.ok and not loc.swaps[-1].agrees and "stops" in loc.swaps[-1].verdict, loc.summary()
     assert loc.roots == ["encoder.layers.0.feed_forward_block"]
 
