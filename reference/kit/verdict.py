@@ -39,7 +39,8 @@ def follows(card: Card) -> dict[str, tuple[str, ...]]:
       own-evidence test that relies on nothing is always a root: a wrong wiring under a wrong child shows both.
 
     C then follows from G's roots (G itself when G is a root). Every other FAIL is a root. A group of FAILs that
-    explain only each other (no root among them) are all roots: no evidence separates them. Nothing here turns a
+    explain only each other (no root among them) are all roots, except a member whose own evidence ran and passed
+    while another member's did not (that evidence separates them): it follows from the others. Nothing here turns a
     FAIL into a pass: the exit status is the same."""
     records = {c: r for c, r in card.records.items() if r.failed}
     parents: dict[str, list[str]] = {}
@@ -55,9 +56,15 @@ def follows(card: Card) -> dict[str, tuple[str, ...]]:
         if explaining:
             parents[c] = list(dict.fromkeys(explaining))
     reach = {c: _reachable(c, parents) for c in records}
+
+    def cleared(c: str) -> bool:  # its own-evidence tests ran and every one passed
+        return records[c].own_passed > 0 and not records[c].own_failed
+
     # a FAIL nothing explains is a root; so is each member of a group that explains only itself (every clause it
-    # reaches reaches it back: no evidence outside the group explains it)
-    roots = {c for c in records if c not in parents or all(c in reach[g] for g in reach[c])}
+    # reaches reaches it back: no evidence outside the group explains it), unless its own evidence clears it and
+    # the group has a member it does not clear (the attention formula right without a mask, under a masking FAIL)
+    roots = {c for c in records if c not in parents
+             or (all(c in reach[g] for g in reach[c]) and not (cleared(c) and any(not cleared(g) for g in reach[c])))}
     return {c: () if c in roots else tuple(g for g in records if g in roots and g in reach[c]) for c in records}
 
 

@@ -374,6 +374,15 @@ class Localization:
         return self.first_divergence is None
 
     @property
+    def confirmed(self) -> bool:
+        """The differential check made the model agree: its roots explain every divergence."""
+        return bool(self.swaps) and self.swaps[-1].agrees
+
+    def kind(self, path: str) -> str | None:
+        """The contract class of the submodule at ``path``, as the implementation ran it."""
+        return next((r.kind for r in self.rows if r.path == path), None)
+
+    @property
     def roots(self) -> list[str]:
         """The culprits the differential check swapped, when swapping them made the model agree (else the first
         culprit alone, unconfirmed; empty when nothing diverges)."""

@@ -25,7 +25,7 @@ from reference.spec import variants
 from reference.spec.clauses import judged_in
 from reference.spec.variants import DEFAULT_VARIANT, in_variant
 from reference.oracles.numpy_ref import StructureMismatch
-from reference.kit.components import REPORT_CLAUSES
+from reference.kit.components import BY_CONTRACT, REPORT_CLAUSES
 from reference.kit import guard, verdict
 from reference.kit.load import contract_types, declared, diagnosis_of, load_impl
 from reference.kit.findings import Diagnosis
@@ -40,6 +40,9 @@ NUMERICS = {"float64": "numerics.float64", "float32": "numerics.float32", "float
 #: The error prefix of a run whose model holds another architecture than its constructor call asked for.
 STRUCTURE_MISMATCH = "raised StructureMismatch"
 MHA_KINDS = ("none", "causal", "key_padding", "random", "cross", "large")
+#: Attention rows without a mask: their evidence on the attention formula relies on no masking clause (the masked
+#: rows' masking clauses rely on the formula, ``clauses.toml [given]``).
+UNMASKED_ATTENTION = ("multi_head_attention/none",)
 
 #: Every row of the sweep, in the order of the table.
 COMPONENTS: dict[str, Callable[[Ctx], Outcome]] = {
@@ -245,11 +248,43 @@ class Report:
             elif r.outcome is not None and r.outcome.skipped:
                 card.add(clauses, where, "skipped", r.outcome.detail)
             elif r.passed:
-                card.add(clauses, where, "passed")
+                card.add(clauses, where, "passed", own=self._explained(r, clauses))
             else:
                 v = r.outcome.verdict if r.outcome else None
-                card.add(clauses, where, "failed", r.error or (v.line() if v else ""))
+                card.add(clauses, where, "failed", r.error or (v.line() if v else ""), own=self._explained(r, clauses))
+                self._add_roots(card, r, where)
         return card
+
+    def _add_roots(self, card: Card, r: Result, where: str) -> None:
+        """Each root the differential check confirmed counts as own evidence against its class's clause (the first
+        of its component's clauses in this variant: ``encoder.stack`` for an ``Encoder`` that skips its norm), so a
+        wiring root under a wrong child is a root of its own. Attention blocks are judged by their own rows."""
+        loc = r.outcome.localization if r.outcome else None
+        if loc is None or not loc.confirmed:
+            return
+        for path in loc.roots:
+            kind = loc.kind(path)
+            if kind in BY_CONTRACT and kind != "MultiHeadAttentionBlock":
+                primary = in_variant(BY_CONTRACT[kind].clauses, self.variant)[:1]
+                card.add(primary, f"{where}: differential check", "failed",
+                         f"{kind} at {path} is a root: swapping its class for the reference is part of what makes "
+                         f"the model agree ({loc.swaps[-1].verdict})", own={c: () for c in primary})
+
+    def _explained(self, r: Result, clauses: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """An unmasked attention row: its own evidence on the formula. A whole-model FAIL the differential check explained (swapping its roots' classes for the reference made
+        the model agree): each of the row's clauses relies on the roots' clauses (it follows when they FAIL; a root
+        of the row's own clause stays a root). Nothing otherwise: the row's clauses rely on their ``[given]``."""
+        if r.component in UNMASKED_ATTENTION:  # the formula judged without a mask: relies on no masking clause
+            return {c: () for c in clauses if c in ("mha.formula", "mha.static-attention")}
+        loc = r.outcome.localization if r.outcome else None
+        if loc is None or not loc.confirmed:
+            return {}
+        given = tuple(dict.fromkeys(c for path in loc.roots for c in
+                                    in_variant(BY_CONTRACT[loc.kind(path)].clauses if loc.kind(path) in BY_CONTRACT
+                                               else (), self.variant)))
+        if not given:
+            return {}
+        return {c: given for c in clauses if c not in given}
 
     def to_json(self) -> dict[str, Any]:
         rows = []
