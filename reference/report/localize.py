@@ -261,6 +261,7 @@ class SwapCheck:
     agrees: bool  # the model agrees with the oracle everywhere
     first_divergence: str | None  # else: where it still diverges first
     verdict: str
+    kinds: tuple[str, ...] = ()  # the contract class of each swapped culprit
 
 
 def _narrowed(model: nn.Module, culprit: str, args: tuple, kwargs: dict, swapped: list[str], hp: HParams) -> str:
@@ -290,8 +291,11 @@ def _narrowed(model: nn.Module, culprit: str, args: tuple, kwargs: dict, swapped
 def _differential(model: nn.Module, args: tuple, kwargs: dict, local: LocalCheck | None, hp: HParams
                   ) -> list[SwapCheck]:
     """Swap the culprit's class for its reference and re-run, then the next culprit's, until the model agrees."""
+    from reference.report.hooks import contract_class
+
     checks: list[SwapCheck] = []
     culprits: list[str] = []
+    kinds: list[str] = []
     paths: list[str] = []
     while local is not None and len(culprits) < MAX_SWAPS:
         culprit = local.culprit
@@ -302,6 +306,7 @@ def _differential(model: nn.Module, args: tuple, kwargs: dict, local: LocalCheck
             break
         culprit = _narrowed(model, culprit, args, kwargs, paths, hp)
         culprits.append(culprit)
+        kinds.append(contract_class(dict(model.named_modules())[culprit]))
         paths += same_code(model, culprit)
         named = ", ".join(culprits) + (" and every module of the same class" if len(paths) > len(culprits) else "")
         try:
@@ -310,17 +315,18 @@ def _differential(model: nn.Module, args: tuple, kwargs: dict, local: LocalCheck
         except Exception as exc:  # no reference for this kind, or the swapped model does not run
             checks.append(SwapCheck(tuple(culprits), False, None,
                                     f"differential check not possible with {named} swapped ({type(exc).__name__}: "
-                                    f"{exc})"))
+                                    f"{exc})", tuple(kinds)))
             break
         if again.ok:
             checks.append(SwapCheck(tuple(culprits), True, None,
                                     f"with {named} swapped for the reference the model agrees with the oracle: every "
-                                    "divergence follows from " + ("it" if len(culprits) == 1 else "them")))
+                                    "divergence follows from " + ("it" if len(culprits) == 1 else "them"),
+                                    tuple(kinds)))
             break
         checks.append(SwapCheck(tuple(culprits), False, again.first_divergence,
                                 f"with {named} swapped for the reference the model still diverges, first at "
                                 f"{again.first_divergence}: another root"
-                                + (f" ({again.local.verdict})" if again.local else "")))
+                                + (f" ({again.local.verdict})" if again.local else ""), tuple(kinds)))
         local = again.local
     return checks
 
@@ -379,8 +385,12 @@ class Localization:
         return bool(self.swaps) and self.swaps[-1].agrees
 
     def kind(self, path: str) -> str | None:
-        """The contract class of the submodule at ``path``, as the implementation ran it."""
-        return next((r.kind for r in self.rows if r.path == path), None)
+        """The contract class of the submodule at ``path``: as the implementation ran it, or as the differential
+        check swapped it (a block that raised inside has no row of its own)."""
+        found = next((r.kind for r in self.rows if r.path == path), None)
+        for check in self.swaps:
+            found = found or dict(zip(check.swapped, check.kinds)).get(path)
+        return found
 
     @property
     def roots(self) -> list[str]:

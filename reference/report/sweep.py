@@ -29,7 +29,8 @@ from reference.kit.components import BY_CONTRACT, REPORT_CLAUSES
 from reference.kit import guard, verdict
 from reference.kit.load import contract_types, declared, diagnosis_of, load_impl
 from reference.kit.findings import Diagnosis
-from reference.report.localize import Localization, jsonable
+from reference.report.localize import WEIGHTS_SUFFIX, Localization, jsonable
+from reference.spec.clauses import GIVEN
 from . import forward, gradients
 from .cases import CONFIGS, Config, Ctx, Outcome, case_seed
 
@@ -255,36 +256,62 @@ class Report:
                 self._add_roots(card, r, where)
         return card
 
+    def _root_clauses(self, loc: Localization, path: str) -> tuple[str, ...]:
+        """The clause a confirmed root at ``path`` counts against: its class's first clause in this variant
+        (``encoder.stack`` for an ``Encoder`` that skips its norm); for an attention block only a wrong
+        ``attention_scores`` under a right output (``mha.static-attention``): its output formula and masking are
+        judged by its own rows, which separate them."""
+        kind = loc.kind(path)
+        if kind == "MultiHeadAttentionBlock":
+            out, weights = loc.row(path), loc.row(path + WEIGHTS_SUFFIX)
+            return ("mha.static-attention",) if out and out.ok and weights and not weights.ok else ()
+        return in_variant(BY_CONTRACT[kind].clauses, self.variant)[:1] if kind in BY_CONTRACT else ()
+
     def _add_roots(self, card: Card, r: Result, where: str) -> None:
-        """Each root the differential check confirmed counts as own evidence against its class's clause (the first
-        of its component's clauses in this variant: ``encoder.stack`` for an ``Encoder`` that skips its norm), so a
-        wiring root under a wrong child is a root of its own. Attention blocks are judged by their own rows."""
+        """Each root the differential check confirmed counts as own evidence against its clause
+        (``_root_clauses``), so a wiring root under a wrong child is a root of its own."""
         loc = r.outcome.localization if r.outcome else None
         if loc is None or not loc.confirmed:
             return
         for path in loc.roots:
-            kind = loc.kind(path)
-            if kind in BY_CONTRACT and kind != "MultiHeadAttentionBlock":
-                primary = in_variant(BY_CONTRACT[kind].clauses, self.variant)[:1]
+            primary = self._root_clauses(loc, path)
+            if primary:
                 card.add(primary, f"{where}: differential check", "failed",
-                         f"{kind} at {path} is a root: swapping its class for the reference is part of what makes "
-                         f"the model agree ({loc.swaps[-1].verdict})", own={c: () for c in primary})
+                         f"{loc.kind(path)} at {path} is a root: swapping its class for the reference is part of what "
+                         f"makes the model agree ({loc.swaps[-1].verdict})", own={c: () for c in primary})
 
     def _explained(self, r: Result, clauses: Sequence[str]) -> dict[str, tuple[str, ...]]:
-        """An unmasked attention row: its own evidence on the formula. A whole-model FAIL the differential check explained (swapping its roots' classes for the reference made
-        the model agree): each of the row's clauses relies on the roots' clauses (it follows when they FAIL; a root
-        of the row's own clause stays a root). Nothing otherwise: the row's clauses rely on their ``[given]``."""
+        """What each of a row's clauses relies on, where the row itself says more than ``clauses.toml [given]``:
+
+        * an unmasked attention row is the formula's own evidence (it relies on no masking clause);
+        * a block row's residual clause has only the block's output as evidence: it relies on the block's clause too
+          (a confirmed root separates them, ``_add_roots``);
+        * a float64 row's ``numerics.float64`` is the row's own formula comparison: it relies on the row's clauses;
+        * the whole model's logits (``projection.logits`` on the transformer row) rely on every clause the model
+          does (the projection's own row judges the layer alone);
+        * a whole-model FAIL the differential check explained (swapping its roots' classes for the reference made
+          the model agree): each of its clauses relies on the roots' (a root of the row's own clause stays a root).
+        """
+        own: dict[str, tuple[str, ...]] = {}
         if r.component in UNMASKED_ATTENTION:  # the formula judged without a mask: relies on no masking clause
-            return {c: () for c in clauses if c in ("mha.formula", "mha.static-attention")}
+            own.update({c: () for c in clauses if c in ("mha.formula", "mha.static-attention")})
+        blocks = tuple(c for c in clauses if c in ("encoder.block", "decoder.block"))
+        for c in clauses:
+            if blocks and c in variants.RESIDUAL_CLAUSES.values():
+                own[c] = tuple(dict.fromkeys(GIVEN.get(c, ()) + blocks))
+        if r.component == "transformer" and "projection.logits" in clauses:  # the logits of the whole model: they
+            own["projection.logits"] = tuple(g for g in GIVEN.get("transformer.compose", ())  # rely on all of it
+                                             if g != "projection.logits")
+        formula = tuple(c for c in clauses if not c.startswith("numerics."))
+        if r.dtype == "float64" and "numerics.float64" in clauses and formula:
+            own["numerics.float64"] = formula
         loc = r.outcome.localization if r.outcome else None
-        if loc is None or not loc.confirmed:
-            return {}
-        given = tuple(dict.fromkeys(c for path in loc.roots for c in
-                                    in_variant(BY_CONTRACT[loc.kind(path)].clauses if loc.kind(path) in BY_CONTRACT
-                                               else (), self.variant)))
-        if not given:
-            return {}
-        return {c: given for c in clauses if c not in given}
+        if loc is not None and loc.confirmed:
+            given = tuple(dict.fromkeys(c for path in loc.roots for c in self._root_clauses(loc, path) + (
+                in_variant(BY_CONTRACT[loc.kind(path)].clauses, self.variant) if loc.kind(path) in BY_CONTRACT
+                else ())))
+            own.update({c: given for c in clauses if given and c not in given})
+        return own
 
     def to_json(self) -> dict[str, Any]:
         rows = []
