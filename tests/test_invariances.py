@@ -225,7 +225,7 @@ def test_layer_normalization_row_mean_is_bias_and_std_is_alpha(impl, device: str
     with torch.no_grad():
         norm.alpha.fill_(alpha)
         norm.bias.fill_(bias)
-        xt = _t(x, device)
+        xt = _t(x, device)[None]  # [1, R, d]: the contract's [B, L, d]
         y = to_f64(norm(xt))
     x64 = to_f64(xt)
     rtol, atol = tolerances.value_tol(F64)
@@ -252,7 +252,7 @@ def test_layer_normalization_invariant_to_adding_a_constant(impl, device: str, r
     scale, x = rows
     note(f"scale={scale}, x shape={x.shape}, c={shift}")
     norm = randomize_parameters_(_layer_norm(impl, x.shape[1], device), seed)
-    xt = _t(x, device)
+    xt = _t(x, device)[None]  # [1, R, d]: the contract's [B, L, d]
     with torch.no_grad():
         y, y_shifted = norm(xt), norm(xt + shift)
     _assert_within_rounding(to_f64(y_shifted), to_f64(y), to_f64(xt), shift, to_f64(norm.alpha), CONTRACT_EPS,
@@ -271,7 +271,7 @@ def test_layer_normalization_invariant_to_positive_scaling_up_to_eps(impl, devic
     norm = randomize_parameters_(_layer_norm(impl, x.shape[1], device), seed)
     rescaled = _layer_norm(impl, x.shape[1], device, eps=CONTRACT_EPS / s**2)
     rescaled.load_state_dict(norm.state_dict())
-    xt = _t(x, device)
+    xt = _t(x, device)[None]  # [1, R, d]: the contract's [B, L, d]
     with torch.no_grad():
         y_scaled, y = norm(xt * s), rescaled(xt)
     _assert_within_rounding(to_f64(y_scaled), to_f64(y), to_f64(xt), 0.0, to_f64(norm.alpha), CONTRACT_EPS / s**2,
@@ -300,7 +300,7 @@ def test_layer_normalization_accurate_with_large_offset_in_float32(impl, device:
     scale, x = rows
     note(f"x shape={x.shape}")
     norm = randomize_parameters_(_layer_norm(impl, x.shape[1], device, dtype=torch.float32), seed)
-    x32 = _t(x, device, torch.float32)
+    x32 = _t(x, device, torch.float32)[None]  # [1, R, d]: the contract's [B, L, d]
     noise32 = (x32 - 1e4) * LN_OFFSET_NOISE_SCALE  # exact: Sterbenz, then a power of two
     for what, inputs in (("at offset 1e4", x32), (f"noise without the offset, x {LN_OFFSET_NOISE_SCALE:g}", noise32)):
         with torch.no_grad():

@@ -755,6 +755,9 @@ def main(argv: list[str] | None = None) -> int:
         check = smoke_check(record, names, tree, timeout=args.timeout, console=console)
         record["smoke_check"] = check
         doc = doc.rstrip() + "\n\n" + smoke_section(record) + "\n"
+        # the cards run the tier just chosen: the snapshot's record gets its smoke set (the plugin reads it there)
+        snapshot_record = tree / EXPECTED_KILLS.relative_to(ROOT)
+        snapshot_record.write_text(json.dumps({**json.loads(snapshot_record.read_text()), "smoke": record["smoke"]}))
         record["smoke_cards"] = smoke_cards(names, tree, jobs=args.jobs, timeout=args.timeout, console=console)
         doc = doc.rstrip() + "\n\n" + roots_section(record) + "\n"
     if args.compare:
