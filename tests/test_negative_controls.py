@@ -202,13 +202,10 @@ def test_negative_controls_are_caught_and_the_correct_implementation_is_not(tmp_
     assert not missed, "negative controls not caught:\n" + "\n".join(missed)
 
 
-#: Controls whose recorded smoke card has a root outside their clauses, open findings of issue 31 (listed in its
-#: closing note and docs/kill-matrix.md): a numerics own-evidence test that a wrong wiring makes raise or a raw-scores
-#: block makes fail is not yet attributed to the block; the residual dropout-site test is not yet explained by the
-#: residual's own FAIL. Any other control whose roots leave its clauses fails this test; one listed here that is
-#: fixed fails it too (drop it from the list).
-KNOWN_MISATTRIBUTED = ("attn_stores_raw_scores", "decoder_cross_attn_values_from_decoder", "residual_dropout_on_input",
-                       "residual_post_norm")
+#: Controls whose recorded smoke card has a root outside their clauses: open findings of issue 31 (none at present;
+#: each listed one must still have a root within its clauses). Any other control whose roots leave its clauses
+#: fails the test below; one listed here that is fixed fails it too (drop it from the list).
+KNOWN_MISATTRIBUTED: tuple[str, ...] = ()
 
 
 def test_kill_matrix_records_every_smoke_card_rooted_in_the_controls_clauses() -> None:
