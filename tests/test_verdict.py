@@ -68,6 +68,18 @@ def test_fails_that_only_explain_each_other_are_all_roots() -> None:
     assert set(follows["encoder.block"]) == {"mha.formula", "mask.semantics"}
 
 
+def test_in_a_group_that_explains_only_itself_a_member_its_own_evidence_clears_follows() -> None:
+    """The report's attention rows: the unmasked row (mha.formula's own evidence) passes, the masked rows FAIL both
+    clauses. mask.semantics is the root; mha.formula, cleared by its own evidence, follows from it. Once that own
+    evidence fails too, mha.formula is the root (a failure that relies on nothing) and masking follows from it."""
+    card = Card("m")
+    _pass(card, ("mha.formula",), "unmasked", own=("mha.formula",))
+    _fail(card, ("mha.formula", "mask.semantics"), "masked_oracle")
+    assert verdict.follows(card) == {"mha.formula": ("mask.semantics",), "mask.semantics": ()}
+    _fail(card, ("mha.formula",), "unmasked_again", own=("mha.formula",))
+    assert verdict.follows(card) == {"mha.formula": (), "mask.semantics": ("mha.formula",)}
+
+
 def test_a_fail_nothing_explains_is_a_root_and_nothing_turns_into_a_pass(tmp_path) -> None:
     card = Card("m")
     _fail(card, ("ffn.formula",), "own")
