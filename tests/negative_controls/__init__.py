@@ -17,7 +17,7 @@ from types import ModuleType
 PACKAGE = __name__
 HERE = Path(__file__).resolve().parent
 #: Modules of this package that are tools, not controls.
-TOOLS = frozenset({"kill_matrix"})
+TOOLS = frozenset({"kill_matrix", "report_roots"})
 #: Written by the kill-matrix command: per control, the tests that caught it.
 EXPECTED_KILLS = HERE / "expected_kills.json"
 
