@@ -52,7 +52,7 @@ from torch import nn
 from reference.oracles import numpy_ref, torch_ref
 from reference.judge.compare import Verdict, judge
 from reference.kit.components import BY_CONTRACT
-from reference.report.hooks import Call, main_output, record_calls
+from reference.report.hooks import CONTRACT_CLASSES, Call, contract_class, main_output, record_calls
 from reference.oracles.masks import has_fully_masked_row
 from reference.oracles.numpy_ref import CONTRACT_EPS
 from reference.spec import variants
@@ -234,8 +234,6 @@ def same_code(model: nn.Module, path: str) -> list[str]:
 def swapped_for_reference(model: nn.Module, paths: Sequence[str], hp: HParams) -> Iterator[None]:
     """Within the block, each submodule of ``model`` at ``paths`` computes its reference instead of its own
     ``forward`` (hooks still see it). ValueError when one has no reference to swap in."""
-    from reference.report.hooks import contract_class
-
     modules = dict(model.named_modules())
     done: list[nn.Module] = []
     try:
@@ -261,15 +259,13 @@ class SwapCheck:
     agrees: bool  # the model agrees with the oracle everywhere
     first_divergence: str | None  # else: where it still diverges first
     verdict: str
-    kinds: tuple[str, ...] = ()  # the contract class of each swapped culprit
+    kinds: tuple[str, ...]  # the contract class of each swapped culprit
 
 
 def _narrowed(model: nn.Module, culprit: str, args: tuple, kwargs: dict, swapped: list[str], hp: HParams) -> str:
     """A composite culprit (a block wrong on its own inputs) narrowed to the first class of contract submodule
     inside it whose swap for the reference makes the culprit right (a residual that puts its norm after the sum:
     the block's wiring is right, its ResidualConnection is not); the culprit itself when none does."""
-    from reference.report.hooks import CONTRACT_CLASSES, contract_class
-
     inside = [(p, m) for p, m in model.named_modules() if p.startswith(culprit + ".")
               and contract_class(m) in CONTRACT_CLASSES and p not in swapped]
     tried: set[type] = set()
@@ -277,9 +273,10 @@ def _narrowed(model: nn.Module, culprit: str, args: tuple, kwargs: dict, swapped
         if type(module) in tried:
             continue
         tried.add(type(module))
+        trial = swapped + same_code(model, path)
         try:
-            with swapped_for_reference(model, swapped + same_code(model, path), hp):
-                again = localize(*args, **kwargs, _swapped=tuple(swapped + same_code(model, path)))
+            with swapped_for_reference(model, trial, hp):
+                again = localize(*args, **kwargs, _swapped=tuple(trial))
         except Exception:  # noqa: BLE001 (no reference for it, or the swapped model does not run: not this one)
             continue
         first = again.first_divergence
@@ -291,8 +288,6 @@ def _narrowed(model: nn.Module, culprit: str, args: tuple, kwargs: dict, swapped
 def _differential(model: nn.Module, args: tuple, kwargs: dict, local: LocalCheck | None, hp: HParams
                   ) -> list[SwapCheck]:
     """Swap the culprit's class for its reference and re-run, then the next culprit's, until the model agrees."""
-    from reference.report.hooks import contract_class
-
     checks: list[SwapCheck] = []
     culprits: list[str] = []
     kinds: list[str] = []
@@ -302,7 +297,8 @@ def _differential(model: nn.Module, args: tuple, kwargs: dict, local: LocalCheck
         if not culprit or culprit in paths:
             why = (f"{culprit}, swapped for the reference, still diverges ({local.verdict})" if culprit else
                    "the model's encode/decode/project has no reference to swap in")
-            checks.append(SwapCheck(tuple(culprits), False, local.path, f"differential check stops: {why}"))
+            checks.append(SwapCheck(tuple(culprits), False, local.path, f"differential check stops: {why}",
+                                    tuple(kinds)))
             break
         culprit = _narrowed(model, culprit, args, kwargs, paths, hp)
         culprits.append(culprit)
@@ -386,11 +382,11 @@ class Localization:
 
     def kind(self, path: str) -> str | None:
         """The contract class of the submodule at ``path``: as the implementation ran it, or as the differential
-        check swapped it (a block that raised inside has no row of its own)."""
-        found = next((r.kind for r in self.rows if r.path == path), None)
-        for check in self.swaps:
-            found = found or dict(zip(check.swapped, check.kinds)).get(path)
-        return found
+        check swapped it (a block that raised inside has no row of its own; each check holds every culprit so far)."""
+        row = self.row(path)
+        if row is not None:
+            return row.kind
+        return dict(zip(self.swaps[-1].swapped, self.swaps[-1].kinds)).get(path) if self.swaps else None
 
     @property
     def roots(self) -> list[str]:
@@ -398,7 +394,7 @@ class Localization:
         culprit alone, unconfirmed; empty when nothing diverges)."""
         if self.ok:
             return []
-        if self.swaps and self.swaps[-1].agrees:
+        if self.confirmed:
             return list(self.swaps[-1].swapped)
         return [self.local.culprit] if self.local and self.local.culprit else []
 

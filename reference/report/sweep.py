@@ -256,16 +256,20 @@ class Report:
                 self._add_roots(card, r, where)
         return card
 
+    def _class_clauses(self, loc: Localization, path: str) -> tuple[str, ...]:
+        """The clauses of the contract class at ``path`` in this variant (none for a class the registry lacks)."""
+        kind = loc.kind(path)
+        return in_variant(BY_CONTRACT[kind].clauses, self.variant) if kind in BY_CONTRACT else ()
+
     def _root_clauses(self, loc: Localization, path: str) -> tuple[str, ...]:
         """The clause a confirmed root at ``path`` counts against: its class's first clause in this variant
         (``encoder.stack`` for an ``Encoder`` that skips its norm); for an attention block only a wrong
         ``attention_scores`` under a right output (``mha.static-attention``): its output formula and masking are
         judged by its own rows, which separate them."""
-        kind = loc.kind(path)
-        if kind == "MultiHeadAttentionBlock":
+        if loc.kind(path) == "MultiHeadAttentionBlock":
             out, weights = loc.row(path), loc.row(path + WEIGHTS_SUFFIX)
             return ("mha.static-attention",) if out and out.ok and weights and not weights.ok else ()
-        return in_variant(BY_CONTRACT[kind].clauses, self.variant)[:1] if kind in BY_CONTRACT else ()
+        return self._class_clauses(loc, path)[:1]
 
     def _add_roots(self, card: Card, r: Result, where: str) -> None:
         """Each root the differential check confirmed counts as own evidence against its clause
@@ -307,9 +311,8 @@ class Report:
             own["numerics.float64"] = formula
         loc = r.outcome.localization if r.outcome else None
         if loc is not None and loc.confirmed:
-            given = tuple(dict.fromkeys(c for path in loc.roots for c in self._root_clauses(loc, path) + (
-                in_variant(BY_CONTRACT[loc.kind(path)].clauses, self.variant) if loc.kind(path) in BY_CONTRACT
-                else ())))
+            # a root's clause (``_root_clauses``) is always one of its class's
+            given = tuple(dict.fromkeys(c for path in loc.roots for c in self._class_clauses(loc, path)))
             own.update({c: given for c in clauses if given and c not in given})
         return own
 
